@@ -1,0 +1,7 @@
+"""Lightning layer: EncoderModule (wraps any encoder), TrialDataModule, loggers."""
+
+from .datamodule import TrialDataModule, TrialDataset, collate_trials
+from .loggers import wandb_logger, wandb_mode
+from .module import EncoderModule, frame_mask
+
+__all__ = ["EncoderModule", "TrialDataModule", "TrialDataset", "collate_trials", "frame_mask", "wandb_logger", "wandb_mode"]

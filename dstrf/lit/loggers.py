@@ -1,0 +1,78 @@
+"""Loggers that never block training: wandb goes offline by itself when it cannot reach its server."""
+
+from __future__ import annotations
+
+import netrc
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+from lightning.pytorch.loggers import WandbLogger
+
+__all__ = ["wandb_mode", "wandb_logger"]
+
+MODES = ("auto", "online", "offline", "disabled")
+
+
+def _has_api_key(host: str) -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def _reachable(host: str, port: int = 443, timeout: float = 2.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wandb_mode(mode: str = "auto") -> str:
+    """Resolve ``"auto"``: ``WANDB_MODE`` if set; else ``"online"`` only with an API key and a server that
+    answers within 2 s; else ``"offline"`` (runs are kept on disk; ``wandb sync`` uploads them later)."""
+    if mode not in MODES:
+        raise ValueError(f"wandb mode must be one of {MODES}; got {mode!r}")
+    if mode != "auto":
+        return mode
+    if os.environ.get("WANDB_MODE"):
+        return "offline" if os.environ["WANDB_MODE"] == "dryrun" else os.environ["WANDB_MODE"]
+    base_url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+    host = urlparse(base_url).hostname or "api.wandb.ai"
+    return "online" if _has_api_key(host) and _reachable(host) else "offline"
+
+
+def wandb_logger(
+    project: str = "dstrf",
+    save_dir: str = ".",
+    name: str | None = None,
+    mode: str = "auto",
+    group: str | None = None,
+    tags: list[str] | None = None,
+    init_timeout: float = 30.0,
+    **kwargs,
+) -> WandbLogger:
+    """A Lightning ``WandbLogger`` that works without network: see :func:`wandb_mode`.
+
+    Files go to ``save_dir/wandb``. ``init_timeout`` bounds how long an online start may wait for the server.
+    """
+    import wandb
+
+    resolved = wandb_mode(mode)
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    settings = wandb.Settings(init_timeout=init_timeout, silent=True)
+    return WandbLogger(
+        project=project,
+        save_dir=str(save_dir),
+        name=name,
+        group=group,
+        tags=list(tags) if tags else None,
+        offline=resolved == "offline",
+        mode=resolved,
+        settings=settings,
+        **kwargs,
+    )

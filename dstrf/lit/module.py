@@ -1,0 +1,228 @@
+"""EncoderModule: the one LightningModule that trains, validates and tests any dstrf encoder."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import hydra.utils
+import lightning as L
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+
+from ..metrics import PearsonR, pearson_r
+
+__all__ = ["EncoderModule", "frame_mask"]
+
+LOSSES = ("mse", "poisson")
+OPTIMIZERS = ("adamw", "radam")
+SCHEDULERS = (None, "cosine", "plateau")
+
+
+def frame_mask(lengths: torch.Tensor, n_frames: int, warmup: int) -> torch.Tensor:
+    """``(B, T)`` bool: frame t of row b counts iff ``warmup <= t < lengths[b]``.
+
+    Frames past a trial's end are padding; the first ``warmup`` frames of a trial are outputs whose input
+    window reaches before the trial start into the causal padding, which is not data.
+    """
+    t = torch.arange(n_frames, device=lengths.device)
+    return (t[None, :] >= warmup) & (t[None, :] < lengths[:, None])
+
+
+class EncoderModule(L.LightningModule):
+    """Wraps an encoder ``(B, F, T) -> (B, N, T)`` built from its config; trains it with a masked loss.
+
+    Parameters
+    ----------
+    encoder : mapping
+        Hydra-style config of the encoder, ``{"_target_": "dstrf.models.DeepEncoder", "hidden": 128, ...}``,
+        without ``n_freqs``/``n_outputs`` (given here). Stored as a plain dict so checkpoints load under
+        torch's ``weights_only`` default.
+    n_freqs, n_outputs : int
+        Stimulus bands F and response channels N.
+    loss : {"mse", "poisson"}
+        Mean squared error, or Poisson negative log-likelihood ``rate - y log(rate)`` of a positive rate
+        (encoders ending in a parametric softplus: LNSTRF, ConvNet2D, StateNet) against non-negative counts.
+    optimizer : {"adamw", "radam"}
+    lr, weight_decay : float
+    scheduler : {None, "cosine", "plateau"}
+        Cosine annealing over ``max_epochs``, or halving the rate when ``val/r`` stops improving.
+    warmup : int, optional
+        Frames at the start of each trial left out of the loss and metrics. Default: the receptive field
+        minus one (the frames whose input window reaches before the trial start); 0 for recurrent models.
+    channel_names : list of str, optional
+        Names of the N output channels, kept for tables and figures.
+    sfreq : float, optional
+        Frame rate in Hz, kept with the model.
+    """
+
+    def __init__(
+        self,
+        encoder: Mapping[str, Any],
+        n_freqs: int,
+        n_outputs: int,
+        loss: str = "mse",
+        optimizer: str = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 1e-2,
+        scheduler: str | None = None,
+        warmup: int | None = None,
+        channel_names: Sequence[str] | None = None,
+        sfreq: float | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(encoder, DictConfig):
+            encoder = OmegaConf.to_container(encoder, resolve=True)
+        if not isinstance(encoder, Mapping) or "_target_" not in encoder:
+            raise TypeError(f"encoder must be a config mapping with a _target_ (e.g. dstrf.models.DeepEncoder); got {encoder!r}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}; got {loss!r}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {optimizer!r}")
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {SCHEDULERS}; got {scheduler!r}")
+        channel_names = list(channel_names) if channel_names is not None else [f"ch{n}" for n in range(n_outputs)]
+        if len(channel_names) != n_outputs:
+            raise ValueError(f"channel_names has {len(channel_names)} names for {n_outputs} outputs")
+        self.save_hyperparameters({
+            "encoder": dict(encoder), "n_freqs": int(n_freqs), "n_outputs": int(n_outputs), "loss": loss,
+            "optimizer": optimizer, "lr": float(lr), "weight_decay": float(weight_decay), "scheduler": scheduler,
+            "warmup": warmup, "channel_names": channel_names, "sfreq": None if sfreq is None else float(sfreq),
+        })
+        self.encoder = hydra.utils.instantiate(dict(encoder), n_freqs=int(n_freqs), n_outputs=int(n_outputs))
+        if loss == "poisson" and not getattr(self.encoder, "positive_output", False):
+            raise ValueError(
+                f"loss='poisson' needs an encoder whose output is a positive rate; {type(self.encoder).__name__} "
+                "outputs any real value. Use loss='mse', or LNSTRF, ConvNet2D or StateNet (softplus outputs)."
+            )
+        rf = self.receptive_field
+        self.warmup = int(warmup) if warmup is not None else (rf - 1 if rf is not None else 0)
+        # Standardisation statistics of the training trials travel with the weights, so a checkpoint alone can
+        # predict raw stimuli (see predict()). Filled from the DataModule in setup().
+        self.register_buffer("stimulus_mean", torch.zeros(n_freqs))
+        self.register_buffer("stimulus_std", torch.ones(n_freqs))
+        self.register_buffer("response_mean", torch.zeros(n_outputs))
+        self.register_buffer("response_std", torch.ones(n_outputs))
+        self.val_r = PearsonR(n_outputs)
+        self.test_r = PearsonR(n_outputs)
+        self.channel_r: dict[str, torch.Tensor] = {}
+        self.test_predictions: dict[int, torch.Tensor] = {}
+
+    # -- model ---------------------------------------------------------------------------------------------------
+    @property
+    def receptive_field(self) -> int | None:
+        return self.encoder.receptive_field
+
+    def forward(self, stimulus: torch.Tensor) -> torch.Tensor:
+        """Standardised stimulus ``(B, F, T)`` -> standardised response ``(B, N, T)``."""
+        return self.encoder(stimulus)
+
+    @torch.no_grad()
+    def predict(self, stimulus: torch.Tensor) -> torch.Tensor:
+        """Raw stimulus ``(F, T)`` (units of the data) -> predicted response ``(N, T)`` in the data's units.
+
+        Applies the training standardisation stored with the model; the first ``warmup`` frames see the
+        causal padding and are less reliable.
+        """
+        stimulus = torch.as_tensor(stimulus, dtype=torch.float32, device=self.stimulus_mean.device)
+        if stimulus.ndim != 2 or stimulus.shape[0] != self.hparams.n_freqs:
+            raise ValueError(f"predict expects a stimulus ({self.hparams.n_freqs} freqs, frames); got shape {tuple(stimulus.shape)}")
+        was_training = self.training
+        self.eval()
+        try:
+            x = (stimulus - self.stimulus_mean[:, None]) / self.stimulus_std[:, None]
+            y = self.encoder(x[None])[0]
+        finally:
+            self.train(was_training)
+        return y * self.response_std[:, None] + self.response_mean[:, None]
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is None:
+            return
+        trials = datamodule.trials
+        if trials.n_freqs != self.hparams.n_freqs:
+            raise ValueError(f"the data have {trials.n_freqs} frequency bands but the model was built for {self.hparams.n_freqs}")
+        if trials.n_channels != self.hparams.n_outputs:
+            raise ValueError(f"the data have {trials.n_channels} response channels but the model has {self.hparams.n_outputs} outputs")
+        trials.check_receptive_field(self.receptive_field)
+        if stage == "fit":
+            # Only a fit takes statistics from the data; validate/test on a loaded checkpoint keep the stored ones.
+            s = datamodule.standardization
+            for name in ("stimulus_mean", "stimulus_std", "response_mean", "response_std"):
+                getattr(self, name).copy_(getattr(s, name))
+
+    # -- steps ---------------------------------------------------------------------------------------------------
+    def _loss(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        w = mask[:, None, :].expand_as(pred).to(pred.dtype)
+        if self.hparams.loss == "mse":
+            elementwise = (pred - target) ** 2
+        else:
+            if bool((target[mask[:, None, :].expand_as(target)] < 0).any()):
+                raise ValueError(
+                    "loss='poisson' needs non-negative responses (counts or rates), but the training targets have "
+                    "negative values; set data.standardize_response=false or use loss='mse'"
+                )
+            elementwise = F.poisson_nll_loss(pred, target, log_input=False, full=False, eps=1e-6, reduction="none")
+        return (elementwise * w).sum() / w.sum().clamp_min(1)
+
+    def _shared_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        pred = self(batch["stimulus"])
+        mask = frame_mask(batch["lengths"], pred.shape[-1], self.warmup)
+        return pred, batch["response"], mask, self._loss(pred, batch["response"], mask)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        _, _, _, loss = self._shared_step(batch)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["lengths"]))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        pred, target, mask, loss = self._shared_step(batch)
+        self.val_r.update(pred, target, mask)
+        self.log("val/loss", loss, batch_size=len(batch["lengths"]), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        r = self.val_r.compute()
+        self.val_r.reset()
+        self.channel_r["val"] = r.cpu()
+        self.log("val/r", r.mean().float(), prog_bar=True)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        pred, target, mask, loss = self._shared_step(batch)
+        self.test_r.update(pred, target, mask)
+        self.log("test/loss", loss, batch_size=len(batch["lengths"]), sync_dist=True)
+        for row, (trial, length) in enumerate(zip(batch["trial"].tolist(), batch["lengths"].tolist())):
+            self.test_predictions[trial] = pred[row, :, :length].detach().cpu()
+
+    def on_test_epoch_start(self) -> None:
+        self.test_predictions = {}
+
+    def on_test_epoch_end(self) -> None:
+        r = self.test_r.compute()
+        self.test_r.reset()
+        self.channel_r["test"] = r.cpu()
+        self.log("test/r", r.mean().float())
+
+    def trial_scores(self, responses: Mapping[int, torch.Tensor]) -> dict[int, list[float]]:
+        """Per test trial, Pearson r per channel of the stored test predictions against ``responses[trial]``
+        ``(N, T)`` (standardised like the predictions), over frames past the warm-up."""
+        scores = {}
+        for trial, pred in sorted(self.test_predictions.items()):
+            mask = torch.arange(pred.shape[-1]) >= self.warmup
+            scores[trial] = pearson_r(pred, responses[trial], mask).tolist()
+        return scores
+
+    # -- optimisation --------------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        cls = torch.optim.AdamW if self.hparams.optimizer == "adamw" else torch.optim.RAdam
+        kwargs = {"decoupled_weight_decay": True} if self.hparams.optimizer == "radam" else {}
+        optimizer = cls(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, **kwargs)
+        if self.hparams.scheduler is None:
+            return optimizer
+        if self.hparams.scheduler == "cosine":
+            max_epochs = max(1, int(self.trainer.max_epochs or 1)) if self._trainer is not None else 1
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/r", "interval": "epoch"}}
