@@ -1,0 +1,32 @@
+"""Encoders: plain ``torch.nn.Module``s mapping a stimulus ``(B, F, T)`` to responses ``(B, N, T)``.
+
+Every encoder is constructed as ``Cls(n_freqs, n_outputs, **hyperparameters)``, is causal (output frame
+t depends on input frames <= t only) and has ``.receptive_field``: the number of frames (current one
+included) that output t depends on, or ``None`` for recurrent models. Frames before the start of a trial
+are zeros, i.e. the training mean of the per-band standardised stimulus.
+
+=============  =========================================================  ======================
+model          what                                                       receptive field
+=============  =========================================================  ======================
+LinearSTRF     b + sum_{f,k} W[n,f,k] x_f(t-k)                            lags (65)
+LNSTRF         LinearSTRF -> ParametricSoftplus                           lags (65)
+DeepEncoder    bias-free dilated causal 1-D CNN, exact dSTRF              1 + (k-1)*sum(dil) (65)
+ConvNet2D      deepSTRF 2-D CNN over (freq, time) -> per-frame MLP        1 + n_layers*(kt-1) (25)
+StateNet       locally connected spectral encoder -> GRU/LSTM             None
+=============  =========================================================  ======================
+"""
+
+from .cnn import ConvNet2D, DeepEncoder
+from .layers import ParametricSoftplus
+from .linear import LinearSTRF, LNSTRF
+from .recurrent import LocallyConnected1d, StateNet
+
+__all__ = [
+    "ConvNet2D",
+    "DeepEncoder",
+    "LinearSTRF",
+    "LNSTRF",
+    "LocallyConnected1d",
+    "ParametricSoftplus",
+    "StateNet",
+]
