@@ -16,6 +16,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -66,6 +67,16 @@ def _test_summary(module: EncoderModule, datamodule: TrialDataModule) -> dict:
             reps = torch.cat([standardization.response(trials.repeats[i])[..., w:] for i in ids], dim=-1)
             summary["cc_norm"] = cc_norm(pred, reps).tolist()
     return summary
+
+
+def _save_test_predictions(module: EncoderModule, datamodule: TrialDataModule, path: Path) -> None:
+    """Test predictions in the data's units, one ``(N, T)`` array ``trial_<id>`` per test trial."""
+    s = datamodule.standardization
+    arrays = {
+        f"trial_{i}": (pred * s.response_std[:, None] + s.response_mean[:, None]).numpy()
+        for i, pred in sorted(module.test_predictions.items())
+    }
+    np.savez(path, channel_names=np.asarray(datamodule.trials.channel_names), **arrays)
 
 
 def _print_summary(metrics: dict) -> None:
@@ -155,6 +166,8 @@ def run(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        if datamodule.split.test:
+            _save_test_predictions(module, datamodule, run_dir / "test_predictions.npz")
         _print_summary(metrics)
     if logger and hasattr(logger, "experiment") and type(logger).__name__ == "WandbLogger":
         logger.experiment.finish()

@@ -1,0 +1,91 @@
+"""Every config of every group composes and instantiates."""
+
+from pathlib import Path
+
+import hydra.utils
+import lightning as L
+import pytest
+from omegaconf import OmegaConf
+
+from dstrf.config import CONFIG_DIR, compose
+from dstrf.lit import EncoderModule, TrialDataModule
+
+CONF = Path(CONFIG_DIR)
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_config_groups_exist():
+    for group in ("data", "model", "split", "trainer", "logger", "callbacks", "paths", "hydra", "experiment"):
+        assert options(group), f"conf/{group}/ is empty"
+    assert options("model") == ["convnet2d", "deep_encoder", "linear_strf", "ln_strf", "statenet"]
+
+
+def small(overrides):
+    return compose(["data.trials.n_trials=4", "data.trials.n_frames=200", "data.trials.n_freqs=16", *overrides])
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_every_model_config_builds_a_module(model):
+    cfg = small([f"model={model}"])
+    dm: TrialDataModule = hydra.utils.instantiate(cfg.data, split=hydra.utils.instantiate(cfg.split))
+    module = EncoderModule(OmegaConf.to_container(cfg.model, resolve=True), dm.n_freqs, dm.n_channels,
+                           **OmegaConf.to_container(cfg.module))
+    batch = next(iter(dm.train_dataloader()))
+    assert module(batch["stimulus"]).shape == batch["response"].shape
+
+
+@pytest.mark.parametrize("trainer", options("trainer"))
+def test_every_trainer_config_instantiates(trainer, tmp_path):
+    if trainer == "gpu":
+        pytest.skip("needs a GPU")  # composes below all the same
+    cfg = small([f"trainer={trainer}", f"paths.output_dir={tmp_path}", "trainer.accelerator=cpu"])
+    assert isinstance(hydra.utils.instantiate(cfg.trainer, logger=False), L.Trainer)
+
+
+def test_gpu_trainer_config_composes():
+    assert compose(["trainer=gpu"]).trainer.accelerator == "gpu"
+
+
+@pytest.mark.parametrize("logger", options("logger"))
+def test_every_logger_config_instantiates(logger, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    cfg = compose([f"logger={logger}", f"paths.output_dir={tmp_path}"])
+    instance = hydra.utils.instantiate(cfg.logger) if cfg.logger else None
+    assert (instance is None) == (logger == "none")
+
+
+@pytest.mark.parametrize("callbacks", options("callbacks"))
+def test_every_callbacks_config_instantiates(callbacks, tmp_path):
+    cfg = compose([f"callbacks={callbacks}", f"paths.output_dir={tmp_path}"])
+    built = [hydra.utils.instantiate(c) for c in (cfg.callbacks or {}).values()]
+    assert all(isinstance(c, L.Callback) for c in built)
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_every_data_config_composes(data, tmp_path):
+    overrides = [f"data={data}"]
+    if data == "file":
+        from dstrf.data import save_trials
+        from dstrf.data.synthetic import synthetic_trials
+
+        path = save_trials(synthetic_trials(n_trials=3, n_frames=100, n_freqs=8), tmp_path / "t.h5")
+        overrides.append(f"data.trials.path={path}")
+    cfg = compose(overrides)
+    dm = hydra.utils.instantiate(cfg.data, split=hydra.utils.instantiate(cfg.split))
+    assert isinstance(dm, TrialDataModule) and len(dm.trials) >= 3
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_composes(experiment):
+    cfg = compose([f"experiment={experiment}"])
+    assert cfg.trainer.max_epochs > 0
+
+
+def test_default_config_is_the_deep_encoder_on_synthetic_data():
+    cfg = compose([])
+    assert cfg.model._target_ == "dstrf.models.DeepEncoder"
+    assert cfg.data.trials._target_ == "dstrf.data.synthetic.synthetic_trials"
+    assert cfg.logger._target_.endswith("CSVLogger")

@@ -1,0 +1,96 @@
+"""End to end: `python -m dstrf.train` / `dstrf-train` as users start them, in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dstrf.data.synthetic import synthetic_trials
+from dstrf.lit import EncoderModule
+from dstrf.metrics import pearson_r
+
+
+def train(args, cwd, env=None, command=(sys.executable, "-m", "dstrf.train")):
+    full_env = {**os.environ, "WANDB_MODE": "disabled", **(env or {})}
+    return subprocess.run([*command, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("quick") / "run"
+    result = train(["experiment=quick", f"hydra.run.dir={run_dir}"], cwd=run_dir.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result
+
+
+def test_run_directory_holds_everything(quick_run):
+    run_dir, result = quick_run
+    assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / ".hydra" / "overrides.yaml").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((run_dir / "checkpoints").glob("best-epoch*.ckpt"))) == 1
+    assert (run_dir / "csv" / "metrics.csv").is_file()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["model"] == "DeepEncoder" and metrics["receptive_field"] == 65 and metrics["epochs"] == 3
+    assert metrics["channels"] == ["linear", "ln", "gain_change", "temporal_hold", "shape_change"]
+    assert (run_dir / metrics["best_checkpoint"]).is_file()
+    assert len(metrics["val"]["r"]) == len(metrics["test"]["r"]) == len(metrics["test"]["cc_norm"]) == 5
+    assert metrics["val"]["r_mean"] == pytest.approx(np.mean(metrics["val"]["r"]))
+    assert sorted(map(int, metrics["test"]["per_trial"])) == metrics["split"]["test"]
+    # the printed summary table
+    assert "channel" in result.stdout and "test r" in result.stdout and "gain_change" in result.stdout
+    assert str(run_dir) in result.stdout
+
+
+def test_best_checkpoint_reloads_and_predicts_the_saved_test_predictions(quick_run):
+    run_dir, _ = quick_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    module = EncoderModule.load_from_checkpoint(run_dir / metrics["best_checkpoint"], map_location="cpu")
+    saved = np.load(run_dir / "test_predictions.npz")
+    trials = synthetic_trials(n_trials=5, n_frames=400, n_freqs=16)  # the data of experiment=quick
+    for trial in metrics["split"]["test"]:
+        prediction = module.predict(trials[trial].stimulus)
+        np.testing.assert_allclose(prediction.numpy(), saved[f"trial_{trial}"], rtol=1e-4, atol=1e-5)
+        mask = torch.arange(prediction.shape[1]) >= module.warmup
+        r = pearson_r(prediction, trials[trial].response, mask)
+        np.testing.assert_allclose(r.numpy(), metrics["test"]["per_trial"][str(trial)], atol=1e-5)
+
+
+def test_a_finished_run_directory_is_never_overwritten(quick_run):
+    run_dir, _ = quick_run
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts}
+    result = train(["experiment=quick", f"hydra.run.dir={run_dir}"], cwd=run_dir.parent)
+    assert result.returncode != 0 and "already holds a finished run" in result.stderr
+    assert before == {p: p.stat().st_mtime_ns for p in before}
+
+
+def test_a_trial_shorter_than_the_receptive_field_stops_before_training(tmp_path):
+    result = train(["experiment=quick", "data.trials.n_frames=[400,400,50,400,400]", f"hydra.run.dir={tmp_path / 'r'}"],
+                   cwd=tmp_path)
+    assert result.returncode != 0
+    assert "trial 2 ('synthetic2') has 50 frames, fewer than the model's receptive field of 65" in result.stderr
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_wandb_logger_goes_offline_without_a_key_and_never_hangs(tmp_path):
+    env = {"WANDB_MODE": "", "WANDB_API_KEY": "", "HOME": str(tmp_path), "NETRC": str(tmp_path / "none")}
+    result = train(["experiment=quick", "logger=wandb", f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((tmp_path / "r" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+
+
+@pytest.mark.slow
+def test_default_run_of_the_console_script(tmp_path):
+    """`dstrf-train` with no overrides: the DeepEncoder on the default synthetic data, on CPU."""
+    result = train([], cwd=tmp_path, env={"DSTRF_ROOT": str(tmp_path)}, command=("dstrf-train",))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["model"] == "DeepEncoder" and len(metrics["channels"]) == 5
+    assert metrics["test"]["r_mean"] > 0.7  # it learns: every synthetic neuron is predictable
+    assert (run_dir / metrics["best_checkpoint"]).is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
