@@ -183,7 +183,7 @@ class EncoderModule(L.LightningModule):
         self.log("val/loss", loss, batch_size=len(batch["lengths"]), sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
-        r = self.val_r.compute()
+        r = self.val_r.compute().reshape(-1)  # torchmetrics squeezes a single channel to 0-d
         self.val_r.reset()
         self.channel_r["val"] = r.cpu()
         self.log("val/r", r.mean().float(), prog_bar=True)
@@ -199,7 +199,7 @@ class EncoderModule(L.LightningModule):
         self.test_predictions = {}
 
     def on_test_epoch_end(self) -> None:
-        r = self.test_r.compute()
+        r = self.test_r.compute().reshape(-1)
         self.test_r.reset()
         self.channel_r["test"] = r.cpu()
         self.log("test/r", r.mean().float())

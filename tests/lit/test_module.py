@@ -109,3 +109,13 @@ def test_test_predictions_and_trial_scores(small_trials, tmp_path):
     scores = module.trial_scores(responses)
     expected = pearson_r(module.test_predictions[4], responses[4], torch.arange(110) >= module.warmup)
     np.testing.assert_allclose(scores[4], expected.numpy())
+
+
+def test_a_single_channel_gives_per_channel_arrays(small_trials, tmp_path):
+    one = small_trials.subset(range(5))
+    one = type(one)([t.stimulus for t in one], [t.response[:1] for t in one], sfreq=100.0)
+    dm = TrialDataModule(one, Split([0, 1, 2], [3], [4]), batch_size=2)
+    module = EncoderModule(LINEAR, 8, 1, lr=0.05)
+    trainer = fit(module, dm, tmp_path, epochs=2)
+    trainer.test(module, datamodule=dm, verbose=False)
+    assert module.channel_r["val"].shape == (1,) and module.channel_r["test"].shape == (1,)
