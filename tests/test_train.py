@@ -33,7 +33,8 @@ def test_run_directory_holds_everything(quick_run):
     assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / ".hydra" / "overrides.yaml").is_file()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert len(list((run_dir / "checkpoints").glob("best-epoch*.ckpt"))) == 1
-    assert (run_dir / "csv" / "metrics.csv").is_file()
+    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/loss", "val/loss", "val/r", "val/r/linear", "val/r/shape_change", "test/r/ln"} <= set(header)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["model"] == "DeepEncoder" and metrics["receptive_field"] == 65 and metrics["epochs"] == 3
     assert metrics["channels"] == ["linear", "ln", "gain_change", "temporal_hold", "shape_change"]

@@ -55,6 +55,10 @@ class EncoderModule(L.LightningModule):
         Names of the N output channels, kept for tables and figures.
     sfreq : float, optional
         Frame rate in Hz, kept with the model.
+    log_channels : int
+        Log the per-channel r (``val/r/<channel>``) when there are at most this many channels; beyond that
+        only the mean ``val/r`` is logged (a dashboard of 1000 panels helps nobody), while ``metrics.json``
+        always has every channel.
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class EncoderModule(L.LightningModule):
         warmup: int | None = None,
         channel_names: Sequence[str] | None = None,
         sfreq: float | None = None,
+        log_channels: int = 64,
     ) -> None:
         super().__init__()
         if isinstance(encoder, DictConfig):
@@ -89,6 +94,7 @@ class EncoderModule(L.LightningModule):
             "encoder": dict(encoder), "n_freqs": int(n_freqs), "n_outputs": int(n_outputs), "loss": loss,
             "optimizer": optimizer, "lr": float(lr), "weight_decay": float(weight_decay), "scheduler": scheduler,
             "warmup": warmup, "channel_names": channel_names, "sfreq": None if sfreq is None else float(sfreq),
+            "log_channels": int(log_channels),
         })
         self.encoder = hydra.utils.instantiate(dict(encoder), n_freqs=int(n_freqs), n_outputs=int(n_outputs))
         if loss == "poisson" and not getattr(self.encoder, "positive_output", False):
@@ -187,6 +193,7 @@ class EncoderModule(L.LightningModule):
         self.val_r.reset()
         self.channel_r["val"] = r.cpu()
         self.log("val/r", r.mean().float(), prog_bar=True)
+        self._log_channels("val", r)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         pred, target, mask, loss = self._shared_step(batch)
@@ -203,6 +210,11 @@ class EncoderModule(L.LightningModule):
         self.test_r.reset()
         self.channel_r["test"] = r.cpu()
         self.log("test/r", r.mean().float())
+        self._log_channels("test", r)
+
+    def _log_channels(self, stage: str, r: torch.Tensor) -> None:
+        if len(r) <= self.hparams.log_channels:
+            self.log_dict({f"{stage}/r/{name}": value.float() for name, value in zip(self.hparams.channel_names, r)})
 
     def trial_scores(self, responses: Mapping[int, torch.Tensor]) -> dict[int, list[float]]:
         """Per test trial, Pearson r per channel of the stored test predictions against ``responses[trial]``
