@@ -10,6 +10,7 @@ Examples::
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from .config import CONFIG_DIR
 from .lit import EncoderModule, TrialDataModule
 from .metrics import cc_norm
+from .sweep.ddp import is_rank_zero_process, job_processes
+from .sweep.job import mark_done, mark_started, prepare_job
 
 __all__ = ["main", "run"]
 
@@ -70,13 +73,15 @@ def _test_summary(module: EncoderModule, datamodule: TrialDataModule) -> dict:
 
 
 def _save_test_predictions(module: EncoderModule, datamodule: TrialDataModule, path: Path) -> None:
-    """Test predictions in the data's units, one ``(N, T)`` array ``trial_<id>`` per test trial."""
+    """Per test trial, in the data's units: the prediction ``trial_<id>`` and the measured ``response_<id>``,
+    both ``(N, T)``, so scores can be recomputed (and jackknife-averaged) without reloading the data.
+    ``warmup`` says how many leading frames of each trial are not scored."""
     s = datamodule.standardization
-    arrays = {
-        f"trial_{i}": (pred * s.response_std[:, None] + s.response_mean[:, None]).numpy()
-        for i, pred in sorted(module.test_predictions.items())
-    }
-    np.savez(path, channel_names=np.asarray(datamodule.trials.channel_names), **arrays)
+    arrays = {}
+    for i, pred in sorted(module.test_predictions.items()):
+        arrays[f"trial_{i}"] = (pred * s.response_std[:, None] + s.response_mean[:, None]).numpy()
+        arrays[f"response_{i}"] = datamodule.trials.responses[i].numpy()
+    np.savez(path, channel_names=np.asarray(datamodule.trials.channel_names), warmup=module.warmup, **arrays)
 
 
 def _print_summary(metrics: dict) -> None:
@@ -108,15 +113,65 @@ def _print_summary(metrics: dict) -> None:
     print("\n".join(lines), flush=True)
 
 
+def _fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: EncoderModule, datamodule: TrialDataModule,
+                  run_dir: Path, resume_from: str | None, start: float) -> dict:
+    """Fit (or resume), then score the best checkpoint on validation and test trials; the metrics.json dict."""
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+
+    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+    ckpt_path = best if best else None  # no checkpoint callback: score the final weights
+    trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    val_r = module.channel_r["val"].tolist()
+    metrics: dict[str, Any] = {
+        "model": cfg.model._target_.rsplit(".", 1)[-1],
+        "receptive_field": module.receptive_field,
+        "epochs": trainer.current_epoch,
+        "best_checkpoint": _relative(best, run_dir),
+        "last_checkpoint": _relative(checkpoint.last_model_path, run_dir) if checkpoint is not None else None,
+        "channels": list(datamodule.trials.channel_names),
+        "sfreq": datamodule.trials.sfreq,
+        "job": {
+            "fold": cfg.split.get("fold", 0),
+            "jackknife": cfg.split.get("jackknife"),
+            "scheme": cfg.split._target_.rsplit(".", 1)[-1],
+            "resumed_from": _relative(resume_from, run_dir),
+        },
+        "split": datamodule.split.as_dict(),
+        "val": {"r": val_r, "r_mean": float(sum(val_r) / len(val_r))},
+    }
+    if datamodule.split.test:
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+        test_r = module.channel_r["test"].tolist()
+        metrics["test"] = {"r": test_r, "r_mean": float(sum(test_r) / len(test_r)), **_test_summary(module, datamodule)}
+    metrics["wall_time_s"] = round(time.perf_counter() - start, 2)
+    metrics["run_dir"] = str(run_dir)
+
+    return metrics
+
+
 def run(cfg: DictConfig) -> dict:
-    """Train, validate and test as configured; returns what is written to ``metrics.json``."""
+    """Train, validate and test as configured; returns what is written to ``metrics.json``.
+
+    A job directory that already holds this job's results is skipped; an interrupted one resumes from its
+    last checkpoint; results of a different config are moved to ``superseded/`` (see :mod:`dstrf.sweep.job`).
+    """
     start = time.perf_counter()
     run_dir = _run_dir(cfg)
-    if (run_dir / "metrics.json").exists():
-        raise FileExistsError(
-            f"{run_dir} already holds a finished run (metrics.json); refusing to overwrite it. "
-            "Choose another hydra.run.dir or leave it at its default."
-        )
+    resume_from = os.environ.get("DSTRF_RESUME_FROM") or None  # set for rank > 0 by the process that decided
+    if is_rank_zero_process():
+        state = prepare_job(run_dir, cfg)
+        if state.action == "skip":
+            print(f"dstrf: {run_dir} already holds this job's results (config {state.config_hash}); skipping", flush=True)
+            return json.loads((run_dir / "metrics.json").read_text())
+        if state.superseded is not None:
+            print(f"dstrf: the config changed; earlier results moved to {state.superseded}", flush=True)
+        resume_from = str(state.resume_from) if state.resume_from else None
+        if resume_from:
+            print(f"dstrf: resuming an interrupted job from {resume_from}", flush=True)
+        mark_started(run_dir, cfg, state)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     L.seed_everything(cfg.seed, workers=True)
     split = hydra.utils.instantiate(cfg.split)
     datamodule: TrialDataModule = hydra.utils.instantiate(cfg.data, split=split)
@@ -138,37 +193,16 @@ def run(cfg: DictConfig) -> dict:
     if logger:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    trainer.fit(module, datamodule=datamodule)
-
-    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-    best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
-    ckpt_path = best if best else None  # no checkpoint callback: score the final weights
-    trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
-    val_r = module.channel_r["val"].tolist()
-    metrics: dict[str, Any] = {
-        "model": cfg.model._target_.rsplit(".", 1)[-1],
-        "receptive_field": module.receptive_field,
-        "epochs": trainer.current_epoch,
-        "best_checkpoint": _relative(best, run_dir),
-        "last_checkpoint": _relative(checkpoint.last_model_path, run_dir) if checkpoint is not None else None,
-        "channels": list(trials.channel_names),
-        "sfreq": trials.sfreq,
-        "split": datamodule.split.as_dict(),
-        "val": {"r": val_r, "r_mean": float(sum(val_r) / len(val_r))},
-    }
-    if datamodule.split.test:
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
-        test_r = module.channel_r["test"].tolist()
-        metrics["test"] = {"r": test_r, "r_mean": float(sum(test_r) / len(test_r)), **_test_summary(module, datamodule)}
-    metrics["wall_time_s"] = round(time.perf_counter() - start, 2)
-    metrics["run_dir"] = str(run_dir)
-
-    if trainer.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        if datamodule.split.test:
-            _save_test_predictions(module, datamodule, run_dir / "test_predictions.npz")
-        _print_summary(metrics)
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    with job_processes(trainer, run_dir, overrides, resume_from):
+        metrics = _fit_and_test(cfg, trainer, module, datamodule, run_dir, resume_from, start)
+        if trainer.is_global_zero:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            if datamodule.split.test:
+                _save_test_predictions(module, datamodule, run_dir / "test_predictions.npz")
+            mark_done(run_dir, state, {"val_r_mean": metrics["val"]["r_mean"], "test_r_mean": metrics.get("test", {}).get("r_mean")})
+            _print_summary(metrics)
     if logger and hasattr(logger, "experiment") and type(logger).__name__ == "WandbLogger":
         logger.experiment.finish()
     return metrics

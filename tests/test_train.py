@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -61,12 +62,22 @@ def test_best_checkpoint_reloads_and_predicts_the_saved_test_predictions(quick_r
         np.testing.assert_allclose(r.numpy(), metrics["test"]["per_trial"][str(trial)], atol=1e-5)
 
 
-def test_a_finished_run_directory_is_never_overwritten(quick_run):
+def test_rerunning_a_finished_run_skips_it_and_a_changed_config_never_overwrites_it(quick_run, tmp_path):
     run_dir, _ = quick_run
-    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts}
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log"}
     result = train(["experiment=quick", f"hydra.run.dir={run_dir}"], cwd=run_dir.parent)
-    assert result.returncode != 0 and "already holds a finished run" in result.stderr
+    assert result.returncode == 0 and "already holds this job's results" in result.stdout
     assert before == {p: p.stat().st_mtime_ns for p in before}
+    # a changed config in the same directory: the earlier results move to superseded/, whole
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    old_metrics = (copy / "metrics.json").read_text()
+    result = train(["experiment=quick", "trainer.max_epochs=1", f"hydra.run.dir={copy}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (archived,) = (copy / "superseded").iterdir()
+    assert (archived / "metrics.json").read_text() == old_metrics
+    assert (archived / "checkpoints" / "last.ckpt").is_file()
+    assert json.loads((copy / "metrics.json").read_text())["epochs"] == 1
 
 
 def test_a_trial_shorter_than_the_receptive_field_stops_before_training(tmp_path):

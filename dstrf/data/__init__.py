@@ -1,7 +1,10 @@
 """Trials, their validation and standardisation, loaders, splits and the built-in synthetic ground truth."""
 
 from .io import load_trials, save_trials
-from .splits import Split, holdout
+from .splits import SCHEMES, Split, holdout, kfold, leave_one_out, n_folds, n_jackknife, pairs, split_grid
 from .trials import Standardization, Trial, Trials
 
-__all__ = ["Trial", "Trials", "Standardization", "Split", "holdout", "load_trials", "save_trials"]
+__all__ = [
+    "Trial", "Trials", "Standardization", "load_trials", "save_trials",
+    "Split", "holdout", "kfold", "leave_one_out", "pairs", "n_folds", "n_jackknife", "split_grid", "SCHEMES",
+]

@@ -6,12 +6,12 @@ from collections.abc import Callable
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..data.splits import Split
 from ..data.trials import Standardization, Trials
 
-__all__ = ["TrialDataModule", "TrialDataset", "collate_trials"]
+__all__ = ["TrialDataModule", "TrialDataset", "EvalShardSampler", "collate_trials"]
 
 
 class TrialDataset(Dataset):
@@ -24,13 +24,32 @@ class TrialDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, k: int) -> dict:
+    def __getitem__(self, k: int | tuple[int, bool]) -> dict:
+        k, pad = k if isinstance(k, tuple) else (k, False)
         trial = self.trials[self.ids[k]]
         return {
             "stimulus": self.standardization.stimulus(trial.stimulus),
             "response": self.standardization.response(trial.response),
             "trial": self.ids[k],
+            "pad": pad,
         }
+
+
+class EvalShardSampler(DistributedSampler):
+    """Validation/test trials shared out over DDP ranks, each scored exactly once.
+
+    Every rank must run the same number of batches, so the shards are evened out with repeated trials, as
+    Lightning's default sampler does, but here each repeat is flagged ``pad`` and left out of every metric
+    and prediction: the scores equal those of a single process.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+
+    def __iter__(self):
+        n = len(self.dataset)
+        padded = [(k % n, k >= n) for k in range(self.total_size)]
+        return iter(padded[self.rank : self.total_size : self.num_replicas])
 
 
 def collate_trials(items: list[dict]) -> dict:
@@ -50,6 +69,7 @@ def collate_trials(items: list[dict]) -> dict:
         "response": pad("response"),
         "lengths": lengths,
         "trial": torch.tensor([item["trial"] for item in items]),
+        "pad": torch.tensor([bool(item.get("pad", False)) for item in items]),
     }
 
 
@@ -112,10 +132,16 @@ class TrialDataModule(L.LightningDataModule):
         return self.trials.n_channels
 
     def _loader(self, ids: tuple[int, ...], shuffle: bool) -> DataLoader:
+        dataset = TrialDataset(self.trials, ids, self.standardization)
+        trainer = self.trainer
+        sampler = None
+        if not shuffle and trainer is not None and trainer.world_size > 1:
+            sampler = EvalShardSampler(dataset, trainer.world_size, trainer.global_rank)
         return DataLoader(
-            TrialDataset(self.trials, ids, self.standardization),
+            dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             collate_fn=collate_trials,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -176,6 +176,8 @@ class EncoderModule(L.LightningModule):
     def _shared_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         pred = self(batch["stimulus"])
         mask = frame_mask(batch["lengths"], pred.shape[-1], self.warmup)
+        if "pad" in batch:  # trials repeated only to even out DDP shards count nowhere
+            mask = mask & ~batch["pad"][:, None]
         return pred, batch["response"], mask, self._loss(pred, batch["response"], mask)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -199,13 +201,20 @@ class EncoderModule(L.LightningModule):
         pred, target, mask, loss = self._shared_step(batch)
         self.test_r.update(pred, target, mask)
         self.log("test/loss", loss, batch_size=len(batch["lengths"]), sync_dist=True)
-        for row, (trial, length) in enumerate(zip(batch["trial"].tolist(), batch["lengths"].tolist())):
-            self.test_predictions[trial] = pred[row, :, :length].detach().cpu()
+        pads = batch["pad"].tolist() if "pad" in batch else [False] * len(batch["trial"])
+        for row, (trial, length, pad) in enumerate(zip(batch["trial"].tolist(), batch["lengths"].tolist(), pads)):
+            if not pad:
+                self.test_predictions[trial] = pred[row, :, :length].detach().cpu()
 
     def on_test_epoch_start(self) -> None:
         self.test_predictions = {}
 
     def on_test_epoch_end(self) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # every rank scored its shard of the test trials; rank 0 writes them all
+            shards = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(shards, self.test_predictions)
+            self.test_predictions = {k: v for shard in shards for k, v in shard.items()}
         r = self.test_r.compute().reshape(-1)
         self.test_r.reset()
         self.channel_r["test"] = r.cpu()

@@ -1,0 +1,646 @@
+"""``dstrf-aggregate SWEEP_DIR``: per-trial, jackknife-aware test scores of a sweep, from its finished jobs.
+
+Jobs are grouped by their overrides other than ``split.fold`` / ``split.jackknife`` (a sweep over two models
+and all folds is two cross-validation experiments); each group is summarised on its own, from its *done* jobs
+only (``done.json`` present). For every test trial and channel of a group:
+
+- **pred**: Pearson r between the measured response and the mean of the predictions of every job of the group
+  that tested the trial (the jackknife-averaged prediction), over frames ``t >= warmup`` (the largest warm-up
+  of those jobs);
+- **score**: the mean over those M jobs of their own r (each over frames past its own warm-up, as in their
+  ``metrics.json``), with the jackknife standard error ``SE = sqrt((M-1)/M * sum_j (r_j - mean r)^2)``
+  (NaN when M == 1).
+
+Everything is recomputed in float64 from each job's ``test_predictions.npz`` (prediction and measured
+response per test trial, in the data's units). Written into the sweep directory, replacing any earlier
+summary (it is derived data): ``summary.csv`` (one row per group, trial and channel) and ``summary.json``
+(those rows, per-model rows, per-group means and the jobs that are missing, incomplete or unreadable).
+
+Exit status: 0 when every expected job is done, 2 when some are not (the summary then covers the done ones),
+1 on an error (not a directory, no jobs).
+
+A job directory holds ``job.json`` (written when it starts) and ``done.json`` (written last, when it
+completed): ``done.json`` -> "done", ``job.json`` alone -> "incomplete" (running, interrupted or failed),
+neither -> "missing". The expected jobs are those listed in ``sweep.json`` (written by dstrf's sweeper);
+without it, the subdirectories (up to 3 levels deep) that hold ``job.json`` or ``metrics.json``.
+
+This module also provides the discovery of a sweep's jobs that :mod:`dstrf.inspect` builds on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import logging
+import math
+import re
+import sys
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from hydra.experimental.callback import Callback
+
+from .. import metrics
+
+__all__ = [
+    "AggregateCallback",
+    "GroupSummary",
+    "JobEntry",
+    "SweepSummary",
+    "aggregate",
+    "find_jobs",
+    "is_job_dir",
+    "job_entry",
+    "job_status",
+    "main",
+    "pearson_r",
+]
+
+log = logging.getLogger(__name__)
+
+CV_KEYS = ("split.fold", "split.jackknife")
+SUMMARY_CSV, SUMMARY_JSON = "summary.csv", "summary.json"
+CSV_COLUMNS = ("group", "trial", "channel", "n_models", "r_pred", "r_score", "r_score_se")
+_MAX_DEPTH = 3  # job directories are searched this many levels below a sweep directory without sweep.json
+_SKIP_DIRS = {"superseded", "checkpoints", "csv", "wandb"}
+
+
+class AggregateError(ValueError):
+    """The directory cannot be summarised (not a directory, not a sweep, no jobs)."""
+
+
+# ------------------------------------------------------------------------------------------------------ discovery
+
+
+def job_status(job_dir: Path) -> str:
+    """``"done"`` (``done.json``), ``"incomplete"`` (``job.json`` only: running, interrupted or failed) or
+    ``"missing"``. A ``metrics.json`` without any marker (a run of a dstrf older than the markers) is done."""
+    job_dir = Path(job_dir)
+    if (job_dir / "done.json").is_file():
+        return "done"
+    if (job_dir / "job.json").is_file():
+        return "incomplete"
+    if (job_dir / "metrics.json").is_file():
+        return "done"
+    return "missing"
+
+
+def is_job_dir(path: Path) -> bool:
+    """Whether ``path`` is the directory of one dstrf job (a single run or one job of a sweep)."""
+    path = Path(path)
+    return (path / "job.json").is_file() or (path / "metrics.json").is_file() or (path / "done.json").is_file()
+
+
+@dataclass(frozen=True)
+class JobEntry:
+    """One expected job of a sweep: where it is, what distinguishes it, and how far it got."""
+
+    dir: Path  # absolute
+    name: str  # relative to the sweep directory, '/'-separated ('.' for a single run)
+    num: int | None
+    overrides: tuple[str, ...]
+    group: str
+    fold: int | None
+    jackknife: int | None
+    status: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dir": self.name, "num": self.num, "group": self.group, "fold": self.fold,
+                "jackknife": self.jackknife, "status": self.status, "overrides": list(self.overrides)}
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+
+
+def _read_overrides(job_dir: Path) -> list[str]:
+    path = job_dir / ".hydra" / "overrides.yaml"
+    try:
+        value = yaml.safe_load(path.read_text())
+    except (FileNotFoundError, yaml.YAMLError):
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _group_of(overrides: Sequence[str]) -> str:
+    return ",".join(o for o in overrides if _override_key(o) not in CV_KEYS)
+
+
+def _as_index(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _split_indices(job_dir: Path) -> tuple[int | None, int | None]:
+    """(fold, jackknife) of a job from what it wrote: metrics.json, job.json or its Hydra config."""
+    metrics = _read_json(job_dir / "metrics.json")
+    for node in ((metrics or {}).get("job"), (metrics or {}).get("split")):
+        if isinstance(node, dict) and "fold" in node:
+            return _as_index(node.get("fold")), _as_index(node.get("jackknife"))
+    split = ((_read_json(job_dir / "job.json") or {}).get("config") or {}).get("split")
+    if not isinstance(split, dict):
+        try:
+            split = (yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text()) or {}).get("split")
+        except (FileNotFoundError, yaml.YAMLError):
+            split = None
+    if isinstance(split, dict):
+        return _as_index(split.get("fold", 0)), _as_index(split.get("jackknife"))
+    return None, None
+
+
+def _natural_key(name: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _search(root: Path) -> list[Path]:
+    found: list[Path] = []
+
+    def walk(directory: Path, depth: int) -> None:
+        try:
+            children = sorted((p for p in directory.iterdir() if p.is_dir()), key=lambda p: _natural_key(p.name))
+        except OSError:
+            return
+        for child in children:
+            if child.name.startswith(".") or child.name in _SKIP_DIRS:
+                continue
+            if is_job_dir(child):
+                found.append(child)  # never descend into a job (its superseded/ holds older job markers)
+            elif depth < _MAX_DEPTH:
+                walk(child, depth + 1)
+
+    walk(root, 1)
+    return found
+
+
+def job_entry(job_dir: Path, name: str = ".", num: int | None = None, overrides: Sequence[str] | None = None,
+              group: str | None = None, fold: Any = None, jackknife: Any = None, known: bool = False) -> JobEntry:
+    """The :class:`JobEntry` of ``job_dir``; what is not given (``known=False``) is read from its files."""
+    job_dir = Path(job_dir).absolute()
+    overrides = list(overrides) if overrides is not None else _read_overrides(job_dir)
+    if not known:
+        fold, jackknife = _split_indices(job_dir)
+    return JobEntry(job_dir, name, num, tuple(overrides), group if group is not None else _group_of(overrides),
+                    _as_index(fold), _as_index(jackknife), job_status(job_dir))
+
+
+def read_manifest(sweep_dir: Path) -> dict | None:
+    """``sweep.json`` of a sweep directory (written by dstrf's sweeper), or None."""
+    manifest = _read_json(Path(sweep_dir) / "sweep.json")
+    if manifest is not None and not isinstance(manifest.get("jobs"), list):
+        raise AggregateError(f"{Path(sweep_dir) / 'sweep.json'} has no list of jobs; is it a dstrf sweep.json?")
+    return manifest
+
+
+def find_jobs(sweep_dir: str | Path) -> list[JobEntry]:
+    """Every expected job of a sweep directory, in sweep order: those listed in ``sweep.json``, or without it
+    the subdirectories holding ``job.json``/``metrics.json`` (their group: the overrides in
+    ``.hydra/overrides.yaml`` other than ``split.fold``/``split.jackknife`` and those all jobs share)."""
+    sweep_dir = Path(sweep_dir).absolute()
+    if not sweep_dir.exists():
+        raise AggregateError(f"{sweep_dir} does not exist")
+    if not sweep_dir.is_dir():
+        raise AggregateError(f"{sweep_dir} is not a directory")
+    manifest = read_manifest(sweep_dir)
+    if manifest is not None:
+        entries = []
+        for k, job in enumerate(manifest["jobs"]):
+            name = str(job.get("dir", job.get("num", k)))
+            overrides = [str(o) for o in job.get("overrides", [])]
+            entries.append(job_entry(
+                sweep_dir / name, name=Path(name).as_posix(), num=_as_index(job.get("num", k)), overrides=overrides,
+                group=str(job["group"]) if job.get("group") is not None else _group_of(overrides),
+                fold=job.get("fold"), jackknife=job.get("jackknife"), known="fold" in job,
+            ))
+        return entries
+    dirs = _search(sweep_dir)
+    overrides = {d: [o for o in _read_overrides(d) if _override_key(o) not in CV_KEYS] for d in dirs}
+    # Settings every job shares are the sweep's constants, not what distinguishes a group (dstrf's sweeper
+    # names groups by the swept settings likewise).
+    common = set.intersection(*(set(o) for o in overrides.values())) if len(dirs) > 1 else set()
+    entries = []
+    for d in dirs:
+        name = d.relative_to(sweep_dir).as_posix()
+        num = _as_index(name) if name.isdigit() else None
+        group = ",".join(o for o in overrides[d] if o not in common)
+        entries.append(job_entry(d, name=name, num=num, group=group))
+    return entries
+
+
+# ------------------------------------------------------------------------------------------------------- numbers
+
+
+def pearson_r(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """:func:`dstrf.metrics.pearson_r` on ``(N, T)`` numpy arrays, in float64 (0 for a constant series)."""
+    p = np.asarray(pred, dtype=np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    if p.shape != y.shape:
+        raise ValueError(f"prediction and response shapes differ: {p.shape} and {y.shape}")
+    return metrics.pearson_r(torch.from_numpy(p), torch.from_numpy(y)).numpy()
+
+
+def jackknife_se(values: np.ndarray) -> np.ndarray:
+    """``sqrt((M-1)/M * sum_j (v_j - mean v)^2)`` over axis 0 of ``(M, ...)``; NaN when M == 1."""
+    values = np.asarray(values, dtype=np.float64)
+    m = values.shape[0]
+    if m < 2:
+        return np.full(values.shape[1:], np.nan)
+    return np.sqrt((m - 1) / m * ((values - values.mean(axis=0)) ** 2).sum(axis=0))
+
+
+@dataclass
+class _TestOutputs:
+    warmup: int
+    channels: list[str]
+    predictions: dict[int, np.ndarray]
+    responses: dict[int, np.ndarray]
+
+
+def _load_test_outputs(job: JobEntry) -> _TestOutputs:
+    path = job.dir / "test_predictions.npz"
+    with np.load(path, allow_pickle=False) as data:
+        files = set(data.files)
+        ids = sorted(int(k[len("trial_"):]) for k in files if re.fullmatch(r"trial_\d+", k))
+        lacking = [k for k in ("warmup", "channel_names", *(f"response_{i}" for i in ids)) if k not in files]
+        if lacking:
+            raise ValueError(f"{path} lacks {lacking[:3]} (written by an older dstrf?); rerun the job to rescore it")
+        out = _TestOutputs(int(data["warmup"]), [str(c) for c in data["channel_names"]],
+                           {i: data[f"trial_{i}"].astype(np.float64) for i in ids},
+                           {i: data[f"response_{i}"].astype(np.float64) for i in ids})
+    for i in ids:
+        if out.predictions[i].shape != out.responses[i].shape or out.predictions[i].shape[0] != len(out.channels):
+            raise ValueError(f"{path}: trial {i} has prediction {out.predictions[i].shape}, response "
+                             f"{out.responses[i].shape} and {len(out.channels)} channels")
+    return out
+
+
+# -------------------------------------------------------------------------------------------------------- summary
+
+
+@dataclass
+class GroupSummary:
+    """One group's per-trial scores: arrays ``(n_trials, n_channels)``, rows in ``trials`` order."""
+
+    name: str
+    jobs: list[JobEntry]
+    channels: list[str] = field(default_factory=list)
+    trials: list[int] = field(default_factory=list)
+    n_models: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    r_pred: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    r_score: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    r_score_se: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+
+    @property
+    def n_done(self) -> int:
+        return sum(job.status == "done" for job in self.jobs)
+
+    @property
+    def r_pred_mean(self) -> float:
+        return float(self.r_pred.mean()) if self.r_pred.size else math.nan
+
+    @property
+    def r_score_mean(self) -> float:
+        return float(self.r_score.mean()) if self.r_score.size else math.nan
+
+    def per_channel(self) -> dict[str, list]:
+        """Per channel, the mean over test trials of r_pred, r_score and the jackknife SE (NaN SEs left out)."""
+        empty = not self.r_pred.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of all-NaN SEs (one model per trial)
+            return {
+                "channel": list(self.channels),
+                "r_pred": [math.nan] * len(self.channels) if empty else self.r_pred.mean(axis=0).tolist(),
+                "r_score": [math.nan] * len(self.channels) if empty else self.r_score.mean(axis=0).tolist(),
+                "r_score_se": [math.nan] * len(self.channels) if empty else np.nanmean(self.r_score_se, axis=0).tolist(),
+            }
+
+
+@dataclass
+class SweepSummary:
+    """What :func:`aggregate` found and computed; ``to_dict()`` is ``summary.json``."""
+
+    sweep_dir: Path
+    jobs: list[JobEntry]
+    groups: list[GroupSummary]
+    models: list[dict[str, Any]]
+    unreadable: list[tuple[JobEntry, str]]
+
+    @property
+    def missing(self) -> list[JobEntry]:
+        return [job for job in self.jobs if job.status == "missing"]
+
+    @property
+    def incomplete(self) -> list[JobEntry]:
+        return [job for job in self.jobs if job.status == "incomplete"]
+
+    @property
+    def complete(self) -> bool:
+        """Every expected job is done and its results were read."""
+        return not self.missing and not self.incomplete and not self.unreadable
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.complete else 2
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per group, test trial and channel (the columns of ``summary.csv``)."""
+        rows = []
+        for group in self.groups:
+            for t, trial in enumerate(group.trials):
+                for n, channel in enumerate(group.channels):
+                    rows.append({"group": group.name, "trial": trial, "channel": channel,
+                                 "n_models": int(group.n_models[t]), "r_pred": float(group.r_pred[t, n]),
+                                 "r_score": float(group.r_score[t, n]), "r_score_se": float(group.r_score_se[t, n])})
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        def job_ref(job: JobEntry) -> dict[str, Any]:
+            return {"dir": job.name, "group": job.group, "fold": job.fold, "jackknife": job.jackknife,
+                    "status": job.status}
+
+        n_done = sum(job.status == "done" for job in self.jobs) - len(self.unreadable)
+        return _jsonable({
+            "created": dt.datetime.now().isoformat(timespec="seconds"),
+            "complete": self.complete,
+            "n_jobs": len(self.jobs),
+            "n_done": n_done,
+            "groups": [
+                {"group": g.name, "n_jobs": len(g.jobs), "n_done": g.n_done, "channels": g.channels,
+                 "trials": g.trials, "r_pred_mean": g.r_pred_mean, "r_score_mean": g.r_score_mean,
+                 "per_channel": g.per_channel()}
+                for g in self.groups
+            ],
+            "trials": self.rows(),
+            "models": self.models,
+            "missing": [job_ref(job) for job in self.missing],
+            "incomplete": [job_ref(job) for job in self.incomplete],
+            "unreadable": [{**job_ref(job), "error": reason} for job, reason in self.unreadable],
+        })
+
+    def write(self) -> None:
+        """``summary.csv`` and ``summary.json`` in the sweep directory (each replaced atomically)."""
+        csv_tmp = self.sweep_dir / (SUMMARY_CSV + ".tmp")
+        with csv_tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            writer.writerows(self.rows())
+        csv_tmp.replace(self.sweep_dir / SUMMARY_CSV)
+        json_tmp = self.sweep_dir / (SUMMARY_JSON + ".tmp")
+        json_tmp.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False))
+        json_tmp.replace(self.sweep_dir / SUMMARY_JSON)
+
+    # -- printing ------------------------------------------------------------------------------------------------
+    def format_table(self, max_rows: int = 20) -> str:
+        n_done = sum(job.status == "done" for job in self.jobs) - len(self.unreadable)
+        lines = [f"dstrf-aggregate: {self.sweep_dir}: {n_done} of {len(self.jobs)} jobs done"]
+        for group in self.groups:
+            label = group.name or "(no swept settings)"
+            lines.append("")
+            lines.append(f"group {label}: {group.n_done} of {len(group.jobs)} jobs done, "
+                         f"{len(group.trials)} test trials")
+            if not group.trials:
+                continue
+            per = group.per_channel()
+            width = max(8, *(len(c) for c in group.channels))
+            lines.append(f"  {'channel':<{width}}  {'r_pred':>7}  {'r_score':>7} ± {'SE':<6}")
+            for n in _elide(len(group.channels), max_rows):
+                if n < 0:
+                    lines.append(f"  {'...':<{width}}")
+                    continue
+                lines.append(f"  {group.channels[n]:<{width}}  {_fmt(per['r_pred'][n])}  "
+                             f"{_fmt(per['r_score'][n])} ± {_fmt(per['r_score_se'][n], 6).strip():<6}")
+            lines.append(f"  {'mean':<{width}}  {_fmt(group.r_pred_mean)}  {_fmt(group.r_score_mean)}")
+            models = [m for m in self.models if m["group"] == group.name]
+            if models:
+                mwidth = max(8, *(len(m["dir"]) for m in models))
+                lines.append(f"  {'model':<{mwidth}}  {'fold':>4}  {'jk':>4}  {'epochs':>6}  {'test r':>7}")
+                for k in _elide(len(models), max_rows):
+                    if k < 0:
+                        lines.append(f"  {'...':<{mwidth}}")
+                        continue
+                    m = models[k]
+                    lines.append(f"  {m['dir']:<{mwidth}}  {_fmt_int(m['fold']):>4}  {_fmt_int(m['jackknife']):>4}  "
+                                 f"{_fmt_int(m['epochs']):>6}  {_fmt(m['test_r_mean'])}")
+        if self.groups:
+            lines.append("")
+            lines.append(f"written: {self.sweep_dir / SUMMARY_CSV}, {self.sweep_dir / SUMMARY_JSON}")
+        return "\n".join(lines)
+
+    def format_problems(self, max_rows: int = 100) -> str:
+        """A loud list of every job that is not done (empty when all are)."""
+        problems = [(job, "MISSING", "never started: no job.json") for job in self.missing]
+        problems += [(job, "INCOMPLETE", "started but no done.json: still running, interrupted or failed")
+                     for job in self.incomplete]
+        problems += [(job, "UNREADABLE", reason) for job, reason in self.unreadable]
+        if not problems:
+            return ""
+        n_ok = len(self.jobs) - len(problems)
+        bar = "!" * 100
+        lines = [bar, f"!!! {len(problems)} of {len(self.jobs)} jobs of {self.sweep_dir} are NOT done; "
+                      f"the summary covers the {n_ok} done jobs only:"]
+        for job, kind, why in problems[:max_rows]:
+            lines.append(f"!!!   {kind:<10}  {job.name}  ({why})")
+        if len(problems) > max_rows:
+            lines.append(f"!!!   ... and {len(problems) - max_rows} more (all listed in {SUMMARY_JSON})")
+        lines.append("!!! rerun the same sweep command to run them: done jobs are skipped, interrupted ones resume")
+        lines.append(bar)
+        return "\n".join(lines)
+
+
+def _elide(n: int, max_rows: int) -> list[int]:
+    if n <= max_rows:
+        return list(range(n))
+    return list(range(max_rows // 2)) + [-1] + list(range(n - max_rows // 4, n))
+
+
+def _fmt(value: Any, width: int = 7) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return f"{'-':>{width}}"
+    return f"{value:{width}.3f}"
+
+
+def _fmt_int(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    """NaN/inf -> None (JSON has no NaN), numpy scalars -> Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _summarise_group(name: str, jobs: list[JobEntry], models: list[dict], unreadable: list) -> GroupSummary:
+    """Streams over the group's done jobs, keeping per test trial only the running sum of the predictions, the
+    measured response and each model's r (memory: about one copy of the test data, however many models)."""
+    group = GroupSummary(name, jobs)
+    pred_sum: dict[int, np.ndarray] = {}
+    responses: dict[int, tuple[str, np.ndarray]] = {}  # trial -> (first job that saved it, response)
+    warmups: dict[int, list[int]] = {}
+    scores: dict[int, list[np.ndarray]] = {}
+    for job in jobs:
+        if job.status != "done":
+            continue
+        metrics = _read_json(job.dir / "metrics.json") or {}
+        model = {
+            "group": name, "dir": job.name, "num": job.num, "fold": job.fold, "jackknife": job.jackknife,
+            "model": metrics.get("model"), "epochs": metrics.get("epochs"),
+            "left_out": (metrics.get("split") or {}).get("left_out"),
+            "val_r_mean": (metrics.get("val") or {}).get("r_mean"),
+            "test_trials": [], "test_r": None, "test_r_mean": None, "per_trial": {},
+        }
+        has_test = bool((metrics.get("split") or {}).get("test")) or "test" in metrics
+        if not (job.dir / "test_predictions.npz").is_file():
+            if has_test or not metrics:
+                unreadable.append((job, "done.json but no test_predictions.npz" if metrics else
+                                   "done.json but no metrics.json or test_predictions.npz"))
+                continue
+            models.append(model)  # a job without test trials: nothing to score
+            continue
+        try:
+            out = _load_test_outputs(job)
+        except (OSError, ValueError, KeyError) as err:
+            unreadable.append((job, f"cannot read test_predictions.npz: {err}"))
+            continue
+        if group.channels and out.channels != group.channels:
+            unreadable.append((job, f"its channels {out.channels[:5]}... differ from those of the group's other "
+                                    f"jobs {group.channels[:5]}..."))
+            continue
+        ids = sorted(out.predictions)
+        for i in ids:
+            if i in responses:
+                first, response = responses[i]
+                if out.responses[i].shape != response.shape or not np.allclose(out.responses[i], response):
+                    raise ValueError(f"group {name!r}: jobs {first} and {job.name} saved different measured responses "
+                                     f"for trial {i}; are they from the same data?")
+        group.channels = group.channels or out.channels
+        w = out.warmup
+        per_trial = {i: pearson_r(out.predictions[i][:, w:], out.responses[i][:, w:]) for i in ids}
+        pooled = pearson_r(np.concatenate([out.predictions[i][:, w:] for i in ids], axis=-1),
+                           np.concatenate([out.responses[i][:, w:] for i in ids], axis=-1)) if ids else None
+        for i in ids:
+            if i in pred_sum:
+                pred_sum[i] += out.predictions[i]
+            else:
+                pred_sum[i] = out.predictions[i].copy()
+                responses[i] = (job.name, out.responses[i])
+            warmups.setdefault(i, []).append(w)
+            scores.setdefault(i, []).append(per_trial[i])
+        model.update(test_trials=ids, warmup=w, per_trial={str(i): r.tolist() for i, r in per_trial.items()},
+                     test_r=None if pooled is None else pooled.tolist(),
+                     test_r_mean=None if pooled is None else float(pooled.mean()))
+        models.append(model)
+
+    trials = sorted(pred_sum)
+    shape = (len(trials), len(group.channels))
+    group.trials = trials
+    group.n_models = np.array([len(scores[i]) for i in trials], dtype=int)
+    group.r_pred, group.r_score, group.r_score_se = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+    for t, trial in enumerate(trials):
+        w = max(warmups[trial])
+        mean_pred = pred_sum[trial] / len(scores[trial])
+        response = responses[trial][1]
+        per_model = np.stack(scores[trial])
+        group.r_pred[t] = pearson_r(mean_pred[:, w:], response[:, w:])
+        group.r_score[t] = per_model.mean(axis=0)
+        group.r_score_se[t] = jackknife_se(per_model)
+    return group
+
+
+def aggregate(sweep_dir: str | Path, write: bool = True) -> SweepSummary:
+    """Summarise the done jobs of ``sweep_dir`` per group (see the module docstring); with ``write``, save
+    ``summary.csv`` and ``summary.json`` there. Raises :class:`AggregateError` when there is nothing to
+    summarise (not a directory, no jobs)."""
+    sweep_dir = Path(sweep_dir).absolute()
+    jobs = find_jobs(sweep_dir)
+    if not jobs:
+        if is_job_dir(sweep_dir):
+            raise AggregateError(f"{sweep_dir} is a single run, not a sweep; dstrf-aggregate summarises a sweep "
+                                 "directory (one subdirectory per job); see `dstrf-inspect` for a single run")
+        raise AggregateError(f"{sweep_dir} holds no dstrf jobs: neither a sweep.json nor subdirectories (up to "
+                             f"{_MAX_DEPTH} levels deep) with job.json or metrics.json")
+    by_group: dict[str, list[JobEntry]] = {}
+    for job in jobs:
+        by_group.setdefault(job.group, []).append(job)
+    models: list[dict] = []
+    unreadable: list[tuple[JobEntry, str]] = []
+    groups = [_summarise_group(name, members, models, unreadable) for name, members in by_group.items()]
+    summary = SweepSummary(sweep_dir, jobs, groups, models, unreadable)
+    if write:
+        summary.write()
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------------- entry points
+
+
+class AggregateCallback(Callback):
+    """Hydra callback: aggregate the sweep directory when a multirun ends. Register it as
+    ``hydra.callbacks.aggregate._target_: dstrf.sweep.aggregate.AggregateCallback``. It never raises: a failed
+    aggregation is logged, and does not make a finished sweep look failed."""
+
+    def on_multirun_end(self, config, **kwargs: Any) -> None:
+        try:
+            sweep_dir = Path(str(config.hydra.sweep.dir))
+            summary = aggregate(sweep_dir)
+            print(summary.format_table(), flush=True)
+            problems = summary.format_problems()
+            if problems:
+                print(problems, file=sys.stderr, flush=True)
+        except Exception as err:  # noqa: BLE001 -- by design: aggregation must never fail the sweep
+            log.error(f"dstrf: aggregating the sweep failed ({type(err).__name__}: {err}); "
+                      f"run `dstrf-aggregate SWEEP_DIR` to retry")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="dstrf-aggregate",
+        description="Per-trial, jackknife-aware test scores of a dstrf sweep, from its done jobs: writes "
+                    "summary.csv and summary.json into the sweep directory. Exit status 0: every job done; "
+                    "2: some jobs missing or incomplete (summary of the done ones); 1: error.",
+    )
+    parser.add_argument("sweep_dir", help="the sweep directory (holds sweep.json or one subdirectory per job)")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="print no table (jobs that are not done are still reported on stderr)")
+    args = parser.parse_args(argv)
+    try:
+        summary = aggregate(args.sweep_dir)
+    except (OSError, ValueError) as err:
+        print(f"dstrf-aggregate: error: {err}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        print(summary.format_table(), flush=True)
+    problems = summary.format_problems()
+    if problems:
+        print(problems, file=sys.stderr, flush=True)
+    return summary.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""dstrf.inspect on a real (small) sweep: jobs, statuses, configs, splits, checkpoints -> models that reproduce
+the saved test predictions, also after the sweep was copied elsewhere; the dstrf-inspect CLI."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import DictConfig
+
+from dstrf.inspect import NotAnExperimentError, load, main
+
+from .sweep.conftest import JOBS, built_sweep, job_dir_name
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    return built_sweep(tmp_path_factory)  # the same session-wide sweep as tests/sweep/
+
+
+def test_load_lists_every_job_with_its_status_metrics_and_split(sweep_dir):
+    exp = load(sweep_dir)
+    assert exp.kind == "sweep" and len(exp.jobs) == len(JOBS)
+    assert [(j.name, j.group, j.fold, j.jackknife) for j in exp.jobs] == [
+        (job_dir_name(g, f, k), g, f, k) for g, f, k, _ in JOBS]
+    assert [j.status for j in exp.jobs] == [s for *_, s in JOBS]
+    assert exp.groups == ["", "model.hidden=8"]
+    for job in exp.jobs:
+        if job.status != "done":
+            continue
+        metrics = json.loads((job.dir / "metrics.json").read_text())
+        assert isinstance(job.config, DictConfig) and job.config.split.fold == job.fold
+        assert job.metrics == metrics and job.epochs == 2
+        assert job.val_r == metrics["val"]["r_mean"] and job.test_r == metrics["test"]["r_mean"]
+        assert job.checkpoint.is_absolute() and job.checkpoint == job.dir / metrics["best_checkpoint"]
+        for role in ("train", "val", "test"):
+            assert list(getattr(job.split, role)) == metrics["split"][role]
+        assert job.split.left_out == metrics["split"]["left_out"]
+    assert exp.job(0, 1).name == "fold0_jk1"
+    assert exp.job(0, 0, group="model.hidden=8").name == "model.hidden=8/fold0_jk0"
+    with pytest.raises(KeyError, match="choose a group"):
+        exp.job(0, 0)
+    with pytest.raises(KeyError, match="no job"):
+        exp.job(3, 0)
+    assert exp["fold1_jk0"] is exp.jobs[3] and exp[3] is exp.jobs[3]
+    rows = exp.table()
+    assert rows[0]["checkpoint"] == "fold0_jk0/checkpoints/best-epoch001.ckpt" and rows[5]["checkpoint"] is None
+
+
+def test_unfinished_jobs_split_is_recomputed_from_the_config(sweep_dir):
+    exp = load(sweep_dir)
+    incomplete, missing = exp["fold1_jk1"], exp["fold1_jk2"]
+    assert incomplete.metrics is None and incomplete.epochs is None and incomplete.test_r is None
+    used = json.loads((sweep_dir.parent / "incomplete_metrics.json").read_text())["split"]  # what it trained on
+    assert incomplete.split.as_dict() == used
+    assert incomplete.checkpoint.name.startswith("best-epoch")  # no metrics.json: the newest best-*.ckpt
+    assert missing.config is None and missing.split is None and missing.checkpoint is None
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        missing.load_model()
+
+
+def test_a_copied_sweep_loads_models_that_reproduce_the_saved_test_predictions(sweep_dir, tmp_path):
+    original = shutil.copytree(sweep_dir, tmp_path / "original")
+    moved = shutil.copytree(original, tmp_path / "elsewhere" / "moved")
+    shutil.rmtree(original)  # nothing may refer to where the sweep was
+    exp = load(moved)
+    for name in ("fold0_jk1", "model.hidden=8/fold0_jk0"):
+        job = exp[name]
+        assert job.checkpoint.is_relative_to(moved)
+        model = job.load_model()
+        assert isinstance(model, torch.nn.Module) and not model.training
+        assert all(p.device.type == "cpu" for p in model.parameters())
+        module = job.load_module()
+        assert not module.training and module.encoder.receptive_field == model.receptive_field
+        with np.load(job.dir / "test_predictions.npz") as saved:
+            for trial in job.split.test:
+                prediction = job.predict(trial)
+                assert prediction.shape == saved[f"trial_{trial}"].shape
+                np.testing.assert_allclose(prediction, saved[f"trial_{trial}"], rtol=1e-4, atol=1e-5)
+                stimulus = exp.trials(job)[trial].stimulus.numpy()
+                np.testing.assert_allclose(job.predict(stimulus), prediction, rtol=1e-6, atol=1e-6)
+    # the trials are built once per distinct data config, and shared
+    assert exp.trials(exp["fold0_jk0"]) is exp.trials(exp["model.hidden=8/fold0_jk0"])
+    with pytest.raises(IndexError):
+        exp["fold0_jk0"].predict(99)
+
+
+def test_a_single_run_directory_is_an_experiment_of_one_job(sweep_dir):
+    exp = load(sweep_dir / "fold0_jk2")
+    assert exp.kind == "run" and len(exp.jobs) == 1
+    (job,) = exp.jobs
+    assert (job.name, job.fold, job.jackknife, job.status) == (".", 0, 2, "done")
+    assert exp.table()[0]["checkpoint"] == "checkpoints/best-epoch001.ckpt"
+
+
+def test_clear_errors_for_what_is_not_a_run_or_a_sweep(tmp_path, capsys):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("hello")
+    with pytest.raises(NotAnExperimentError, match="neither a dstrf run directory .* nor a sweep directory"):
+        load(tmp_path / "notes")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load(tmp_path / "nowhere")
+    with pytest.raises(NotADirectoryError):
+        load(tmp_path / "notes" / "readme.txt")
+    assert main([str(tmp_path / "notes")]) == 1
+    assert "neither a dstrf run directory" in capsys.readouterr().err
+
+
+def test_cli_lists_jobs_and_shows_one(sweep_dir, capsys):
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    result = subprocess.run(["dstrf-inspect", str(sweep_dir)], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "7 jobs (5 done, 1 incomplete, 1 missing)" in lines[0]
+    assert lines[1].split() == ["#", "dir", "fold", "jk", "status", "epochs", "val", "r", "test", "r", "checkpoint"]
+    assert lines[2].split()[:6] == ["0", "fold0_jk0", "0", "0", "done", "2"]
+    assert lines[2].split()[-1] == "fold0_jk0/checkpoints/best-epoch001.ckpt"
+    assert lines[7].split()[:5] == ["5", "fold1_jk2", "1", "2", "missing"]
+
+    metrics = json.loads((sweep_dir / "fold0_jk1" / "metrics.json").read_text())
+    assert main([str(sweep_dir), "--job", "fold0_jk1"]) == 0
+    out = capsys.readouterr().out
+    assert f"train: {metrics['split']['train']}" in out and f"test:  {metrics['split']['test']}" in out
+    assert "config:" in out and "_target_: dstrf.data.splits.kfold" in out and "jackknife: 1" in out
+    assert main([str(sweep_dir), "--job", "1", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["job"]["dir"] == "fold0_jk1" and shown["split"] == metrics["split"]
+    assert shown["config"]["split"]["jackknife"] == 1
+    assert main([str(sweep_dir), "--json"]) == 0
+    assert [row["status"] for row in json.loads(capsys.readouterr().out)["jobs"]] == [s for *_, s in JOBS]
+    assert main([str(sweep_dir), "--job", "fold9"]) == 1
+    assert "no job 'fold9'" in capsys.readouterr().err
+
+
+def test_checkpoints_load_with_map_location(sweep_dir, monkeypatch):
+    """A checkpoint written on a GPU loads on a CPU-only machine only with map_location; it is always passed."""
+    from dstrf.lit import EncoderModule
+
+    calls = []
+    original = EncoderModule.load_from_checkpoint
+
+    def spy(path, **kwargs):
+        calls.append(kwargs)
+        return original(path, **kwargs)
+
+    monkeypatch.setattr(EncoderModule, "load_from_checkpoint", spy)
+    load(sweep_dir)["fold0_jk0"].load_model()
+    assert calls == [{"map_location": "cpu"}]
