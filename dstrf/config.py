@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["CONFIG_DIR", "compose", "register_resolvers", "sweep_name"]
+__all__ = ["CONFIG_DIR", "compose", "quote_override", "register_resolvers", "sweep_name"]
 
 
 def _config_dir() -> str:
@@ -30,6 +30,11 @@ def compose(overrides: list[str] | None = None, config_name: str = "train") -> D
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=list(overrides or []), return_hydra_config=True)
+
+
+def quote_override(value: str) -> str:
+    """A value for a Hydra command-line override, quoted so paths with ``=``, ``,`` or spaces stay one value."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def sweep_name(overrides) -> str:

@@ -32,6 +32,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from .sweep.aggregate import AggregateError, JobEntry, find_jobs, is_job_dir, job_entry, read_manifest
+from .sweep.job import read_json
 
 if TYPE_CHECKING:  # torch / Lightning are imported only when a model or the data is needed
     import torch
@@ -44,13 +45,6 @@ __all__ = ["Experiment", "Job", "NotAnExperimentError", "load", "main"]
 
 class NotAnExperimentError(ValueError):
     """The path is neither a dstrf run directory nor a sweep directory."""
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
-        return None
 
 
 def _for_resolving(config: DictConfig, job_dir: Path) -> DictConfig:
@@ -113,7 +107,7 @@ class Job:
         path = self.dir / ".hydra" / "config.yaml"
         if path.is_file():
             return OmegaConf.load(path)
-        started = _read_json(self.dir / "job.json")
+        started = read_json(self.dir / "job.json")
         if started and isinstance(started.get("config"), dict):
             return OmegaConf.create(started["config"])
         return None
@@ -121,7 +115,7 @@ class Job:
     @cached_property
     def metrics(self) -> dict | None:
         """``metrics.json`` (written when the job finished), or None."""
-        return _read_json(self.dir / "metrics.json")
+        return read_json(self.dir / "metrics.json")
 
     @property
     def epochs(self) -> int | None:

@@ -89,3 +89,13 @@ def test_default_config_is_the_deep_encoder_on_synthetic_data():
     assert cfg.model._target_ == "dstrf.models.DeepEncoder"
     assert cfg.data.trials._target_ == "dstrf.data.synthetic.synthetic_trials"
     assert cfg.logger._target_.endswith("CSVLogger")
+
+
+def test_sweep_directory_names_identify_the_command():
+    from dstrf.config import sweep_name
+
+    a = sweep_name(["+sweep=cv_jackknife", "model=linear_strf"])
+    assert a.startswith("cv_jackknife-")
+    assert sweep_name(["model=linear_strf", "+sweep=cv_jackknife"]) == a  # order does not matter: reruns resume
+    assert sweep_name(["+sweep=cv_jackknife", "model=deep_encoder"]) != a  # another sweep: another directory
+    assert sweep_name([]).startswith("sweep-")

@@ -106,3 +106,10 @@ def test_default_run_of_the_console_script(tmp_path):
     assert metrics["model"] == "DeepEncoder" and len(metrics["channels"]) == 5
     assert metrics["test"]["r_mean"] > 0.7  # it learns: every synthetic neuron is predictable
     assert (run_dir / metrics["best_checkpoint"]).is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_more_folds_than_trials_is_an_error_before_training(tmp_path):
+    result = train(["experiment=quick", "split=kfold", "split.n_folds=12", f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert "n_folds=12 but there are only 5 trials" in result.stderr
+    assert not (tmp_path / "r" / "checkpoints").exists()

@@ -44,11 +44,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
 from hydra.experimental.callback import Callback
 
-from .. import metrics
+from .job import read_json
 
 __all__ = [
     "AggregateCallback",
@@ -117,13 +116,6 @@ class JobEntry:
                 "jackknife": self.jackknife, "status": self.status, "overrides": list(self.overrides)}
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
-        return None
-
-
 def _read_overrides(job_dir: Path) -> list[str]:
     path = job_dir / ".hydra" / "overrides.yaml"
     try:
@@ -152,11 +144,11 @@ def _as_index(value: Any) -> int | None:
 
 def _split_indices(job_dir: Path) -> tuple[int | None, int | None]:
     """(fold, jackknife) of a job from what it wrote: metrics.json, job.json or its Hydra config."""
-    metrics = _read_json(job_dir / "metrics.json")
+    metrics = read_json(job_dir / "metrics.json")
     for node in ((metrics or {}).get("job"), (metrics or {}).get("split")):
         if isinstance(node, dict) and "fold" in node:
             return _as_index(node.get("fold")), _as_index(node.get("jackknife"))
-    split = ((_read_json(job_dir / "job.json") or {}).get("config") or {}).get("split")
+    split = ((read_json(job_dir / "job.json") or {}).get("config") or {}).get("split")
     if not isinstance(split, dict):
         try:
             split = (yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text()) or {}).get("split")
@@ -204,7 +196,7 @@ def job_entry(job_dir: Path, name: str = ".", num: int | None = None, overrides:
 
 def read_manifest(sweep_dir: Path) -> dict | None:
     """``sweep.json`` of a sweep directory (written by dstrf's sweeper), or None."""
-    manifest = _read_json(Path(sweep_dir) / "sweep.json")
+    manifest = read_json(Path(sweep_dir) / "sweep.json")
     if manifest is not None and not isinstance(manifest.get("jobs"), list):
         raise AggregateError(f"{Path(sweep_dir) / 'sweep.json'} has no list of jobs; is it a dstrf sweep.json?")
     return manifest
@@ -250,11 +242,15 @@ def find_jobs(sweep_dir: str | Path) -> list[JobEntry]:
 
 def pearson_r(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     """:func:`dstrf.metrics.pearson_r` on ``(N, T)`` numpy arrays, in float64 (0 for a constant series)."""
+    import torch  # here, not at the top: listing a sweep (dstrf-inspect) should not pay for importing torch
+
+    from ..metrics import pearson_r as torch_pearson_r
+
     p = np.asarray(pred, dtype=np.float64)
     y = np.asarray(target, dtype=np.float64)
     if p.shape != y.shape:
         raise ValueError(f"prediction and response shapes differ: {p.shape} and {y.shape}")
-    return metrics.pearson_r(torch.from_numpy(p), torch.from_numpy(y)).numpy()
+    return torch_pearson_r(torch.from_numpy(p), torch.from_numpy(y)).numpy()
 
 
 def jackknife_se(values: np.ndarray) -> np.ndarray:
@@ -507,7 +503,7 @@ def _summarise_group(name: str, jobs: list[JobEntry], models: list[dict], unread
     for job in jobs:
         if job.status != "done":
             continue
-        metrics = _read_json(job.dir / "metrics.json") or {}
+        metrics = read_json(job.dir / "metrics.json") or {}
         model = {
             "group": name, "dir": job.name, "num": job.num, "fold": job.fold, "jackknife": job.jackknife,
             "model": metrics.get("model"), "epochs": metrics.get("epochs"),

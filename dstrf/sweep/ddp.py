@@ -31,6 +31,8 @@ import lightning as L
 import torch.distributed
 from lightning.pytorch.strategies import DDPStrategy
 
+from ..config import quote_override
+
 __all__ = ["job_processes", "processes_to_start", "is_rank_zero_process"]
 
 _RANK_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "DSTRF_RESUME_FROM")
@@ -62,10 +64,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _watch(children: list[subprocess.Popen], stop: threading.Event) -> None:
     # A rank that dies leaves rank 0 blocked in a collective until a long timeout; end the job instead.
     while not stop.wait(1.0):
@@ -88,7 +86,7 @@ def job_processes(trainer: L.Trainer, job_dir: Path, overrides: Sequence[str], r
     try:
         for rank in range(1, n):
             env = {**os.environ, "LOCAL_RANK": str(rank), "DSTRF_RESUME_FROM": resume_from or ""}
-            command = [sys.executable, "-m", "dstrf.train", *overrides, f"hydra.run.dir={_quote(str(job_dir))}",
+            command = [sys.executable, "-m", "dstrf.train", *overrides, f"hydra.run.dir={quote_override(str(job_dir))}",
                        "hydra.output_subdir=null", f"hydra.job.name=rank{rank}", "hydra.mode=RUN"]
             children.append(subprocess.Popen(command, env=env, cwd=os.getcwd()))
         threading.Thread(target=_watch, args=(children, stop), daemon=True).start()

@@ -25,7 +25,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["config_hash", "JobState", "prepare_job", "mark_started", "mark_done"]
+__all__ = ["config_hash", "JobState", "prepare_job", "mark_started", "mark_done", "read_json"]
 
 # Files and folders a job writes; everything else in the directory (e.g. a user's notes) stays in place.
 # (Hydra's train.log stays: its handler is already open on it for the new run.)
@@ -55,10 +55,11 @@ class JobState:
     superseded: Path | None = None
 
 
-def _read(path: Path) -> dict | None:
+def read_json(path: str | Path) -> dict | None:
+    """A job file's content, or None when it is absent or half-written (a killed job)."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return None
 
 
@@ -77,7 +78,7 @@ def _archive(job_dir: Path) -> Path | None:
 def prepare_job(job_dir: Path, cfg: DictConfig) -> JobState:
     """Decide whether the job in ``job_dir`` is skipped, resumed or started (archiving stale results)."""
     digest = config_hash(cfg)
-    done, started = _read(job_dir / "done.json"), _read(job_dir / "job.json")
+    done, started = read_json(job_dir / "done.json"), read_json(job_dir / "job.json")
     if done is not None and done.get("config_hash") == digest:
         return JobState("skip", digest)
     last = job_dir / "checkpoints" / "last.ckpt"

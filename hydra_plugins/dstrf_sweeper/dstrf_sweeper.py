@@ -33,7 +33,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobStatus
 from omegaconf import DictConfig, OmegaConf
 
-from dstrf.config import register_resolvers
+from dstrf.config import quote_override, register_resolvers
 from dstrf.data.splits import split_grid
 from dstrf.sweep.aggregate import aggregate
 
@@ -53,10 +53,6 @@ class DstrfSweeperConf:
 
 ConfigStore.instance().store(group="hydra/sweeper", name="dstrf", node=DstrfSweeperConf, provider="dstrf")
 register_resolvers()
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _job_name(group: str, fold: Any, jackknife: Any) -> str:
@@ -128,7 +124,7 @@ class DstrfSweeper(BasicSweeper):
                 subdir = _job_name(group, fold, jackknife)
                 manifest.append({"num": len(manifest), "dir": subdir, "overrides": job_overrides, "group": group,
                                  "fold": fold, "jackknife": jackknife})
-                jobs.append(job_overrides + [f"hydra.sweep.dir={_quote(str(sweep_dir))}", f"hydra.sweep.subdir={_quote(subdir)}"])
+                jobs.append(job_overrides + [f"hydra.sweep.dir={quote_override(str(sweep_dir))}", f"hydra.sweep.subdir={quote_override(subdir)}"])
         dirs = [job["dir"] for job in manifest]
         if len(set(dirs)) != len(dirs):
             duplicates = sorted({d for d in dirs if dirs.count(d) > 1})

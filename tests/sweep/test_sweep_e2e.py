@@ -160,3 +160,26 @@ def _stimulus(trial: int) -> np.ndarray:
     from dstrf.data.synthetic import synthetic_trials
 
     return synthetic_trials(n_trials=6, n_frames=300, n_freqs=16)[trial].stimulus.numpy()
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_the_folds_in_parallel(tmp_path):
+    args = ["+sweep=cv", *TINY, "split.n_folds=2", "trainer.max_epochs=2", "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2", "threads=1"]
+    result = dstrf_train(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
+    sweep = only_sweep(tmp_path)
+    assert all((sweep / f"fold{k}" / "done.json").is_file() for k in range(2))
+    assert json.loads((sweep / "summary.json").read_text())["complete"] is True
+
+
+def test_slurm_launcher_config_follows_the_trainer():
+    from dstrf.config import compose
+
+    cfg = compose(["+sweep=cv_jackknife", "hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4"])
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.tasks_per_node == 4 and launcher.gpus_per_node == 4 and launcher.nodes == 1
+    assert launcher.timeout_min == 240 and launcher.array_parallelism == 64
+    assert cfg.hydra.sweeper._target_.endswith("DstrfSweeper") and cfg.hydra.sweeper.jackknife is True
