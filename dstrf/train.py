@@ -158,8 +158,16 @@ def run(cfg: DictConfig) -> dict:
     """
     start = time.perf_counter()
     run_dir = _run_dir(cfg)
-    resume_from = os.environ.get("DSTRF_RESUME_FROM") or None  # set for rank > 0 by the process that decided
-    if is_rank_zero_process():
+    if not is_rank_zero_process():
+        # dstrf's own rank > 0 processes are told what rank 0 decided; those a cluster started decide alike
+        resume_from = os.environ.get("DSTRF_RESUME_FROM")
+        if resume_from is None:
+            peer = prepare_job(run_dir, cfg, read_only=True)
+            if peer.action == "skip":  # rank 0 skips too: training alone would wait for it forever
+                return json.loads((run_dir / "metrics.json").read_text())
+            resume_from = str(peer.resume_from) if peer.action == "resume" else None
+        resume_from = resume_from or None
+    else:
         state = prepare_job(run_dir, cfg)
         if state.action == "skip":
             print(f"dstrf: {run_dir} already holds this job's results (config {state.config_hash}); skipping", flush=True)

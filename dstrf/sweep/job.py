@@ -75,8 +75,12 @@ def _archive(job_dir: Path) -> Path | None:
     return target
 
 
-def prepare_job(job_dir: Path, cfg: DictConfig) -> JobState:
-    """Decide whether the job in ``job_dir`` is skipped, resumed or started (archiving stale results)."""
+def prepare_job(job_dir: Path, cfg: DictConfig, read_only: bool = False) -> JobState:
+    """Decide whether the job in ``job_dir`` is skipped, resumed or started (archiving stale results).
+
+    ``read_only`` makes the same decision without moving anything: for the rank > 0 processes of a job whose
+    processes a cluster started (SLURM tasks), which must resume exactly when rank 0 does.
+    """
     digest = config_hash(cfg)
     done, started = read_json(job_dir / "done.json"), read_json(job_dir / "job.json")
     if done is not None and done.get("config_hash") == digest:
@@ -84,6 +88,8 @@ def prepare_job(job_dir: Path, cfg: DictConfig) -> JobState:
     last = job_dir / "checkpoints" / "last.ckpt"
     if done is None and started is not None and started.get("config_hash") == digest and last.is_file():
         return JobState("resume", digest, resume_from=last)
+    if read_only:
+        return JobState("start", digest)
     if done is None and started is None and (job_dir / "metrics.json").exists():
         raise FileExistsError(
             f"{job_dir} holds results (metrics.json) that no dstrf job marker describes; refusing to touch them. "
