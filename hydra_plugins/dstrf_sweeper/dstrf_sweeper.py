@@ -35,11 +35,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from dstrf.config import quote_override, register_resolvers
 from dstrf.data.splits import split_grid
-from dstrf.sweep.aggregate import aggregate
+from dstrf.sweep.aggregate import CV_KEYS, aggregate
 
 log = logging.getLogger(__name__)
-
-CV_KEYS = ("split.fold", "split.jackknife")
 
 
 @dataclass
