@@ -1,0 +1,220 @@
+"""Dynamic STRFs: the Jacobian of every output frame with respect to its input window, computed in bulk.
+
+For an encoder f with outputs ``yhat_n(t)`` and input ``x (F, T)``, the dSTRF is
+
+    W[t, n, f, k] = d yhat_n(t) / d x_f(t - k),        k = 0 .. L-1 (k = 0: the current frame).
+
+When every hidden layer is bias-free with (Leaky)ReLU activations and the readout is linear with bias b (the
+DeepEncoder), the network is piecewise linear and positively homogeneous, so ``yhat_n(t) = b_n + <W_t, X_t>``
+holds exactly; otherwise W_t is the first-order approximation at the stimulus.
+
+How it is computed, instead of one backward pass per output element:
+
+- **Finite receptive field R** (every model but the recurrent ones): outputs R or more frames apart share no
+  input frame. So the outputs of channel n at t = s, s + R, s + 2R, ... can be summed and differentiated
+  together: the gradient at input frame u belongs to the one summed output t with t - R < u <= t. The R
+  phases s and the channels become a batch of cotangents for ``torch.autograd.grad(is_grads_batched=True)``:
+  a forward pass per chunk of frames and one batched backward give every W_t of the chunk.
+- **Recurrent models** (``receptive_field is None``): every output depends on the whole past, so each output
+  frame gets its own cotangent (still batched), after a forward pass from the start of the trial, which sets
+  the recurrent state. ``lags`` is then required: W is truncated to the L most recent frames, while the model
+  itself uses all of them.
+
+Frames before the start of the trial are padding, not data: W is 0 there (k > t).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["dstrf"]
+
+
+def _check_model(model: nn.Module, lags: int | None) -> tuple[int | None, int]:
+    """(receptive field or None, lags) after checking them against each other."""
+    receptive_field = getattr(model, "receptive_field", "missing")
+    name = type(model).__name__
+    if receptive_field == "missing":
+        raise TypeError(f"{name} has no receptive_field attribute; dstrf needs a causal encoder with one (None if recurrent)")
+    if receptive_field is None and lags is None:
+        raise ValueError(f"{name} is recurrent (receptive_field is None): pass lags=L, the number of past frames to keep")
+    if lags is None:
+        lags = receptive_field
+    lags = int(lags)
+    if lags < 1:
+        raise ValueError(f"lags must be a positive number of frames; got {lags}")
+    if receptive_field is not None and lags > receptive_field:
+        raise ValueError(
+            f"lags={lags} exceeds the receptive field of {name} ({receptive_field} frames): the output does not depend "
+            f"on frames further back, so those lags would be zero by construction. Use lags <= {receptive_field}."
+        )
+    return receptive_field, lags
+
+
+def _as_input(model: nn.Module, x, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    x = torch.as_tensor(x)
+    if x.ndim != 2:
+        raise ValueError(f"x must be one trial's stimulus (freqs, frames); got shape {tuple(x.shape)}")
+    n_freqs = getattr(model, "n_freqs", None)
+    if n_freqs is not None and x.shape[0] != n_freqs:
+        raise ValueError(f"{type(model).__name__} takes {n_freqs} frequency bands; x has {x.shape[0]} (shape {tuple(x.shape)})")
+    return x.to(device=device, dtype=dtype)
+
+
+def _select(values, n: int, what: str) -> np.ndarray:
+    if values is None:
+        return np.arange(n)
+    if isinstance(values, slice):
+        return np.arange(n)[values]
+    selected = np.asarray(values, dtype=np.int64).reshape(-1)
+    bad = selected[(selected < 0) | (selected >= n)]
+    if bad.size:
+        raise ValueError(f"{what} {bad.tolist()[:5]} out of range: valid 0..{n - 1}")
+    return selected
+
+
+def _check_causal(model: nn.Module, x: torch.Tensor, receptive_field: int | None) -> None:
+    """One probe: the gradient of a mid-trial output must vanish after its frame (and before its window)."""
+    n_frames = x.shape[-1]
+    t = n_frames // 2
+    probe = x[None].clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(probe)[0, 0, t], probe)
+    support = grad[0].abs().sum(0).nonzero().flatten()
+    if support.numel() and int(support.max()) > t:
+        raise ValueError(
+            f"{type(model).__name__} is not causal: its output at frame {t} depends on frame {int(support.max())}. "
+            "dSTRFs are defined for causal encoders (output at t from inputs at t' <= t)."
+        )
+    if receptive_field is not None and support.numel() and int(support.min()) < t - receptive_field + 1:
+        raise ValueError(
+            f"{type(model).__name__}.receptive_field says {receptive_field} frames, but its output at frame {t} "
+            f"depends on frame {int(support.min())}; fix the model's receptive_field"
+        )
+
+
+def dstrf(
+    model: nn.Module,
+    x: torch.Tensor | np.ndarray,
+    lags: int | None = None,
+    channels: Sequence[int] | None = None,
+    times: Sequence[int] | slice | None = None,
+    chunk_size: int | None = None,
+    batch_size: int = 1024,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The dSTRF of one trial: ``W[t, n, f, k] = d yhat_n(t) / d x_f(t - k)``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A causal encoder ``(B, F, T) -> (B, N, T)`` with ``receptive_field`` (dstrf's models, or any such
+        module). It runs in eval mode; its mode, parameters and their ``.grad`` are left as they were.
+    x : ``(F, T)``
+        The stimulus of one trial, as the model sees it (standardised).
+    lags : int, optional
+        L, the number of past frames (current one included). Default: the receptive field; required for
+        recurrent models, where it truncates the window. More than the receptive field is an error.
+    channels : sequence of int, optional
+        Output channels to compute (default all), in this order.
+    times : sequence of int or slice, optional
+        Output frames to compute (default all), in this order.
+    chunk_size : int, optional
+        Output frames per forward pass (default 4 receptive fields, at least 256). Peak memory grows with it,
+        not with T.
+    batch_size : int
+        Cotangents per batched backward pass (channels x phases); lower it if memory is short.
+    dtype : torch.dtype
+        Storage type of the result (float32; float16/bfloat16 halve the memory). Computation stays in the
+        model's precision.
+
+    Returns
+    -------
+    torch.Tensor ``(len(times), len(channels), F, L)`` on the CPU.
+    """
+    receptive_field, lags = _check_model(model, lags)
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    compute_dtype = parameter.dtype if parameter is not None else torch.float32
+    x = _as_input(model, x, device, compute_dtype)
+    n_freqs, n_frames = x.shape
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            n_outputs = model(x[None, :, : min(n_frames, 8)]).shape[1]
+            channels_ = _select(channels, n_outputs, "channels")
+            times_ = _select(times, n_frames, "times")
+            _check_causal(model, x, receptive_field)
+            result = torch.zeros((len(times_), len(channels_), n_freqs, lags), dtype=dtype)
+            if not len(times_) or not len(channels_):
+                return result
+            span = receptive_field or lags
+            chunk = int(chunk_size) if chunk_size else max(256, 4 * span)
+            order = np.argsort(times_, kind="stable")
+            start = 0
+            while start < len(order):
+                # the requested frames that fall within `chunk` frames of the first one
+                t0 = int(times_[order[start]])
+                stop = int(np.searchsorted(times_[order], t0 + chunk, side="left"))
+                rows = order[start:stop]
+                _fill_chunk(model, x, receptive_field, lags, channels_, times_[rows], rows, batch_size, result)
+                start = stop
+    finally:
+        model.train(was_training)
+    return result
+
+
+def _fill_chunk(model: nn.Module, x: torch.Tensor, receptive_field: int | None, lags: int, channels: np.ndarray,
+                times: np.ndarray, rows: np.ndarray, batch_size: int, result: torch.Tensor) -> None:
+    """Compute W for the output frames ``times`` (all within one chunk) into ``result[rows]``."""
+    t0, t1 = int(times.min()), int(times.max()) + 1
+    # A finite receptive field needs only the frames that reach the chunk; a recurrent model its whole past.
+    s0 = max(0, t0 - receptive_field + 1) if receptive_field is not None else 0
+    segment = x[None, :, s0:t1].detach().requires_grad_(True)
+    output = model(segment)  # (1, N, t1 - s0)
+    if receptive_field is not None:
+        period = receptive_field  # outputs this far apart share no input frame
+        phase_of = times % period
+        phases = np.unique(phase_of)
+    else:
+        period = None
+        phase_of = np.arange(len(times))  # every output frame alone
+        phases = phase_of
+    phase_index = {int(p): i for i, p in enumerate(phases)}
+
+    local = times - s0  # positions of the requested outputs within the segment
+    k = np.arange(lags)
+    positions = local[:, None] - k[None, :]  # (Tc, L): input frame of lag k for each output
+    valid = torch.as_tensor(positions >= 0)  # frames before the trial start are padding: W = 0
+    positions_t = torch.as_tensor(np.clip(positions, 0, None), device=x.device)
+    group_t = torch.as_tensor([phase_index[int(p)] for p in phase_of], device=x.device)
+
+    pairs = [(c, g) for c in range(len(channels)) for g in range(len(phases))]
+    for begin in range(0, len(pairs), batch_size):
+        batch = pairs[begin : begin + batch_size]
+        cotangents = torch.zeros((len(batch), *output.shape), dtype=output.dtype, device=output.device)
+        for b, (c, g) in enumerate(batch):
+            if period is not None:
+                members = local[phase_of == phases[g]]
+            else:
+                members = local[g : g + 1]
+            cotangents[b, 0, int(channels[c]), torch.as_tensor(members, device=output.device)] = 1.0
+        (grads,) = torch.autograd.grad(output, segment, grad_outputs=cotangents, is_grads_batched=True,
+                                       retain_graph=begin + batch_size < len(pairs))
+        grads = grads[:, 0]  # (batch, F, t1 - s0)
+        batch_c = torch.as_tensor([c for c, _ in batch])
+        batch_g = torch.as_tensor([g for _, g in batch], device=x.device)
+        for c in batch_c.unique().tolist():
+            in_batch = (batch_c == c).nonzero().flatten()
+            # (phases of this channel in the batch) -> gradient images; pick each output's phase and window
+            images = torch.full((len(phases), *grads.shape[1:]), float("nan"), dtype=grads.dtype, device=grads.device)
+            images[batch_g[in_batch]] = grads[in_batch.to(grads.device)]
+            windows = images[group_t[:, None], :, positions_t]  # (Tc, L, F)
+            have = ~torch.isnan(windows[:, 0, 0]).cpu()
+            values = windows.permute(0, 2, 1).cpu() * valid[:, None, :]
+            target_rows = torch.as_tensor(rows)[have]
+            result[target_rows, c] = values[have].to(result.dtype)

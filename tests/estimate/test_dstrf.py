@@ -1,0 +1,119 @@
+import pytest
+import torch
+from torch import nn
+
+from dstrf.estimate import dstrf
+from dstrf.models import ConvNet2D, DeepEncoder, LinearSTRF, LNSTRF, StateNet
+
+F, N, T = 8, 3, 70
+
+
+def encoders():
+    torch.manual_seed(0)
+    return {
+        "linear": LinearSTRF(F, N, lags=6),
+        "ln": LNSTRF(F, N, lags=6),
+        "deep": DeepEncoder(F, N, hidden=6, kernel_size=3, dilations=(1, 2, 4)),
+        "convnet2d": ConvNet2D(F, N, channels=3, kernel_size=(3, 5), n_layers=2, hidden=5),
+        "statenet": StateNet(F, N, kernel_size=3, stride=2, channels=2),
+    }
+
+
+def reference(model, x, lags):
+    """The slow, obviously right dSTRF: the full Jacobian, then each output's window of L input frames."""
+    jac = torch.autograd.functional.jacobian(lambda inp: model(inp[None])[0], x)  # (N, T, F, T)
+    n_frames = x.shape[1]
+    W = torch.zeros(n_frames, jac.shape[0], x.shape[0], lags, dtype=x.dtype)
+    for t in range(n_frames):
+        for k in range(min(lags, t + 1)):
+            W[t, :, :, k] = jac[:, t, :, t - k]
+    return W
+
+
+@pytest.mark.parametrize("name", list(encoders()))
+def test_equals_the_autograd_jacobian(name):
+    model = encoders()[name].double().eval()
+    x = torch.randn(F, T, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    lags = model.receptive_field or 12
+    expected = reference(model, x, lags)
+    # small chunks and batches exercise the chunk seams and split batches of phases
+    got = dstrf(model, x, lags=lags, chunk_size=17, batch_size=7, dtype=torch.float64)
+    assert got.shape == (T, N, F, lags)
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["deep", "linear"])
+def test_output_is_exactly_bias_plus_dstrf_times_window(name):
+    model = encoders()[name]
+    x = torch.randn(F, T, generator=torch.Generator().manual_seed(2))
+    W = dstrf(model, x)
+    L = W.shape[-1]
+    padded = torch.nn.functional.pad(x, (L - 1, 0))
+    windows = torch.stack([padded[:, t : t + L].flip(-1) for t in range(T)])  # (T, F, L), lag order
+    bias = model.readout.bias if name == "deep" else model.bias
+    reconstructed = bias[None, :] + torch.einsum("tnfk,tfk->tn", W, windows)
+    with torch.no_grad():
+        torch.testing.assert_close(reconstructed, model(x[None])[0].T, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_strf_dstrf_is_its_kernel_at_every_frame():
+    model = encoders()["linear"]
+    W = dstrf(model, torch.randn(F, T))
+    L = model.receptive_field
+    torch.testing.assert_close(W[L - 1 :], model.strf.detach()[None].expand(T - L + 1, -1, -1, -1))
+    # before the trial start the window holds padding, not data: those lags are zero
+    assert torch.all(W[0, :, :, 1:] == 0) and torch.equal(W[0, :, :, 0], model.strf.detach()[:, :, 0])
+
+
+def test_channels_times_and_storage_type_select_the_same_numbers():
+    model = encoders()["deep"]
+    x = torch.randn(F, T)
+    full = dstrf(model, x)
+    part = dstrf(model, x, channels=[2, 0], times=[65, 3, 40], dtype=torch.float16)
+    assert part.dtype == torch.float16 and part.shape == (3, 2, F, full.shape[-1])
+    torch.testing.assert_close(part.float(), full[[65, 3, 40]][:, [2, 0]], rtol=1e-2, atol=1e-3)
+    torch.testing.assert_close(dstrf(model, x, times=slice(10, 20)), full[10:20])
+    fewer = dstrf(model, x, lags=4)  # a truncation to the most recent frames is allowed
+    torch.testing.assert_close(fewer, full[..., :4])
+
+
+def test_leaves_the_model_as_it_was():
+    model = encoders()["deep"]
+    model.train()
+    model.readout.weight.grad = torch.ones_like(model.readout.weight)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    dstrf(model, torch.randn(F, T))
+    assert model.training
+    assert torch.equal(model.readout.weight.grad, torch.ones_like(model.readout.weight))
+    assert all(p.grad is None for n, p in model.named_parameters() if n != "readout.weight")
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+class Centered(nn.Module):
+    """Not causal: a centred convolution sees the future."""
+
+    receptive_field = 5
+    n_freqs = F
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(F, N, 5, padding=2)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_bad_input_gets_clear_errors():
+    models = encoders()
+    with pytest.raises(ValueError, match=r"lags=7 exceeds the receptive field of LinearSTRF \(6 frames\)"):
+        dstrf(models["linear"], torch.randn(F, T), lags=7)
+    with pytest.raises(ValueError, match="StateNet is recurrent .* pass lags"):
+        dstrf(models["statenet"], torch.randn(F, T))
+    with pytest.raises(ValueError, match=r"takes 8 frequency bands; x has 5"):
+        dstrf(models["deep"], torch.randn(5, T))
+    with pytest.raises(ValueError, match=r"\(freqs, frames\)"):
+        dstrf(models["deep"], torch.randn(1, F, T))
+    with pytest.raises(ValueError, match="not causal: its output at frame 35 depends on frame 37"):
+        dstrf(Centered(), torch.randn(F, T))
+    with pytest.raises(ValueError, match=r"channels \[3\] out of range"):
+        dstrf(models["deep"], torch.randn(F, T), channels=[3])
