@@ -25,11 +25,15 @@ Frames before the start of the trial are padding, not data: W is 0 there (k > t)
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from .storage import DSTRFFile, _Writer, fingerprint
 
 __all__ = ["dstrf"]
 
@@ -105,7 +109,8 @@ def dstrf(
     chunk_size: int | None = None,
     batch_size: int = 1024,
     dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
+    out: str | os.PathLike | None = None,
+) -> torch.Tensor | DSTRFFile:
     """The dSTRF of one trial: ``W[t, n, f, k] = d yhat_n(t) / d x_f(t - k)``.
 
     Parameters
@@ -128,12 +133,17 @@ def dstrf(
     batch_size : int
         Cotangents per batched backward pass (channels x phases); lower it if memory is short.
     dtype : torch.dtype
-        Storage type of the result (float32; float16/bfloat16 halve the memory). Computation stays in the
-        model's precision.
+        Storage type of the result (float32; float16 halves the memory, also on disk; bfloat16 in memory
+        only). Computation stays in the model's precision.
+    out : path, optional
+        Write the result chunk by chunk to this HDF5 file instead of returning it in memory; peak memory is
+        then bounded by ``chunk_size``, not by T (see :mod:`dstrf.estimate.storage`). An existing file with the
+        same result (same weights, stimulus and selection) is returned as it is; one with a different result
+        is an error, never overwritten.
 
     Returns
     -------
-    torch.Tensor ``(len(times), len(channels), F, L)`` on the CPU.
+    torch.Tensor ``(len(times), len(channels), F, L)`` on the CPU, or with ``out`` the :class:`DSTRFFile`.
     """
     receptive_field, lags = _check_model(model, lags)
     parameter = next(model.parameters(), None)
@@ -143,34 +153,69 @@ def dstrf(
     n_freqs, n_frames = x.shape
     was_training = model.training
     model.eval()
+    sink: torch.Tensor | _Writer | None = None
     try:
         with torch.enable_grad():
             n_outputs = model(x[None, :, : min(n_frames, 8)]).shape[1]
             channels_ = _select(channels, n_outputs, "channels")
             times_ = _select(times, n_frames, "times")
             _check_causal(model, x, receptive_field)
-            result = torch.zeros((len(times_), len(channels_), n_freqs, lags), dtype=dtype)
-            if not len(times_) or not len(channels_):
-                return result
+            shape = (len(times_), len(channels_), n_freqs, lags)
+            if out is not None:
+                sink = _open_output(Path(out), model, x, lags, receptive_field, channels_, times_, dtype, shape)
+                if isinstance(sink, DSTRFFile):
+                    return sink  # this very result is on disk already
+            else:
+                sink = torch.zeros(shape, dtype=dtype)
             span = receptive_field or lags
             chunk = int(chunk_size) if chunk_size else max(256, 4 * span)
             order = np.argsort(times_, kind="stable")
+            sorted_times = times_[order]
             start = 0
             while start < len(order):
                 # the requested frames that fall within `chunk` frames of the first one
-                t0 = int(times_[order[start]])
-                stop = int(np.searchsorted(times_[order], t0 + chunk, side="left"))
+                stop = int(np.searchsorted(sorted_times, int(sorted_times[start]) + chunk, side="left"))
                 rows = order[start:stop]
-                _fill_chunk(model, x, receptive_field, lags, channels_, times_[rows], rows, batch_size, result)
+                values = _chunk(model, x, receptive_field, lags, channels_, times_[rows], batch_size, dtype)
+                if isinstance(sink, _Writer):
+                    sink.write(rows, values)
+                else:
+                    sink[torch.as_tensor(rows)] = values
                 start = stop
+            if isinstance(sink, _Writer):
+                sink.finish()
+                return DSTRFFile(sink.path)
+            return sink
+    except BaseException:
+        if isinstance(sink, _Writer):
+            sink.abort()  # the .partial file stays, marked unfinished; nothing finished is touched
+        raise
     finally:
         model.train(was_training)
-    return result
 
 
-def _fill_chunk(model: nn.Module, x: torch.Tensor, receptive_field: int | None, lags: int, channels: np.ndarray,
-                times: np.ndarray, rows: np.ndarray, batch_size: int, result: torch.Tensor) -> None:
-    """Compute W for the output frames ``times`` (all within one chunk) into ``result[rows]``."""
+def _open_output(path: Path, model: nn.Module, x: torch.Tensor, lags: int, receptive_field: int | None,
+                 channels: np.ndarray, times: np.ndarray, dtype: torch.dtype, shape: tuple) -> _Writer | DSTRFFile:
+    digest = fingerprint(model, x, lags, channels, times, dtype)
+    if path.exists():
+        with DSTRFFile(path) as existing:
+            same = existing.attrs.get("fingerprint") == digest
+        if same:
+            return DSTRFFile(path)
+        raise FileExistsError(
+            f"{path} holds a different dSTRF (other weights, stimulus, lags, channels or times); refusing to overwrite "
+            "it. Choose another path or remove it."
+        )
+    attrs = {"lags": lags, "receptive_field": -1 if receptive_field is None else receptive_field,
+             "model": type(model).__name__, "fingerprint": digest}
+    return _Writer(path, shape, dtype, times, channels, attrs)
+
+
+def _chunk(model: nn.Module, x: torch.Tensor, receptive_field: int | None, lags: int, channels: np.ndarray,
+           times: np.ndarray, batch_size: int, dtype: torch.dtype) -> torch.Tensor:
+    """W ``(len(times), len(channels), F, L)`` for the output frames ``times``, all within one chunk."""
+    result = torch.zeros((len(times), len(channels), x.shape[0], lags), dtype=dtype)
+    rows = np.arange(len(times))
     t0, t1 = int(times.min()), int(times.max()) + 1
     # A finite receptive field needs only the frames that reach the chunk; a recurrent model its whole past.
     s0 = max(0, t0 - receptive_field + 1) if receptive_field is not None else 0
@@ -218,3 +263,4 @@ def _fill_chunk(model: nn.Module, x: torch.Tensor, receptive_field: int | None, 
             values = windows.permute(0, 2, 1).cpu() * valid[:, None, :]
             target_rows = torch.as_tensor(rows)[have]
             result[target_rows, c] = values[have].to(result.dtype)
+    return result

@@ -1,0 +1,132 @@
+"""Chunked on-disk dSTRFs: written chunk by chunk, read in part.
+
+One HDF5 file per trial holds the dataset ``dstrf`` ``(T', N', F, L)`` (chunked per block of frames and one
+channel, so a slice of time or a channel reads only its chunks), the output frames ``times`` ``(T',)`` and
+channels ``channels`` ``(N',)`` it covers, and attributes: ``lags``, ``receptive_field``, ``model`` and
+``fingerprint``. The fingerprint is a hash of the model's weights, the stimulus and the selection, so the same
+request finds its finished file again and a different one never overwrites it. A file is written as
+``<name>.partial`` and renamed only when complete: a reader never sees half a result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["DSTRFFile", "open_dstrf", "fingerprint"]
+
+_DTYPES = {torch.float32: np.float32, torch.float16: np.float16, torch.float64: np.float64}
+
+
+def fingerprint(model: nn.Module, x: torch.Tensor, lags: int, channels: np.ndarray, times: np.ndarray, dtype: torch.dtype) -> str:
+    """A hash of everything that determines a dSTRF result."""
+    h = hashlib.sha256()
+    h.update(type(model).__qualname__.encode())
+    for name, value in model.state_dict().items():
+        h.update(name.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    h.update(x.detach().cpu().contiguous().numpy().tobytes())
+    h.update(np.asarray([lags], dtype=np.int64).tobytes())
+    h.update(np.asarray(channels, dtype=np.int64).tobytes())
+    h.update(np.asarray(times, dtype=np.int64).tobytes())
+    h.update(str(dtype).encode())
+    return h.hexdigest()[:32]
+
+
+class DSTRFFile:
+    """A finished dSTRF file, read lazily: ``f[10:20]``, ``f[:, 3]`` or ``f.read(times=..., channels=...)``
+    return torch tensors of just that part. ``f.times`` / ``f.channels`` say which frames and channels the
+    rows and columns are."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            partial = self.path.with_name(self.path.name + ".partial")
+            hint = f" ({partial.name} exists: its computation did not finish)" if partial.exists() else ""
+            raise FileNotFoundError(f"no dSTRF file at {self.path}{hint}")
+        self._file = h5py.File(self.path, "r")
+        if "dstrf" not in self._file:
+            self._file.close()
+            raise ValueError(f"{self.path} is not a dSTRF file (no 'dstrf' dataset)")
+        self._data = self._file["dstrf"]
+        self.times = self._file["times"][()]
+        self.channels = self._file["channels"][()]
+        self.attrs = dict(self._data.attrs)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._data.shape)
+
+    def __getitem__(self, index) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self._data[index]))
+
+    def read(self, times: Sequence[int] | None = None, channels: Sequence[int] | None = None) -> torch.Tensor:
+        """Rows of the given output frames and channels (frame and channel numbers, not positions)."""
+        rows = self._positions(self.times, times, "times")
+        cols = self._positions(self.channels, channels, "channels")
+        block = self._data[rows] if isinstance(rows, slice) else self._data[np.sort(rows)]
+        if not isinstance(rows, slice):  # h5py reads increasing rows; restore the order asked for
+            block = block[np.argsort(np.argsort(rows))]
+        return torch.from_numpy(np.asarray(block[:, cols]))
+
+    @staticmethod
+    def _positions(stored: np.ndarray, wanted, what: str):
+        if wanted is None:
+            return slice(None)
+        lookup = {int(v): i for i, v in enumerate(stored)}
+        missing = [int(w) for w in wanted if int(w) not in lookup]
+        if missing:
+            raise KeyError(f"{what} {missing[:5]} are not in this file (it has {what} {stored[:3].tolist()}...)")
+        return np.asarray([lookup[int(w)] for w in wanted])
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> DSTRFFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"DSTRFFile({self.path}, shape={self.shape}, dtype={self._data.dtype})"
+
+
+def open_dstrf(path: str | os.PathLike) -> DSTRFFile:
+    """Open a dSTRF file written by :func:`dstrf.estimate.dstrf` with ``out=``."""
+    return DSTRFFile(path)
+
+
+class _Writer:
+    """Receives computed rows chunk by chunk and writes them; renames the file when complete."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: torch.dtype, times: np.ndarray,
+                 channels: np.ndarray, attrs: dict) -> None:
+        if dtype not in _DTYPES:
+            raise ValueError(f"dSTRF files store float16, float32 or float64; got {dtype}")
+        self.path, self.partial = path, path.with_name(path.name + ".partial")
+        self.partial.parent.mkdir(parents=True, exist_ok=True)
+        self._file = h5py.File(self.partial, "w")  # a stale .partial is an unfinished run of ours: replaced
+        chunk = (max(1, min(shape[0], 64)), 1, shape[2], shape[3])
+        self._data = self._file.create_dataset("dstrf", shape=shape, dtype=_DTYPES[dtype], chunks=chunk)
+        self._file.create_dataset("times", data=np.asarray(times, dtype=np.int64))
+        self._file.create_dataset("channels", data=np.asarray(channels, dtype=np.int64))
+        self._data.attrs.update(attrs)
+
+    def write(self, rows: np.ndarray, values: torch.Tensor) -> None:
+        order = np.argsort(rows)
+        self._data[rows[order]] = values[torch.as_tensor(order)].numpy()
+
+    def finish(self) -> None:
+        self._file.close()
+        self.partial.replace(self.path)
+
+    def abort(self) -> None:
+        self._file.close()
