@@ -254,12 +254,12 @@ def pearson_r(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def jackknife_se(values: np.ndarray) -> np.ndarray:
-    """``sqrt((M-1)/M * sum_j (v_j - mean v)^2)`` over axis 0 of ``(M, ...)``; NaN when M == 1."""
-    values = np.asarray(values, dtype=np.float64)
-    m = values.shape[0]
-    if m < 2:
-        return np.full(values.shape[1:], np.nan)
-    return np.sqrt((m - 1) / m * ((values - values.mean(axis=0)) ** 2).sum(axis=0))
+    """:func:`dstrf.estimate.jackknife_se` over axis 0 of a numpy ``(M, ...)`` array; NaN when M == 1."""
+    import torch
+
+    from ..estimate.jackknife import jackknife_se as torch_jackknife_se
+
+    return torch_jackknife_se(torch.from_numpy(np.asarray(values, dtype=np.float64))).numpy()
 
 
 @dataclass
