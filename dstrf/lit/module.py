@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..metrics import PearsonR, pearson_r
 
-__all__ = ["EncoderModule", "frame_mask"]
+__all__ = ["EncoderModule", "DataUnitsEncoder", "frame_mask"]
 
 LOSSES = ("mse", "poisson")
 OPTIMIZERS = ("adamw", "radam")
@@ -28,6 +28,28 @@ def frame_mask(lengths: torch.Tensor, n_frames: int, warmup: int) -> torch.Tenso
     """
     t = torch.arange(n_frames, device=lengths.device)
     return (t[None, :] >= warmup) & (t[None, :] < lengths[:, None])
+
+
+class DataUnitsEncoder(torch.nn.Module):
+    """The encoder between the data's units: raw stimulus ``(B, F, T)`` -> response ``(B, N, T)``.
+
+    ``y = encoder((x - mu) / sd) * sd_y + mu_y`` with the training standardisation. Its dSTRF is in response
+    units per stimulus unit, so dSTRFs of models trained on different trials (different statistics, as the
+    jackknife replicates of a fold) are comparable and can be averaged. An affine map of input and output
+    keeps a piecewise-linear encoder exactly piecewise linear.
+    """
+
+    def __init__(self, module: EncoderModule) -> None:
+        super().__init__()
+        self.encoder = module.encoder
+        for name in ("stimulus_mean", "stimulus_std", "response_mean", "response_std"):
+            self.register_buffer(name, getattr(module, name).detach().clone())
+        self.receptive_field = module.encoder.receptive_field
+        self.n_freqs = module.hparams.n_freqs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = (x - self.stimulus_mean[:, None]) / self.stimulus_std[:, None]
+        return self.encoder(z) * self.response_std[:, None] + self.response_mean[:, None]
 
 
 class EncoderModule(L.LightningModule):
@@ -142,6 +164,10 @@ class EncoderModule(L.LightningModule):
         finally:
             self.train(was_training)
         return y * self.response_std[:, None] + self.response_mean[:, None]
+
+    def data_units(self) -> DataUnitsEncoder:
+        """The encoder as a map between the data's units (raw stimulus in, response out): see DataUnitsEncoder."""
+        return DataUnitsEncoder(self)
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None

@@ -1,0 +1,65 @@
+import json
+import os
+import subprocess
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from dstrf.estimate import dstrf
+from dstrf.inspect import load
+
+
+@pytest.fixture(scope="module")
+def estimated(sweep_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dstrf")
+    result = subprocess.run(["dstrf-estimate", str(sweep_dir), "--times", "60:90", "--channels", "0", "3", "--out", str(out)],
+                            capture_output=True, text=True, timeout=600, env={**os.environ, "WANDB_MODE": "disabled"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sweep_dir, out, json.loads((out / "index.json").read_text())
+
+
+def test_every_trial_uses_only_models_that_never_saw_it(estimated):
+    sweep_dir, _, index = estimated
+    experiment = load(sweep_dir)
+    jobs = {job.name: job for job in experiment.jobs}
+    assert index["trials"], "no trial was estimated"
+    for entry in index["trials"]:
+        for name in entry["models"]:
+            split = jobs[name].split
+            assert entry["trial"] in split.test
+            assert entry["trial"] not in split.train and entry["trial"] not in split.val
+            assert jobs[name].group == entry["group"] and jobs[name].status == "done"
+    fold0 = [e for e in index["trials"] if e["group"] == "" and len(e["models"]) == 3]
+    assert fold0 and sorted(fold0[0]["models"]) == ["fold0_jk0", "fold0_jk1", "fold0_jk2"]  # the fold's 3 replicates
+    assert not any("fold1_jk1" in e["models"] for e in index["trials"])  # an incomplete job is never used
+
+
+def test_files_hold_the_jackknife_mean_of_the_models_in_data_units(estimated):
+    sweep_dir, out, index = estimated
+    experiment = load(sweep_dir)
+    entry = next(e for e in index["trials"] if len(e["models"]) == 3)
+    with h5py.File(out / entry["file"], "r") as f:
+        mean, se, mask = f["mean"][()], f["se"][()], f["mask"][()]
+        assert f["times"][()].tolist() == list(range(60, 90)) and f["channels"][()].tolist() == [0, 3]
+        assert f.attrs["n_models"] == 3
+    jobs = [experiment[name] for name in entry["models"]]
+    stimulus = experiment.trials(jobs[0])[entry["trial"]].stimulus
+    stacked = torch.stack([dstrf(j.load_module("cpu").data_units(), stimulus, channels=[0, 3], times=range(60, 90))
+                           for j in jobs]).numpy()
+    np.testing.assert_allclose(mean, stacked.mean(0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(se, np.sqrt(2 / 3 * ((stacked - stacked.mean(0)) ** 2).sum(0)), rtol=1e-4, atol=1e-6)
+    assert mask.dtype == bool and mask.shape == mean.shape
+
+
+def test_rerun_keeps_finished_files_and_other_options_never_overwrite(estimated):
+    sweep_dir, out, index = estimated
+    path = out / index["trials"][0]["file"]
+    before = path.stat().st_mtime_ns
+    args = ["dstrf-estimate", str(sweep_dir), "--times", "60:90", "--channels", "0", "3", "--out", str(out)]
+    assert subprocess.run(args, capture_output=True, text=True, timeout=600).returncode == 0
+    assert path.stat().st_mtime_ns == before
+    other = subprocess.run([*args[:-2], "--q", "0.9", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert other.returncode == 1 and "refusing to overwrite" in other.stderr
+    assert path.stat().st_mtime_ns == before
