@@ -1,7 +1,8 @@
 """Lightning layer: EncoderModule (wraps any encoder), TrialDataModule, loggers."""
 
+from .callbacks import DSTRFCallback
 from .datamodule import TrialDataModule, TrialDataset, collate_trials
 from .loggers import wandb_logger, wandb_mode
-from .module import EncoderModule, frame_mask
+from .module import DataUnitsEncoder, EncoderModule, frame_mask
 
-__all__ = ["EncoderModule", "TrialDataModule", "TrialDataset", "collate_trials", "frame_mask", "wandb_logger", "wandb_mode"]
+__all__ = ["EncoderModule", "DataUnitsEncoder", "DSTRFCallback", "TrialDataModule", "TrialDataset", "collate_trials", "frame_mask", "wandb_logger", "wandb_mode"]

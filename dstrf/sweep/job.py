@@ -29,7 +29,7 @@ __all__ = ["config_hash", "JobState", "prepare_job", "mark_started", "mark_done"
 
 # Files and folders a job writes; everything else in the directory (e.g. a user's notes) stays in place.
 # (Hydra's train.log stays: its handler is already open on it for the new run.)
-_JOB_OUTPUTS = ("checkpoints", "csv", "wandb", "metrics.json", "test_predictions.npz", "job.json", "done.json")
+_JOB_OUTPUTS = ("checkpoints", "csv", "wandb", "dstrf", "metrics.json", "test_predictions.npz", "job.json", "done.json")
 
 
 def _identity(cfg: DictConfig) -> dict[str, Any]:

@@ -1,0 +1,60 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dstrf.data.synthetic import synthetic_trials
+from dstrf.estimate import dstrf, open_dstrf
+from dstrf.lit import DSTRFCallback, EncoderModule
+
+
+@pytest.mark.slow
+def test_dstrf_callback_under_ddp_writes_the_files_of_a_single_process(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["experiment=quick", "callbacks=dstrf", "callbacks.dstrf.times=[60,90]", "callbacks.dstrf.channels=[0,4]",
+            "split.test=[0,1,2]", "split.val=[3]", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
+            f"hydra.run.dir={run_dir}"]
+    result = subprocess.run([sys.executable, "-m", "dstrf.train", *args], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "WANDB_MODE": "disabled"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    index = json.loads((run_dir / "dstrf" / "index.json").read_text())
+    assert sorted(index["trials"]) == ["0", "1", "2"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert index["checkpoint"] == metrics["best_checkpoint"].split("/")[-1]
+
+    # one process, same checkpoint, same settings
+    module = EncoderModule.load_from_checkpoint(run_dir / metrics["best_checkpoint"], map_location="cpu")
+    trials = synthetic_trials(n_trials=5, n_frames=400, n_freqs=16)
+    single = tmp_path / "single"
+    single.mkdir()
+    callback = DSTRFCallback(channels=[0, 4], times=[60, 90])
+    assert callback.compute(module, {t: trials[t].stimulus for t in (0, 1, 2)}, single) == [0, 1, 2]
+    for t in (0, 1, 2):
+        with open_dstrf(run_dir / "dstrf" / f"trial_{t}.h5") as ddp, open_dstrf(single / f"trial_{t}.h5") as one:
+            assert ddp.times.tolist() == list(range(60, 90)) and ddp.channels.tolist() == [0, 4]
+            torch.testing.assert_close(ddp[:], one[:], rtol=0, atol=0)
+    # and the stored numbers are the dSTRF of the model in the data's units
+    expected = dstrf(module.data_units(), trials[1].stimulus, channels=[0, 4], times=range(60, 90))
+    with open_dstrf(run_dir / "dstrf" / "trial_1.h5") as stored:
+        torch.testing.assert_close(stored[:], expected)
+
+
+def test_ranks_write_disjoint_shares_that_cover_every_trial(tmp_path):
+    module = EncoderModule({"_target_": "dstrf.models.LinearSTRF", "lags": 4}, 3, 2)
+    stimuli = {t: torch.randn(3, 30) for t in (3, 7, 1, 9, 4)}
+    callback = DSTRFCallback(times=[10, 20])
+    shares = [callback.compute(module, stimuli, tmp_path, rank=rank, world_size=2) for rank in range(2)]
+    assert not set(shares[0]) & set(shares[1]) and sorted(shares[0] + shares[1]) == [1, 3, 4, 7, 9]
+    assert sorted(p.name for p in tmp_path.glob("trial_*.h5")) == [f"trial_{t}.h5" for t in (1, 3, 4, 7, 9)]
+    with open_dstrf(tmp_path / "trial_7.h5") as stored:  # a linear model's dSTRF is its kernel, in data units
+        torch.testing.assert_close(stored[5], module.data_units().encoder.strf.detach())
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match=r"times must be \[start, stop\]"):
+        DSTRFCallback(times=[1, 2, 3])
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        DSTRFCallback(dtype="int8")
