@@ -15,6 +15,12 @@ How it is computed, instead of one backward pass per output element:
   together: the gradient at input frame u belongs to the one summed output t with t - R < u <= t. The R
   phases s and the channels become a batch of cotangents for ``torch.autograd.grad(is_grads_batched=True)``:
   a forward pass per chunk of frames and one batched backward give every W_t of the chunk.
+- **Encoders that can run without their causal padding** (``forward(x, causal_padding=False)``, as dstrf's
+  finite-receptive-field models): each output frame's window of R input frames becomes one batch element and
+  runs through the network "valid", producing exactly that one output. Nothing is computed that the dSTRF does
+  not use (no padding, no neighbouring outputs), which is what counts on a FLOP-bound CPU; the channels are
+  batched cotangents. The windows are padded before the trial start with the model's ``padding_value``
+  (default 0), the value its own causal padding stands for, so the result is the same.
 - **Recurrent models** (``receptive_field is None``): every output depends on the whole past, so each output
   frame gets its own cotangent (still batched), after a forward pass from the start of the trial, which sets
   the recurrent state. ``lags`` is then required: W is truncated to the L most recent frames, while the model
@@ -25,6 +31,7 @@ Frames before the start of the trial are padding, not data: W is 0 there (k > t)
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,8 +88,12 @@ def _select(values, n: int, what: str) -> np.ndarray:
     return selected
 
 
-def _check_causal(model: nn.Module, x: torch.Tensor, receptive_field: int | None) -> None:
-    """One probe: the gradient of a mid-trial output must vanish after its frame (and before its window)."""
+def _check_causal(model: nn.Module, x: torch.Tensor, receptive_field: int | None, lags: int) -> None:
+    """One probe: the gradient of a mid-probe output must vanish after its frame (and before its window).
+
+    The probe is the first few windows of the stimulus, not the whole trial, so it costs the same for any T.
+    """
+    x = x[:, : 3 * (receptive_field or lags) + 2]
     n_frames = x.shape[-1]
     t = n_frames // 2
     probe = x[None].clone().requires_grad_(True)
@@ -159,7 +170,7 @@ def dstrf(
             n_outputs = model(x[None, :, : min(n_frames, 8)]).shape[1]
             channels_ = _select(channels, n_outputs, "channels")
             times_ = _select(times, n_frames, "times")
-            _check_causal(model, x, receptive_field)
+            _check_causal(model, x, receptive_field, lags)
             shape = (len(times_), len(channels_), n_freqs, lags)
             if out is not None:
                 sink = _open_output(Path(out), model, x, lags, receptive_field, channels_, times_, dtype, shape)
@@ -168,7 +179,8 @@ def dstrf(
             else:
                 sink = torch.zeros(shape, dtype=dtype)
             span = receptive_field or lags
-            chunk = int(chunk_size) if chunk_size else max(256, 4 * span)
+            default_chunk = 128 if receptive_field is not None and _windowed(model) else max(256, 4 * span)
+            chunk = int(chunk_size) if chunk_size else default_chunk
             order = np.argsort(times_, kind="stable")
             sorted_times = times_[order]
             start = 0
@@ -176,7 +188,10 @@ def dstrf(
                 # the requested frames that fall within `chunk` frames of the first one
                 stop = int(np.searchsorted(sorted_times, int(sorted_times[start]) + chunk, side="left"))
                 rows = order[start:stop]
-                values = _chunk(model, x, receptive_field, lags, channels_, times_[rows], batch_size, dtype)
+                if receptive_field is not None and _windowed(model):
+                    values = _window_chunk(model, x, receptive_field, lags, channels_, times_[rows], batch_size, dtype)
+                else:
+                    values = _chunk(model, x, receptive_field, lags, channels_, times_[rows], batch_size, dtype)
                 if isinstance(sink, _Writer):
                     sink.write(rows, values)
                 else:
@@ -192,6 +207,43 @@ def dstrf(
         raise
     finally:
         model.train(was_training)
+
+
+def _windowed(model: nn.Module) -> bool:
+    if hasattr(model, "window_output"):
+        return True
+    flag = getattr(model, "windowed", None)
+    if flag is not None:
+        return bool(flag)
+    return "causal_padding" in inspect.signature(model.forward).parameters
+
+
+def _window_chunk(model: nn.Module, x: torch.Tensor, receptive_field: int, lags: int, channels: np.ndarray,
+                  times: np.ndarray, batch_size: int, dtype: torch.dtype) -> torch.Tensor:
+    """W for the output frames ``times``, one batch element per output window (see the module docstring)."""
+    n_freqs = x.shape[0]
+    pad = torch.as_tensor(getattr(model, "padding_value", 0.0), dtype=x.dtype, device=x.device)
+    before = pad.reshape(-1, 1).expand(n_freqs, receptive_field - 1) if pad.ndim else pad.expand(n_freqs, receptive_field - 1)
+    padded = torch.cat([before, x], dim=1)  # frame t of x is column t + R - 1
+    index = torch.as_tensor(times, device=x.device)[:, None] + torch.arange(receptive_field, device=x.device)
+    windows = padded[:, index].permute(1, 0, 2).detach().requires_grad_(True)  # (Tc, F, R), oldest frame first
+    if hasattr(model, "window_output"):  # the model computes just the last output's cone
+        output = model.window_output(windows)  # (Tc, N): each window's own output
+    else:
+        output = model(windows, causal_padding=False)[:, :, -1]
+    result = torch.zeros((len(times), len(channels), n_freqs, lags), dtype=dtype)
+    group = max(1, batch_size // len(times))
+    for begin in range(0, len(channels), group):
+        picked = channels[begin : begin + group]
+        cotangents = torch.zeros((len(picked), *output.shape), dtype=output.dtype, device=output.device)
+        cotangents[torch.arange(len(picked)), :, torch.as_tensor(picked)] = 1.0
+        (grads,) = torch.autograd.grad(output, windows, grad_outputs=cotangents, is_grads_batched=True,
+                                       retain_graph=begin + group < len(channels))
+        # window column R - 1 - k is lag k; lags reaching before the trial start are padding, not data
+        lagged = grads.flip(-1)[..., :lags].permute(1, 0, 2, 3).cpu()  # (Tc, channels, F, L)
+        valid = torch.as_tensor(times[:, None] >= np.arange(lags)[None, :])  # (Tc, L)
+        result[:, begin : begin + len(picked)] = (lagged * valid[:, None, None, :]).to(dtype)
+    return result
 
 
 def _open_output(path: Path, model: nn.Module, x: torch.Tensor, lags: int, receptive_field: int | None,

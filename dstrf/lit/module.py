@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -46,10 +47,27 @@ class DataUnitsEncoder(torch.nn.Module):
             self.register_buffer(name, getattr(module, name).detach().clone())
         self.receptive_field = module.encoder.receptive_field
         self.n_freqs = module.hparams.n_freqs
+        # The dSTRF engine may run windows without causal padding when the encoder can; the raw value that
+        # stands for the encoder's zero padding is then the training mean of each band.
+        self.windowed = "causal_padding" in inspect.signature(self.encoder.forward).parameters
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def padding_value(self) -> torch.Tensor:
+        return self.stimulus_mean
+
+    def window_output(self, windows: torch.Tensor) -> torch.Tensor:
+        """Each window's last output ``(B, N)`` in the data's units (the encoder's cheap path when it has one)."""
+        z = (windows - self.stimulus_mean[:, None]) / self.stimulus_std[:, None]
+        if hasattr(self.encoder, "window_output"):
+            y = self.encoder.window_output(z)
+        else:
+            y = self.encoder(z, causal_padding=False)[:, :, -1]
+        return y * self.response_std + self.response_mean
+
+    def forward(self, x: torch.Tensor, causal_padding: bool = True) -> torch.Tensor:
         z = (x - self.stimulus_mean[:, None]) / self.stimulus_std[:, None]
-        return self.encoder(z) * self.response_std[:, None] + self.response_mean[:, None]
+        y = self.encoder(z) if causal_padding else self.encoder(z, causal_padding=False)
+        return y * self.response_std[:, None] + self.response_mean[:, None]
 
 
 class EncoderModule(L.LightningModule):

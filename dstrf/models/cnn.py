@@ -102,12 +102,42 @@ class DeepEncoder(nn.Module):
     def receptive_field(self) -> int:
         return 1 + (self.kernel_size - 1) * sum(self.dilations)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, causal_padding: bool = True) -> torch.Tensor:
+        """``(B, F, T) -> (B, N, T)``; with ``causal_padding=False`` only the ``T - R + 1`` outputs whose whole
+        receptive field lies in the input (the dSTRF engine runs windows this way)."""
         check_input(x, self.n_freqs, type(self).__name__)
         h = x
         for conv, d in zip(self.convs, self.dilations):
-            h = self.drop(self.act(conv(F.pad(h, ((self.kernel_size - 1) * d, 0)))))
+            h = F.pad(h, ((self.kernel_size - 1) * d, 0)) if causal_padding else h
+            h = self.drop(self.act(conv(h)))
         return self.readout(h)
+
+    def window_output(self, windows: torch.Tensor) -> torch.Tensor:
+        """The output at the last frame of each window ``(B, F, R)`` -> ``(B, N)``, computing only its cone.
+
+        The last output needs layer L-1 only every d_L frames, layer L-2 every d_{L-1} frames, and so on. In
+        the subsequence sampled every s frames, a convolution of dilation d becomes one of dilation d / s, with
+        stride d_next / s, aligned on the window's last frame. That is about half the work of running the window
+        through the network "valid" (dSTRFs need nothing else). It needs each dilation to divide the next; for
+        other dilations it falls back to the valid pass.
+        """
+        check_input(windows, self.n_freqs, type(self).__name__)
+        steps = (*self.dilations[1:], None)
+        if windows.shape[-1] != self.receptive_field or any(
+            nxt is not None and nxt % d for d, nxt in zip(self.dilations, steps)
+        ):
+            return self.forward(windows, causal_padding=False)[:, :, -1]
+        h, s = windows, 1  # h holds every s-th frame, ending on the window's last frame
+        for conv, d, nxt in zip(self.convs, self.dilations, steps):
+            dilation = d // s
+            span = (self.kernel_size - 1) * dilation + 1
+            stride = nxt // s if nxt is not None else 1
+            n = h.shape[-1]
+            trim = (n - span) % stride if nxt is not None else n - span  # keep outputs aligned on the end
+            h = F.conv1d(h[..., trim:], conv.weight, None, stride=stride, dilation=dilation)
+            h = self.drop(self.act(h))
+            s = nxt if nxt is not None else s
+        return self.readout(h)[:, :, -1]
 
 
 class ConvNet2D(nn.Module):
@@ -193,14 +223,16 @@ class ConvNet2D(nn.Module):
     def receptive_field(self) -> int:
         return 1 + self.n_layers * (self.kernel_size[1] - 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, causal_padding: bool = True) -> torch.Tensor:
+        """``(B, F, T) -> (B, N, T)``; with ``causal_padding=False`` only the ``T - R + 1`` outputs whose whole
+        receptive field lies in the input (the dSTRF engine runs windows this way)."""
         check_input(x, self.n_freqs, type(self).__name__)
-        h = F.pad(x, (self.receptive_field - 1, 0)).unsqueeze(1)  # (B, 1, F, T + rf - 1)
+        h = (F.pad(x, (self.receptive_field - 1, 0)) if causal_padding else x).unsqueeze(1)  # (B, 1, F, T')
         for conv, norm in zip(self.convs, self.norms):
             h = conv(h)
             h = norm(h.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # normalise over channels
             h = self.act(h)
-        b, c, f, t = h.shape  # t == T now
+        b, c, f, t = h.shape  # t == T (with causal padding)
         h = h.permute(0, 3, 1, 2).reshape(b, t, c * f)  # one feature vector per frame
         z = self.fc2(self.drop(self.act(self.fc1(h))))  # (B, T, N)
         return self.nonlinearity(z.transpose(1, 2))

@@ -54,11 +54,14 @@ class LinearSTRF(nn.Module):
         """The kernel ``(N, F, L)`` in lag order (a view of ``weight``, gradients included)."""
         return self.weight
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, causal_padding: bool = True) -> torch.Tensor:
+        """``(B, F, T) -> (B, N, T)``; with ``causal_padding=False`` only the ``T - L + 1`` outputs whose whole
+        window lies in the input (the dSTRF engine runs windows this way, computing nothing it discards)."""
         check_input(x, self.n_freqs, type(self).__name__)
         # conv1d is a cross-correlation running forward in time; flipping the lag axis turns it into
         # the causal convolution sum_k W[k] x[t - k] once L - 1 zeros are padded on the left.
-        x = F.pad(x, (self.lags - 1, 0))
+        if causal_padding:
+            x = F.pad(x, (self.lags - 1, 0))
         return F.conv1d(x, self.weight.flip(-1), self.bias)
 
     def extra_repr(self) -> str:
@@ -103,6 +106,6 @@ class LNSTRF(nn.Module):
         """The linear stage's kernel ``(N, F, L)`` in lag order."""
         return self.linear.strf
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, causal_padding: bool = True) -> torch.Tensor:
         check_input(x, self.n_freqs, type(self).__name__)
-        return self.nonlinearity(self.linear(x))
+        return self.nonlinearity(self.linear(x, causal_padding))

@@ -113,7 +113,26 @@ def test_bad_input_gets_clear_errors():
         dstrf(models["deep"], torch.randn(5, T))
     with pytest.raises(ValueError, match=r"\(freqs, frames\)"):
         dstrf(models["deep"], torch.randn(1, F, T))
-    with pytest.raises(ValueError, match="not causal: its output at frame 35 depends on frame 37"):
+    with pytest.raises(ValueError, match="not causal: its output at frame 8 depends on frame 10"):
         dstrf(Centered(), torch.randn(F, T))
     with pytest.raises(ValueError, match=r"channels \[3\] out of range"):
         dstrf(models["deep"], torch.randn(F, T), channels=[3])
+
+
+class WithoutWindows(nn.Module):
+    """An encoder that cannot run without its causal padding: the engine falls back to phase combs."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.receptive_field, self.n_freqs = inner, inner.receptive_field, inner.n_freqs
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("name", ["deep", "convnet2d"])
+def test_phase_comb_path_equals_the_jacobian_too(name):
+    model = WithoutWindows(encoders()[name]).double().eval()
+    x = torch.randn(F, T, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    expected = reference(model, x, model.receptive_field)
+    torch.testing.assert_close(dstrf(model, x, chunk_size=23, batch_size=5, dtype=torch.float64), expected, rtol=1e-9, atol=1e-12)
