@@ -5,12 +5,14 @@ from __future__ import annotations
 import netrc
 import os
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
-from lightning.pytorch.loggers import WandbLogger
+import numpy as np
+from lightning.pytorch.loggers import Logger, WandbLogger
 
-__all__ = ["wandb_mode", "wandb_logger"]
+__all__ = ["wandb_mode", "wandb_logger", "log_media"]
 
 MODES = ("auto", "online", "offline", "disabled")
 
@@ -76,3 +78,26 @@ def wandb_logger(
         settings=settings,
         **kwargs,
     )
+
+
+def log_media(loggers: Sequence[Logger], key: str, path: str | os.PathLike) -> list[str]:
+    """Log a figure (PNG) or an animation (GIF, MP4) file to every logger that can show it; their names.
+
+    wandb gets a ``wandb.Image`` or ``wandb.Video``; a TensorBoard logger gets a PNG as an image. Loggers
+    without media (CSV) get nothing: the file on disk is the record.
+    """
+    path = Path(path)
+    logged = []
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            media = wandb.Image(str(path)) if path.suffix == ".png" else wandb.Video(str(path), format=path.suffix[1:])
+            logger.experiment.log({key: media})
+            logged.append("wandb")
+        elif path.suffix == ".png" and hasattr(getattr(logger, "experiment", None), "add_image"):
+            from PIL import Image
+
+            logger.experiment.add_image(key, np.asarray(Image.open(path).convert("RGB")), dataformats="HWC")
+            logged.append(type(logger).__name__)
+    return logged

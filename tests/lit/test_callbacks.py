@@ -58,3 +58,31 @@ def test_bad_settings_are_refused():
         DSTRFCallback(times=[1, 2, 3])
     with pytest.raises(ValueError, match="dtype must be one of"):
         DSTRFCallback(dtype="int8")
+
+
+def test_figures_and_animation_are_written_and_logged_to_wandb(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["experiment=quick", "callbacks=dstrf", "callbacks.dstrf.times=[60,120]", "callbacks.dstrf.channels=[1,2]",
+            "callbacks.dstrf.figure_channels=[2]", "callbacks.dstrf.animation=true",
+            "callbacks.dstrf.animation_frames=6", "split.test=[0,1]", "split.val=[2]", "logger=wandb",
+            "logger.mode=offline", f"hydra.run.dir={run_dir}"]
+    result = subprocess.run([sys.executable, "-m", "dstrf.train", *args], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "WANDB_MODE": "offline"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = run_dir / "dstrf"
+    assert sorted(p.name for p in out.glob("*.png")) == ["trial_0_channel_2.png", "trial_1_channel_2.png"]
+    assert sorted(p.name for p in out.glob("*.gif")) == ["trial_0_channel_2.gif", "trial_1_channel_2.gif"]
+    from PIL import Image
+
+    with Image.open(out / "trial_1_channel_2.gif") as movie:
+        assert movie.n_frames == 6
+    media = next((run_dir / "wandb").glob("offline-run-*")) / "files" / "media"
+    assert len(list((media / "images" / "dstrf").glob("trial_*_channel_2_*.png"))) == 2
+    assert len(list((media / "videos" / "dstrf").glob("trial_*_channel_2_*.gif"))) == 2
+
+
+def test_figure_channels_must_be_computed():
+    with pytest.raises(ValueError, match=r"figure_channels \[3\] are not among the computed channels \[0, 1\]"):
+        DSTRFCallback(channels=[0, 1], figure_channels=[1, 3])
+    with pytest.raises(ValueError, match="animation_frames must be a positive"):
+        DSTRFCallback(animation_frames=0)

@@ -1,0 +1,332 @@
+"""Figures of receptive fields: dSTRFs at chosen frames beside the stimulus and the response, and animations.
+
+Axes follow the field's conventions: lag in ms from 0 (the current frame) into the past, frequency bands from
+low (bottom) to high, a diverging colour map centred on zero with symmetric limits shared by all panels of a
+figure, so that colours compare across time points (red: more energy there raises the response).
+
+Works on tensors or on dSTRF files (:class:`dstrf.estimate.DSTRFFile`); from a file only the frames shown are
+read. Figures are pyplot figures (shown inline in notebooks); matplotlib falls back to its Agg canvas where
+there is no display, so they also render on cluster nodes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib import animation
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from .estimate.storage import DSTRFFile
+
+__all__ = ["plot_dstrf", "animate_dstrf", "plot_receptive_fields", "animation_format"]
+
+CMAP = "RdBu_r"
+
+
+def _numpy(a) -> np.ndarray | None:
+    if a is None:
+        return None
+    if isinstance(a, torch.Tensor):
+        return a.detach().to("cpu", torch.float32).numpy()
+    return np.asarray(a, dtype=np.float32)
+
+
+def _frames_of(dstrfs, channel: int, times: Sequence[int]) -> np.ndarray:
+    """``(len(times), F, L)``: one channel's dSTRF at the given output frames (frame numbers, not positions)."""
+    if isinstance(dstrfs, DSTRFFile):
+        return _numpy(dstrfs.read(times=list(times), channels=[channel])[:, 0])
+    values = dstrfs if isinstance(dstrfs, torch.Tensor) else torch.as_tensor(np.asarray(dstrfs))
+    if values.ndim != 4:
+        raise ValueError(f"dstrfs must be (frames, channels, freqs, lags); got shape {tuple(values.shape)}")
+    n_frames, n_channels = values.shape[:2]
+    if not 0 <= channel < n_channels:
+        raise ValueError(f"channel {channel} out of range: the dSTRFs have channels 0..{n_channels - 1}")
+    bad = [int(t) for t in times if not 0 <= int(t) < n_frames]
+    if bad:
+        raise ValueError(f"times {bad[:5]} out of range: the dSTRFs have frames 0..{n_frames - 1}")
+    return _numpy(values[torch.as_tensor([int(t) for t in times]), channel])
+
+
+def _available_times(dstrfs) -> np.ndarray:
+    if isinstance(dstrfs, DSTRFFile):
+        return np.asarray(dstrfs.times)
+    return np.arange(int(dstrfs.shape[0]))
+
+
+def default_times(dstrfs, n: int = 4, skip: int | None = None) -> list[int]:
+    """``n`` evenly spaced output frames, past the first ``skip`` (default: the lags, the warm-up) if possible."""
+    available = _available_times(dstrfs)
+    skip = int(dstrfs.shape[-1]) if skip is None else skip
+    usable = available[available >= skip] if (available >= skip).sum() >= n else available
+    picks = np.linspace(0, len(usable) - 1, num=min(n, len(usable))).round().astype(int)
+    return sorted({int(usable[i]) for i in picks})
+
+
+def _freq_ticks(ax, freqs: np.ndarray | None, n_freqs: int) -> None:
+    if freqs is None or len(freqs) != n_freqs:
+        ax.set_ylabel("band")
+        return
+    ticks = np.unique(np.linspace(0, n_freqs - 1, num=min(5, n_freqs)).round().astype(int))
+    ax.set_yticks(ticks)
+    ax.set_yticklabels([f"{freqs[i] / 1000:.1f}k" if freqs[i] >= 1000 else f"{freqs[i]:.0f}" for i in ticks])
+    ax.set_ylabel("frequency (Hz)")
+
+
+def _receptive_field(ax, w: np.ndarray, sfreq: float, freqs: np.ndarray | None, vmax: float):
+    """One ``(F, L)`` map: lag (ms) on x from 0, band on y from low to high."""
+    n_freqs, n_lags = w.shape
+    frame_ms = 1000.0 / sfreq
+    image = ax.imshow(w, origin="lower", aspect="auto", cmap=CMAP, vmin=-vmax, vmax=vmax, interpolation="nearest",
+                      extent=(-0.5 * frame_ms, (n_lags - 0.5) * frame_ms, -0.5, n_freqs - 0.5))
+    ax.set_xlabel("lag (ms)")
+    _freq_ticks(ax, freqs, n_freqs)
+    return image
+
+
+def _symmetric_limit(values: np.ndarray) -> float:
+    vmax = float(np.nanmax(np.abs(values))) if values.size else 0.0
+    return vmax if vmax > 0 else 1.0
+
+
+def plot_dstrf(
+    dstrfs: torch.Tensor | np.ndarray | DSTRFFile,
+    stimulus: torch.Tensor | np.ndarray,
+    channel: int = 0,
+    times: Sequence[int] | None = None,
+    response: torch.Tensor | np.ndarray | None = None,
+    prediction: torch.Tensor | np.ndarray | None = None,
+    sfreq: float = 100.0,
+    freqs: Sequence[float] | np.ndarray | None = None,
+    title: str | None = None,
+) -> Figure:
+    """The dSTRF of one channel at chosen frames, under the stimulus and the response around them.
+
+    Parameters
+    ----------
+    dstrfs : ``(T, N, F, L)`` tensor or array, or a :class:`~dstrf.estimate.DSTRFFile`
+        With a file, ``channel`` and ``times`` are frame and channel numbers as stored in it.
+    stimulus : ``(F, T)``
+        The trial's stimulus (the one the dSTRFs were computed on).
+    channel : int
+        The output channel shown.
+    times : frames, optional
+        Output frames whose dSTRF is shown (default: 4 evenly spaced past the warm-up).
+    response, prediction : ``(T,)`` or ``(N, T)``, optional
+        The measured and the predicted response, drawn under the stimulus (row ``channel`` if 2-D).
+    sfreq : float
+        Frame rate in Hz, for the time and lag axes.
+    freqs : ``(F,)``, optional
+        Band centre frequencies in Hz, for the frequency axis.
+
+    Returns
+    -------
+    matplotlib Figure: stimulus on top (the chosen frames marked), response below, one map per chosen frame.
+    """
+    stimulus = _numpy(stimulus)
+    if stimulus.ndim != 2:
+        raise ValueError(f"stimulus must be (freqs, frames); got shape {stimulus.shape}")
+    times = default_times(dstrfs) if times is None else [int(t) for t in times]
+    if not times:
+        raise ValueError("times is empty: give at least one output frame to show")
+    maps = _frames_of(dstrfs, int(channel), times)
+    if maps.shape[1] != stimulus.shape[0]:
+        raise ValueError(f"the dSTRFs have {maps.shape[1]} bands but the stimulus has {stimulus.shape[0]}")
+    freqs = None if freqs is None else np.asarray(freqs, dtype=np.float64)
+    n_lags = maps.shape[-1]
+    start = max(0, min(times) - 2 * n_lags)
+    stop = min(stimulus.shape[1], max(times) + 2 * n_lags + 1)
+    seconds = np.arange(start, stop) / sfreq
+
+    n = len(times)
+    figure = plt.figure(figsize=(max(8.0, 2.4 * n), 7.0), layout="constrained")
+    grid = figure.add_gridspec(3, n, height_ratios=(1.2, 0.8, 1.4))
+    ax_stim = figure.add_subplot(grid[0, :])
+    ax_stim.imshow(stimulus[:, start:stop], origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
+                   extent=(seconds[0], seconds[-1] + 1 / sfreq, -0.5, stimulus.shape[0] - 0.5))
+    _freq_ticks(ax_stim, freqs, stimulus.shape[0])
+    ax_stim.set_title(title or f"channel {channel}: stimulus, response and dSTRF at {n} frames")
+    ax_resp = figure.add_subplot(grid[1, :], sharex=ax_stim)
+    for trace, label, style in ((response, "response", dict(color="0.3", lw=1.0)),
+                                (prediction, "prediction", dict(color="C0", lw=1.2))):
+        trace = _numpy(trace)
+        if trace is not None:
+            trace = trace[channel] if trace.ndim == 2 else trace
+            ax_resp.plot(seconds, trace[start:stop], label=label, **style)
+    if response is not None or prediction is not None:
+        ax_resp.legend(loc="upper right", fontsize="small", frameon=False)
+    ax_resp.set_xlabel("time (s)")
+    ax_resp.set_ylabel("response")
+    for ax in (ax_stim, ax_resp):
+        for k, t in enumerate(times):
+            ax.axvline((t + 0.5) / sfreq, color=f"C{(k + 1) % 10}", lw=1.0, ls="--")
+
+    vmax = _symmetric_limit(maps)
+    image = None
+    for k, (t, w) in enumerate(zip(times, maps)):
+        ax = figure.add_subplot(grid[2, k])
+        image = _receptive_field(ax, w, sfreq, freqs, vmax)
+        ax.set_title(f"t = {t / sfreq:.2f} s", color=f"C{(k + 1) % 10}", fontsize="medium")
+        if k:
+            ax.set_ylabel("")
+            ax.set_yticklabels([])
+    figure.colorbar(image, ax=figure.axes[-n:], shrink=0.9, label="d response / d stimulus")
+    return figure
+
+
+def animation_format() -> str:
+    """``"mp4"`` when matplotlib can find ffmpeg, else ``"gif"`` (Pillow, always available)."""
+    return "mp4" if animation.writers.is_available("ffmpeg") and shutil.which(
+        matplotlib.rcParams["animation.ffmpeg_path"]) else "gif"
+
+
+def animate_dstrf(
+    dstrfs: torch.Tensor | np.ndarray | DSTRFFile,
+    stimulus: torch.Tensor | np.ndarray,
+    path: str | os.PathLike,
+    channel: int = 0,
+    times: Sequence[int] | None = None,
+    response: torch.Tensor | np.ndarray | None = None,
+    prediction: torch.Tensor | np.ndarray | None = None,
+    sfreq: float = 100.0,
+    freqs: Sequence[float] | np.ndarray | None = None,
+    fps: int = 10,
+    format: str = "auto",
+) -> Path:
+    """An animation of one channel's dSTRF over time, with the stimulus and response scrolling past.
+
+    Parameters
+    ----------
+    path : path
+        Where to write; its suffix is replaced by the format's (``.mp4`` or ``.gif``).
+    times : frames, optional
+        The frames animated, in order (default: up to 100 consecutive frames past the warm-up).
+    format : {"auto", "mp4", "gif"}
+        ``"auto"``: mp4 when ffmpeg is available, GIF otherwise. ``"mp4"`` without ffmpeg is an error.
+    Other parameters as in :func:`plot_dstrf`.
+
+    Returns
+    -------
+    The path of the file written.
+    """
+    if format not in ("auto", "mp4", "gif"):
+        raise ValueError(f"format must be 'auto', 'mp4' or 'gif'; got {format!r}")
+    resolved = animation_format() if format == "auto" else format
+    if resolved == "mp4" and not animation.writers.is_available("ffmpeg"):
+        raise RuntimeError("format='mp4' needs ffmpeg on the PATH; install it or use format='gif'")
+    stimulus = _numpy(stimulus)
+    if times is None:
+        available = _available_times(dstrfs)
+        past = available[available >= int(dstrfs.shape[-1])]
+        times = (past if len(past) else available)[:100]
+    times = [int(t) for t in times]
+    if not times:
+        raise ValueError("times is empty: give at least one output frame to animate")
+    maps = _frames_of(dstrfs, int(channel), times)
+    freqs = None if freqs is None else np.asarray(freqs, dtype=np.float64)
+    n_lags = maps.shape[-1]
+    start, stop = max(0, min(times) - n_lags), min(stimulus.shape[1], max(times) + 1)
+    seconds = np.arange(start, stop) / sfreq
+
+    figure = plt.figure(figsize=(10.0, 4.5), layout="constrained")
+    grid = figure.add_gridspec(2, 2, width_ratios=(2.2, 1.0), height_ratios=(1.3, 0.8))
+    ax_stim = figure.add_subplot(grid[0, 0])
+    ax_stim.imshow(stimulus[:, start:stop], origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
+                   extent=(seconds[0], seconds[-1] + 1 / sfreq, -0.5, stimulus.shape[0] - 0.5))
+    _freq_ticks(ax_stim, freqs, stimulus.shape[0])
+    ax_resp = figure.add_subplot(grid[1, 0], sharex=ax_stim)
+    for trace, label, style in ((response, "response", dict(color="0.3", lw=1.0)),
+                                (prediction, "prediction", dict(color="C0", lw=1.2))):
+        trace = _numpy(trace)
+        if trace is not None:
+            trace = trace[channel] if trace.ndim == 2 else trace
+            ax_resp.plot(seconds, trace[start:stop], label=label, **style)
+    if response is not None or prediction is not None:
+        ax_resp.legend(loc="upper right", fontsize="small", frameon=False)
+    ax_resp.set_xlabel("time (s)")
+    # the window the current dSTRF looks at, and the current frame
+    window = Rectangle((0, 0.01), 0, 0.98, transform=ax_stim.get_xaxis_transform(), fill=False, edgecolor="C1", lw=1.5)
+    ax_stim.add_patch(window)
+    ax_stim.set_xlim(seconds[0], seconds[-1] + 1 / sfreq)
+    cursors = [ax.axvline(0, color="C1", lw=1.2) for ax in (ax_stim, ax_resp)]
+    ax_map = figure.add_subplot(grid[:, 1])
+    image = _receptive_field(ax_map, maps[0], sfreq, freqs, _symmetric_limit(maps))
+    figure.colorbar(image, ax=ax_map, shrink=0.8, label="d response / d stimulus")
+
+    def draw(i: int) -> None:
+        t = times[i]
+        now = (t + 0.5) / sfreq
+        for cursor in cursors:
+            cursor.set_xdata([now, now])
+        window.set_x((t - n_lags + 1) / sfreq)
+        window.set_width(n_lags / sfreq)
+        image.set_data(maps[i])
+        ax_map.set_title(f"channel {channel}, t = {t / sfreq:.2f} s")
+
+    draw(0)
+    figure.canvas.draw()
+    figure.set_layout_engine("none")  # lay out once: re-solving the constrained layout per frame is most of the cost
+    target = Path(path).with_suffix("." + resolved)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    writer = animation.FFMpegWriter(fps=fps) if resolved == "mp4" else animation.PillowWriter(fps=fps)
+    try:
+        # the writer's own loop (FuncAnimation.save) renders every frame twice; one draw per frame suffices
+        with writer.saving(figure, str(target), dpi=80):
+            for i in range(len(times)):
+                draw(i)
+                writer.grab_frame()
+    except BaseException:
+        target.unlink(missing_ok=True)  # a half-written movie is not a result
+        raise
+    finally:
+        plt.close(figure)
+    return target
+
+
+def plot_receptive_fields(
+    maps: torch.Tensor | np.ndarray,
+    sfreq: float = 100.0,
+    freqs: Sequence[float] | np.ndarray | None = None,
+    labels: Sequence[str] | None = None,
+    columns: int = 8,
+    title: str | None = None,
+) -> Figure:
+    """A grid of ``(N, F, L)`` receptive fields (STRFs, gradmaps, mean dSTRFs), one panel per channel.
+
+    All panels share one symmetric colour scale centred on zero; lag in ms, frequency in Hz.
+    """
+    maps = _numpy(maps)
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be (channels, freqs, lags); got shape {maps.shape}")
+    n = maps.shape[0]
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"labels has {len(labels)} entries for {n} maps")
+    columns = max(1, min(columns, n))
+    rows = -(-n // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns + 1, 2.0 * rows + 0.6), squeeze=False,
+                                layout="constrained")
+    freqs = None if freqs is None else np.asarray(freqs, dtype=np.float64)
+    vmax = _symmetric_limit(maps)
+    image = None
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.axis("off")
+            continue
+        image = _receptive_field(ax, maps[i], sfreq, freqs, vmax)
+        ax.set_title(labels[i] if labels is not None else f"channel {i}", fontsize="small")
+        if i % columns:
+            ax.set_ylabel("")
+            ax.set_yticklabels([])
+        if i < n - columns:
+            ax.set_xlabel("")
+    figure.colorbar(image, ax=axes, shrink=0.8, label="d response / d stimulus")
+    if title:
+        figure.suptitle(title)
+    return figure
