@@ -26,7 +26,7 @@ from matplotlib.patches import Rectangle
 
 from .estimate.storage import DSTRFFile
 
-__all__ = ["plot_dstrf", "animate_dstrf", "plot_receptive_fields", "animation_format"]
+__all__ = ["plot_dstrf", "animate_dstrf", "plot_receptive_fields", "plot_optimal_stimuli", "animation_format"]
 
 CMAP = "RdBu_r"
 
@@ -329,4 +329,39 @@ def plot_receptive_fields(
     figure.colorbar(image, ax=axes, shrink=0.8, label="d response / d stimulus")
     if title:
         figure.suptitle(title)
+    return figure
+
+
+def plot_optimal_stimuli(
+    stimuli: torch.Tensor | np.ndarray,
+    responses: np.ndarray | Sequence[np.ndarray],
+    sfreq: float = 100.0,
+    freqs: Sequence[float] | np.ndarray | None = None,
+    labels: Sequence[str] | None = None,
+) -> Figure:
+    """Optimal stimuli ``(K, F, L)`` (time order: the last column is the frame read out), one row each, beside
+    their response over the optimisation steps ``(K, steps + 1)``."""
+    stimuli = _numpy(stimuli)
+    if stimuli.ndim != 3:
+        raise ValueError(f"stimuli must be (neurons, freqs, frames); got shape {stimuli.shape}")
+    n, n_freqs, n_frames = stimuli.shape
+    if len(responses) != n:
+        raise ValueError(f"{len(responses)} response curves for {n} stimuli")
+    freqs = None if freqs is None else np.asarray(freqs, dtype=np.float64)
+    figure, axes = plt.subplots(n, 2, figsize=(9.0, 2.4 * n + 0.4), squeeze=False, layout="constrained",
+                                gridspec_kw={"width_ratios": (1.6, 1.0)})
+    frame_ms = 1000.0 / sfreq
+    for i in range(n):
+        label = labels[i] if labels is not None else f"neuron {i}"
+        ax = axes[i, 0]
+        image = ax.imshow(stimuli[i], origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
+                          extent=(-(n_frames - 0.5) * frame_ms, 0.5 * frame_ms, -0.5, n_freqs - 0.5))
+        _freq_ticks(ax, freqs, n_freqs)
+        ax.set_xlabel("time before the read-out frame (ms)")
+        ax.set_title(f"optimal stimulus: {label}", fontsize="medium")
+        figure.colorbar(image, ax=ax, shrink=0.8, label="stimulus")
+        curve = np.asarray(responses[i])
+        axes[i, 1].plot(np.arange(len(curve)), curve, color="C0")
+        axes[i, 1].set_xlabel("Adam step")
+        axes[i, 1].set_ylabel("response")
     return figure

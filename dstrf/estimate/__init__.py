@@ -1,11 +1,12 @@
-"""Estimating what encoders compute: dynamic STRFs (Jacobians per time point).
+"""Estimating what encoders compute: dynamic STRFs (Jacobians per time point), gradient maps, optimal stimuli.
 
 Works on plain ``torch.nn.Module``s and tensors, without Lightning or Hydra.
 """
 
 from .dstrf import dstrf
+from .gradmap import InactiveGradmapWarning, OptimalStimulus, gradmap, optimal_stimulus
 from .jackknife import JackknifeDSTRF, jackknife_dstrf, jackknife_se, quantile, sign_consistency_mask
 from .storage import DSTRFFile, open_dstrf
 
-__all__ = ["dstrf", "DSTRFFile", "open_dstrf", "JackknifeDSTRF", "jackknife_dstrf", "jackknife_se",
-           "sign_consistency_mask", "quantile"]
+__all__ = ["dstrf", "gradmap", "optimal_stimulus", "OptimalStimulus", "InactiveGradmapWarning", "DSTRFFile",
+           "open_dstrf", "JackknifeDSTRF", "jackknife_dstrf", "jackknife_se", "sign_consistency_mask", "quantile"]

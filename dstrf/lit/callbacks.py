@@ -1,4 +1,5 @@
-"""Lightning callbacks that analyse the fitted model: dSTRFs of the held-out trials after fitting."""
+"""Lightning callbacks that analyse the fitted model after fitting: dSTRFs of the held-out trials, gradient maps
+and optimal stimuli. Both load the best checkpoint and write into the run directory."""
 
 from __future__ import annotations
 
@@ -8,15 +9,24 @@ from pathlib import Path
 
 import lightning as L
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
 from ..estimate.dstrf import dstrf
+from ..estimate.gradmap import gradmap, optimal_stimulus
 from ..estimate.storage import DSTRFFile
-from ..plots import animate_dstrf, plot_dstrf
+from ..plots import animate_dstrf, plot_dstrf, plot_optimal_stimuli, plot_receptive_fields
 from .loggers import log_media
 from .module import EncoderModule
 
-__all__ = ["DSTRFCallback"]
+__all__ = ["DSTRFCallback", "GradmapCallback"]
+
+
+def _best_module(trainer: L.Trainer, pl_module: EncoderModule) -> tuple[EncoderModule, str]:
+    """The best checkpoint's module (the fitted one when there is no checkpoint) and the checkpoint path."""
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    module = EncoderModule.load_from_checkpoint(best, map_location=pl_module.device) if best else pl_module
+    return module, best
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "float64": torch.float64}
 
@@ -121,8 +131,7 @@ class DSTRFCallback(L.Callback):
         if not trial_ids:
             return
         datamodule.trials.check_ids(trial_ids, "DSTRFCallback trials")
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        module = EncoderModule.load_from_checkpoint(best, map_location=pl_module.device) if best else pl_module
+        module, best = _best_module(trainer, pl_module)
         out = Path(self.dirpath or Path(trainer.default_root_dir) / "dstrf")
         out.mkdir(parents=True, exist_ok=True)
         stimuli = {t: datamodule.trials[t].stimulus for t in trial_ids}
@@ -134,3 +143,118 @@ class DSTRFCallback(L.Callback):
             (out / "index.json").write_text(json.dumps(index, indent=2))
             if self.figures or self.animation:
                 self.draw(module, datamodule.trials, sorted(trial_ids), out, trainer.loggers)
+
+
+class GradmapCallback(L.Callback):
+    """After fitting, the gradient map of every output (and optionally optimal stimuli) from the best checkpoint.
+
+    Writes to ``<run dir>/gradmap/``: ``gradmaps.npz`` (``maps`` ``(N, F, L)`` in response units per stimulus
+    unit, ``channels``, ``channel_names``, ``sfreq``, ``freqs``, ``lags``) and ``gradmaps.png`` (one panel per
+    output: lag in ms, frequency in Hz, a diverging colour map centred on zero); with ``optimal_stimuli``,
+    ``optimal_stimuli.npz`` (``stimuli`` ``(K, F, L)`` in the data's units, ``standardised`` in the model's,
+    ``responses`` ``(K, steps + 1)``, ``neurons``) and ``optimal_stimuli.png``. Figures go to the configured
+    logger. Under DDP only rank 0 computes (a gradient map is one forward pass).
+
+    The maps are :func:`dstrf.estimate.gradmap` of the encoder between the data's units
+    (:class:`dstrf.lit.DataUnitsEncoder`), at the null stimulus: the training mean of every band, i.e. zeros
+    in standardised units. A bias-free ReLU network (``DeepEncoder``) is flat there and its map is all zeros:
+    the callback then warns, and ``x0=[trial, frame]`` takes the reference window from the data instead.
+
+    Parameters
+    ----------
+    lags : int, optional
+        Frames of the map; default the receptive field, required for recurrent models.
+    readout : {"last", "mean"}
+        The response at the window's last frame, or averaged over the window.
+    convention : {"excitatory", "paper"}
+        The sign (dstrf's excitatory-positive, or the GradMap paper's opposite).
+    x0 : ``[trial, frame]``, optional
+        Reference window: the ``lags`` frames of trial ``trial`` ending at ``frame``. Default: the null stimulus.
+    optimal_stimuli : list of int, optional
+        Neurons whose optimal stimulus (:func:`dstrf.estimate.optimal_stimulus`) is synthesised, each from the
+        reference window, in the model's standardised units under ``constraint``.
+    steps, lr, constraint
+        As in :func:`dstrf.estimate.optimal_stimulus`; ``constraint`` as a list (``["range", -3, 3]``).
+    dirpath : path, optional
+        Default ``<trainer.default_root_dir>/gradmap``.
+    """
+
+    def __init__(self, lags: int | None = None, readout: str = "last", convention: str = "excitatory",
+                 x0: Sequence[int] | None = None, optimal_stimuli: Sequence[int] | None = None, steps: int = 1500,
+                 lr: float = 0.05, constraint: Sequence | None = ("range", -3.0, 3.0),
+                 dirpath: str | None = None) -> None:
+        if readout not in ("last", "mean"):
+            raise ValueError(f"readout must be 'last' or 'mean'; got {readout!r}")
+        if convention not in ("excitatory", "paper"):
+            raise ValueError(f"convention must be 'excitatory' or 'paper'; got {convention!r}")
+        if x0 is not None and len(x0) != 2:
+            raise ValueError(f"x0 must be [trial, frame] (the window of that trial ending at that frame); got {list(x0)}")
+        self.lags, self.readout, self.convention = lags, readout, convention
+        self.x0 = None if x0 is None else (int(x0[0]), int(x0[1]))
+        self.optimal_stimuli = [int(n) for n in optimal_stimuli or []]
+        self.steps, self.lr = int(steps), float(lr)
+        self.constraint = None if constraint is None else tuple(constraint)
+        self.dirpath = dirpath
+
+    def _reference(self, trials, lags: int) -> torch.Tensor | None:
+        """The raw reference window ``(F, lags)``, or None for the null stimulus."""
+        if self.x0 is None:
+            return None
+        trial, frame = self.x0
+        trials.check_ids([trial], "GradmapCallback x0 trial")
+        n_frames = trials[trial].stimulus.shape[-1]
+        if not lags - 1 <= frame < n_frames:
+            raise ValueError(f"GradmapCallback x0: frame {frame} of trial {trial} cannot end a window of {lags} frames "
+                             f"(valid {lags - 1}..{n_frames - 1})")
+        return trials[trial].stimulus[:, frame - lags + 1: frame + 1]
+
+    def compute(self, module: EncoderModule, trials, out: Path, loggers=()) -> dict[str, Path]:
+        """Write the maps (and optimal stimuli) of ``module`` into ``out``; the files written by name."""
+        out.mkdir(parents=True, exist_ok=True)
+        model = module.data_units()
+        lags = self.lags or model.receptive_field
+        if lags is None:
+            raise ValueError("GradmapCallback: the model is recurrent (no finite receptive field); set lags")
+        reference = self._reference(trials, lags)
+        x0 = None if reference is None else reference.to(module.device)
+        maps = gradmap(model, lags=lags, x0=x0, readout=self.readout, convention=self.convention)
+        names = list(module.hparams.get("channel_names") or trials.channel_names)
+        sfreq = module.hparams.get("sfreq") or trials.sfreq
+        written = {"gradmaps": out / "gradmaps.npz"}
+        np.savez(written["gradmaps"], maps=maps.numpy(), channels=np.arange(maps.shape[0]), channel_names=names,
+                 sfreq=sfreq, freqs=trials.freqs, lags=lags, readout=self.readout, convention=self.convention,
+                 x0=np.asarray(self.x0 if self.x0 else [-1, -1]))
+        where = "null stimulus" if self.x0 is None else f"trial {self.x0[0]}, frame {self.x0[1]}"
+        figure = plot_receptive_fields(maps, sfreq=sfreq, freqs=trials.freqs, labels=names,
+                                       title=f"gradient maps at the {where} (readout {self.readout})")
+        written["gradmaps_figure"] = out / "gradmaps.png"
+        figure.savefig(written["gradmaps_figure"], dpi=100)
+        plt.close(figure)
+        if self.optimal_stimuli:
+            encoder = module.encoder  # standardised units: the constraint's range is in standard deviations
+            z0 = None if x0 is None else (x0 - module.stimulus_mean[:, None]) / module.stimulus_std[:, None]
+            results = [optimal_stimulus(encoder, n, steps=self.steps, lr=self.lr, x0=z0, constraint=self.constraint,
+                                        lags=lags, readout=self.readout, progress=False) for n in self.optimal_stimuli]
+            standardised = torch.stack([r.stimulus for r in results])
+            mean, std = module.stimulus_mean.cpu()[:, None], module.stimulus_std.cpu()[:, None]
+            stimuli = standardised * std + mean
+            written["optimal_stimuli"] = out / "optimal_stimuli.npz"
+            np.savez(written["optimal_stimuli"], stimuli=stimuli.numpy(), standardised=standardised.numpy(),
+                     responses=np.stack([r.response for r in results]), neurons=np.asarray(self.optimal_stimuli),
+                     sfreq=sfreq, freqs=trials.freqs)
+            figure = plot_optimal_stimuli(stimuli, np.stack([r.response for r in results]), sfreq=sfreq,
+                                          freqs=trials.freqs, labels=[names[n] for n in self.optimal_stimuli])
+            written["optimal_stimuli_figure"] = out / "optimal_stimuli.png"
+            figure.savefig(written["optimal_stimuli_figure"], dpi=100)
+            plt.close(figure)
+        for key in ("gradmaps_figure", "optimal_stimuli_figure"):
+            if key in written:
+                log_media(loggers, f"gradmap/{written[key].stem}", written[key])
+        return written
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: EncoderModule) -> None:
+        if trainer.is_global_zero:
+            module, _ = _best_module(trainer, pl_module)
+            out = Path(self.dirpath or Path(trainer.default_root_dir) / "gradmap")
+            self.compute(module, trainer.datamodule.trials, out, trainer.loggers)
+        trainer.strategy.barrier("gradmap")

@@ -117,10 +117,14 @@ class StateNet(nn.Module):
     def receptive_field(self) -> None:
         return None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state=None, return_state: bool = False):
+        """``(B, F, T) -> (B, N, T)``. ``state``: the recurrent state to start from (default zeros), as returned
+        with ``return_state=True`` (then ``(output, state)``): a trial can run in pieces, e.g. a long context
+        without gradients and then the window that a gradient map needs."""
         check_input(x, self.n_freqs, type(self).__name__)
         e = self.encoder(x)  # (B, C, P, T)
         b, c, p, t = e.shape
         e = torch.sigmoid(self.norm(e.permute(0, 3, 1, 2).reshape(b, t, c * p)))  # (B, T, H)
-        s, _ = self.rnn(e)  # (B, T, H); initial state zeros
-        return self.nonlinearity(self.readout(s).transpose(1, 2))
+        s, final = self.rnn(e, state)  # (B, T, H); initial state zeros unless given
+        y = self.nonlinearity(self.readout(s).transpose(1, 2))
+        return (y, final) if return_state else y

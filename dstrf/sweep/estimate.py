@@ -9,6 +9,12 @@ Their mean, jackknife standard error and sign-consistency mask (:mod:`dstrf.esti
 ``<out>/<group>/trial_<id>.h5`` (datasets ``mean``, ``se``, ``mask``, ``times``, ``channels``). ``index.json``
 lists every file with the models it came from.
 
+With ``--gradmap``, per fold instead: the gradient maps (:func:`dstrf.estimate.gradmap`, at the null stimulus,
+in the data's units) of the fold's models, averaged with the same jackknife standard error and
+sign-consistency mask, in ``<out>/<group>/fold_<k>.h5`` (datasets ``mean``, ``se``, ``mask`` ``(N, F, L)``,
+``channels``) with a figure of the masked mean, ``fold_<k>.png``. A fold is the set of models that held the
+same trials out; under the pairs scheme, where every trial has its own set, the files are ``trial_<id>``.
+
 A finished file made from the same models and options is kept as it is; one made otherwise is an error,
 never overwritten.
 """
@@ -23,13 +29,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..estimate.jackknife import jackknife_dstrf
+from ..estimate.gradmap import gradmap
+from ..estimate.jackknife import jackknife_dstrf, jackknife_se, sign_consistency_mask
 
-__all__ = ["estimate_sweep", "main"]
+__all__ = ["estimate_sweep", "estimate_gradmaps", "main"]
 
 DTYPES = {"float32": (torch.float32, np.float32), "float16": (torch.float16, np.float16), "float64": (torch.float64, np.float64)}
 
@@ -57,23 +65,10 @@ def estimate_sweep(
     progress: bool = True,
 ) -> dict:
     """Write the per-trial jackknife dSTRFs of a finished sweep; returns the index (also ``index.json``)."""
-    from ..inspect import load  # the inspector reads the sweep layout; imported here to keep start-up light
-
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}; got {dtype!r}")
-    experiment = load(sweep_dir)
+    experiment, plan = _held_out_models(sweep_dir, trials)
     out = Path(out) if out is not None else experiment.dir / "dstrf"
-    done = [job for job in experiment.jobs if job.status == "done" and job.split is not None]
-    if not done:
-        raise ValueError(f"{experiment.dir} has no finished jobs to estimate dSTRFs from")
-    plan: dict[tuple[str, int], list] = {}
-    for job in done:
-        for trial in job.split.test:
-            if trials is None or trial in set(trials):
-                plan.setdefault((job.group, int(trial)), []).append(job)
-    missing = sorted(set(trials or []) - {trial for _, trial in plan})
-    if missing:
-        raise ValueError(f"no finished job tested trials {missing}: nothing in this sweep held them out")
 
     options = {"channels": None if channels is None else list(map(int, channels)), "q": q, "lags": lags, "dtype": dtype,
                "times": None if times is None else [times.start, times.stop]}
@@ -111,6 +106,119 @@ def estimate_sweep(
     return index
 
 
+def _held_out_models(sweep_dir, trials: Sequence[int] | None):
+    """The experiment and, per (group, trial), the finished jobs that tested that trial (the CV rule)."""
+    from ..inspect import load  # the inspector reads the sweep layout; imported here to keep start-up light
+
+    experiment = load(sweep_dir)
+    done = [job for job in experiment.jobs if job.status == "done" and job.split is not None]
+    if not done:
+        raise ValueError(f"{experiment.dir} has no finished jobs to estimate from")
+    plan: dict[tuple[str, int], list] = {}
+    for job in done:
+        for trial in job.split.test:
+            if trials is None or trial in set(trials):
+                plan.setdefault((job.group, int(trial)), []).append(job)
+    missing = sorted(set(trials or []) - {trial for _, trial in plan})
+    if missing:
+        raise ValueError(f"no finished job tested trials {missing}: nothing in this sweep held them out")
+    return experiment, plan
+
+
+def estimate_gradmaps(
+    sweep_dir: str | Path,
+    q: float = 0.95,
+    lags: int | None = None,
+    readout: str = "last",
+    convention: str = "excitatory",
+    x0: tuple[int, int] | None = None,
+    device: str = "cpu",
+    out: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Per fold, the jackknife mean, SE and sign-consistency mask of its models' gradient maps; the index.
+
+    The maps are taken at the null stimulus (the training mean of each band, zeros in standardised units),
+    or with ``x0=(trial, frame)`` at the window of that trial's stimulus ending at that frame (a bias-free ReLU
+    network such as the DeepEncoder is flat at the null stimulus). They are maps of the encoder between the
+    data's units, so models with different standardisation statistics average correctly. Other arguments as
+    in :func:`dstrf.estimate.gradmap` and :func:`estimate_sweep`.
+    """
+    from ..plots import plot_receptive_fields
+
+    experiment, plan = _held_out_models(sweep_dir, None)
+    out = Path(out) if out is not None else experiment.dir / "gradmap"
+    folds: dict[tuple[str, tuple[str, ...]], list[int]] = {}  # one entry per distinct set of models
+    jobs_by_name = {}
+    for (group, trial), jobs in sorted(plan.items()):
+        names = tuple(sorted(job.name for job in jobs))
+        jobs_by_name.update({job.name: job for job in jobs})
+        folds.setdefault((group, names), []).append(trial)
+    options = {"q": q, "lags": lags, "readout": readout, "convention": convention, "x0": list(x0) if x0 else None}
+    reference = ("null stimulus (training mean of each band)" if x0 is None
+                 else f"the window of trial {x0[0]} ending at frame {x0[1]}")
+    index = {"sweep": str(experiment.dir.name), "q": q, "units": "response units per stimulus unit",
+             "reference": reference, "folds": []}
+    for (group, names), tested in tqdm(sorted(folds.items()), desc="gradmaps", unit="fold", disable=not progress):
+        jobs = [jobs_by_name[name] for name in names]
+        fold_ids = {job.fold for job in jobs}
+        stem = f"fold_{fold_ids.pop()}" if len(fold_ids) == 1 else f"trial_{tested[0]}"
+        target = out / (group or ".") / f"{stem}.h5"
+        digest = _fingerprint(jobs, {**options, "kind": "gradmap"})
+        entry = {"group": group, "file": str(target.relative_to(out)), "test_trials": tested, "models": list(names)}
+        index["folds"].append(entry)
+        if target.exists():
+            with h5py.File(target, "r") as existing:
+                if existing.attrs.get("fingerprint") == digest:
+                    continue
+            raise FileExistsError(f"{target} holds gradient maps from other models or options; refusing to overwrite it")
+        models = [job.load_module(device).data_units().to(device) for job in jobs]
+        window = None if x0 is None else _window(experiment.trials(jobs[0]), x0, lags or models[0].receptive_field)
+        maps = torch.stack([gradmap(model, lags=lags, x0=None if window is None else window.to(device),
+                                    readout=readout, convention=convention).double() for model in models])
+        mean, se, mask = maps.mean(0), jackknife_se(maps), sign_consistency_mask(maps, q)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        with h5py.File(partial, "w") as f:
+            f.create_dataset("mean", data=mean.float().numpy())
+            f.create_dataset("se", data=se.float().numpy())
+            f.create_dataset("mask", data=mask.numpy())
+            f.create_dataset("channels", data=np.arange(mean.shape[0]))
+            f.attrs.update({"fingerprint": digest, "q": q, "n_models": len(jobs), "lags": mean.shape[-1],
+                            "models": json.dumps(list(names)), "test_trials": json.dumps(tested),
+                            "readout": readout, "convention": convention})
+        partial.replace(target)
+        data = experiment.trials(jobs[0])
+        title = f"{group + ' ' if group else ''}{stem}: mean gradient map of {len(jobs)} models, sign-consistent at q={q}"
+        figure = plot_receptive_fields(mean * mask, sfreq=data.sfreq, freqs=data.freqs, labels=data.channel_names,
+                                       title=title)
+        figure.savefig(target.with_suffix(".png"), dpi=100)
+        plt.close(figure)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "index.json").write_text(json.dumps(index, indent=2))
+    return index
+
+
+def _window(trials, x0: tuple[int, int], lags: int | None) -> torch.Tensor:
+    """The raw stimulus window ``(F, lags)`` of trial ``x0[0]`` ending at frame ``x0[1]``."""
+    trial, frame = x0
+    if lags is None:
+        raise ValueError("the models are recurrent: give --lags for the gradient maps' window")
+    trials.check_ids([trial], "x0 trial")
+    n_frames = trials[trial].stimulus.shape[-1]
+    if not lags - 1 <= frame < n_frames:
+        raise ValueError(f"x0: frame {frame} of trial {trial} cannot end a window of {lags} frames "
+                         f"(valid {lags - 1}..{n_frames - 1})")
+    return trials[trial].stimulus[:, frame - lags + 1: frame + 1]
+
+
+def _trial_frame(text: str) -> tuple[int, int]:
+    trial, sep, frame = text.partition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected TRIAL:FRAME, e.g. 0:500; got {text!r}")
+    return int(trial), int(frame)
+
+
 def _time_range(text: str) -> slice:
     start, _, stop = text.partition(":")
     return slice(int(start) if start else None, int(stop) if stop else None)
@@ -126,16 +234,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lags", type=int, help="lags (default: the receptive field; required for recurrent models)")
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0")
-    parser.add_argument("--out", type=Path, help="output folder (default SWEEP_DIR/dstrf)")
+    parser.add_argument("--out", type=Path, help="output folder (default SWEEP_DIR/dstrf, or SWEEP_DIR/gradmap)")
+    parser.add_argument("--gradmap", action="store_true",
+                        help="per fold, the jackknife-aggregated gradient maps at the null stimulus instead of dSTRFs")
+    parser.add_argument("--readout", default="last", choices=["last", "mean"], help="gradmap readout (default last)")
+    parser.add_argument("--convention", default="excitatory", choices=["excitatory", "paper"],
+                        help="gradmap sign (default excitatory: positive where more energy raises the response)")
+    parser.add_argument("--x0", type=_trial_frame, metavar="TRIAL:FRAME",
+                        help="gradmap reference: the window of TRIAL ending at FRAME (default: the null stimulus)")
     args = parser.parse_args(argv)
     try:
-        index = estimate_sweep(args.sweep_dir, args.trials, args.channels, args.times, args.q, args.lags, args.dtype,
-                               args.device, args.out)
+        if args.gradmap:
+            index = estimate_gradmaps(args.sweep_dir, args.q, args.lags, args.readout, args.convention, args.x0,
+                                      args.device, args.out)
+        else:
+            index = estimate_sweep(args.sweep_dir, args.trials, args.channels, args.times, args.q, args.lags,
+                                   args.dtype, args.device, args.out)
     except (ValueError, FileExistsError, FileNotFoundError) as error:
         print(f"dstrf-estimate: error: {error}", file=sys.stderr)
         return 1
-    out = args.out or Path(args.sweep_dir) / "dstrf"
-    print(f"dstrf-estimate: {len(index['trials'])} trial dSTRFs in {out} (index.json lists their models)")
+    if args.gradmap:
+        out = args.out or Path(args.sweep_dir) / "gradmap"
+        print(f"dstrf-estimate: gradient maps of {len(index['folds'])} folds in {out} (index.json lists their models)")
+    else:
+        out = args.out or Path(args.sweep_dir) / "dstrf"
+        print(f"dstrf-estimate: {len(index['trials'])} trial dSTRFs in {out} (index.json lists their models)")
     return 0
 
 

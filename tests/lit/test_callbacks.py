@@ -8,7 +8,7 @@ import torch
 
 from dstrf.data.synthetic import synthetic_trials
 from dstrf.estimate import dstrf, open_dstrf
-from dstrf.lit import DSTRFCallback, EncoderModule
+from dstrf.lit import DSTRFCallback, EncoderModule, GradmapCallback
 
 
 @pytest.mark.slow
@@ -86,3 +86,52 @@ def test_figure_channels_must_be_computed():
         DSTRFCallback(channels=[0, 1], figure_channels=[1, 3])
     with pytest.raises(ValueError, match="animation_frames must be a positive"):
         DSTRFCallback(animation_frames=0)
+
+
+def test_gradmap_callback_after_fitting_writes_maps_optimal_stimuli_and_logs_them(tmp_path):
+    import numpy as np
+
+    from dstrf.estimate import gradmap
+
+    run_dir = tmp_path / "run"
+    args = ["experiment=quick", "model=ln_strf", "callbacks=gradmap", "callbacks.gradmap.optimal_stimuli=[1]",
+            "callbacks.gradmap.steps=60", "callbacks.gradmap.constraint=[range,-2,2]", "logger=wandb",
+            "logger.mode=offline", f"hydra.run.dir={run_dir}"]
+    result = subprocess.run([sys.executable, "-m", "dstrf.train", *args], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "WANDB_MODE": "offline"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = run_dir / "gradmap"
+    assert sorted(p.name for p in out.iterdir()) == ["gradmaps.npz", "gradmaps.png", "optimal_stimuli.npz",
+                                                       "optimal_stimuli.png"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    module = EncoderModule.load_from_checkpoint(run_dir / metrics["best_checkpoint"], map_location="cpu")
+    saved = np.load(out / "gradmaps.npz")
+    assert saved["maps"].shape == (5, 16, module.receptive_field) and list(saved["channel_names"])[3] == "temporal_hold"
+    np.testing.assert_allclose(saved["maps"], gradmap(module.data_units()).numpy(), rtol=1e-5, atol=1e-7)
+    # LN model at the null stimulus: the kernel times s'(b) > 0, in data units (sd_y / sd_x per band)
+    encoder = module.encoder
+    assert np.corrcoef(saved["maps"][1].ravel(), encoder.strf[1].detach().numpy().ravel())[0, 1] > 0.999
+    stimuli = np.load(out / "optimal_stimuli.npz")
+    assert stimuli["standardised"].shape == (1, 16, module.receptive_field)
+    assert stimuli["standardised"].min() >= -2 and stimuli["standardised"].max() <= 2
+    assert stimuli["responses"][0, -1] > stimuli["responses"][0, 0] + 1
+    media = next((run_dir / "wandb").glob("offline-run-*")) / "files" / "media" / "images" / "gradmap"
+    assert len(list(media.glob("gradmaps_*.png"))) == 1 and len(list(media.glob("optimal_stimuli_*.png"))) == 1
+
+
+def test_gradmap_callback_reference_window_from_the_data(tmp_path):
+    import numpy as np
+
+    from dstrf.estimate import gradmap
+
+    trials = synthetic_trials(n_trials=2, n_frames=120, n_freqs=4, neurons=("linear", "ln"))
+    module = EncoderModule({"_target_": "dstrf.models.DeepEncoder", "hidden": 6}, 4, 2)
+    with pytest.warns(UserWarning, match="all zeros"):  # bias-free ReLU network: flat at the null stimulus
+        GradmapCallback().compute(module, trials, tmp_path / "null")
+    written = GradmapCallback(x0=[1, 100]).compute(module, trials, tmp_path / "data")
+    window = trials[1].stimulus[:, 100 - 64: 101]
+    np.testing.assert_allclose(np.load(written["gradmaps"])["maps"], gradmap(module.data_units(), x0=window).numpy())
+    with pytest.raises(ValueError, match="frame 30 of trial 1 cannot end a window of 65 frames"):
+        GradmapCallback(x0=[1, 30]).compute(module, trials, tmp_path / "bad")
+    with pytest.raises(ValueError, match=r"x0 must be \[trial, frame\]"):
+        GradmapCallback(x0=[1])

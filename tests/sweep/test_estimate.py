@@ -63,3 +63,43 @@ def test_rerun_keeps_finished_files_and_other_options_never_overwrite(estimated)
     other = subprocess.run([*args[:-2], "--q", "0.9", "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert other.returncode == 1 and "refusing to overwrite" in other.stderr
     assert path.stat().st_mtime_ns == before
+
+
+@pytest.fixture(scope="module")
+def gradmaps(sweep_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gradmap")
+    result = subprocess.run(["dstrf-estimate", str(sweep_dir), "--gradmap", "--x0", "2:100", "--out", str(out)],
+                            capture_output=True, text=True, timeout=600, env={**os.environ, "WANDB_MODE": "disabled"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return sweep_dir, out, json.loads((out / "index.json").read_text())
+
+
+def test_gradmaps_per_fold_are_the_jackknife_mean_of_the_fold_models(gradmaps):
+    from dstrf.estimate import gradmap
+
+    sweep_dir, out, index = gradmaps
+    by_file = {e["file"]: e for e in index["folds"]}
+    # fold 0's three replicates, fold 1's one finished job, and the other group's fold 0; never the unfinished job
+    assert sorted(by_file) == ["fold_0.h5", "fold_1.h5", "model.hidden=8/fold_0.h5"]
+    assert sorted(by_file["fold_0.h5"]["models"]) == ["fold0_jk0", "fold0_jk1", "fold0_jk2"]
+    assert by_file["fold_1.h5"]["models"] == ["fold1_jk0"]
+    experiment = load(sweep_dir)
+    jobs = [experiment[name] for name in by_file["fold_0.h5"]["models"]]
+    window = experiment.trials(jobs[0])[2].stimulus[:, 100 - 64: 101]
+    stacked = torch.stack([gradmap(j.load_module("cpu").data_units(), x0=window) for j in jobs]).double()
+    with h5py.File(out / "fold_0.h5", "r") as f:
+        mean, se, mask = f["mean"][()], f["se"][()], f["mask"][()]
+        assert f.attrs["n_models"] == 3 and json.loads(f.attrs["test_trials"]) == by_file["fold_0.h5"]["test_trials"]
+    assert np.abs(mean).max() > 0  # a data window: the bias-free network is not flat there
+    np.testing.assert_allclose(mean, stacked.mean(0).numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(se, np.sqrt(2 / 3 * ((stacked - stacked.mean(0)) ** 2).sum(0).numpy()), rtol=1e-4, atol=1e-7)
+    agree = (stacked > 0).all(0) | (stacked < 0).all(0) | (stacked == 0).any(0)
+    assert mask.dtype == bool and (mask[agree.numpy()]).all()  # unanimous signs are always kept
+    assert (out / "fold_0.png").is_file()
+
+
+def test_gradmap_bad_reference_is_a_clear_error(sweep_dir, tmp_path):
+    result = subprocess.run(["dstrf-estimate", str(sweep_dir), "--gradmap", "--x0", "2:10", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1 and "frame 10 of trial 2 cannot end a window of 65 frames" in result.stderr
+    assert not list(tmp_path.iterdir())
