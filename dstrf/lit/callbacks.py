@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ..analysis.table import by_channel, nonlinearities, plot_nonlinearities, stack_tables
 from ..estimate.dstrf import dstrf
 from ..estimate.gradmap import gradmap, optimal_stimulus
 from ..estimate.storage import DSTRFFile
@@ -62,13 +63,19 @@ class DSTRFCallback(L.Callback):
         (:func:`dstrf.plots.animate_dstrf`; mp4 with ffmpeg, GIF otherwise), logged as a video.
     animation_frames : int
         Frames animated, from the first one past the warm-up.
+    analyze : bool
+        Also the nonlinearity measures of every computed channel (:func:`dstrf.analysis.nonlinearities`:
+        complexity, gain change, temporal hold, shape change) per trial, ``nonlinearities.csv``, their mean per
+        channel over the trials, ``nonlinearities_by_channel.csv``, and a figure comparing the channels,
+        ``nonlinearities.png`` (logged). The frames are the computed ``times`` past the warm-up (the first
+        ``lags`` frames of a trial see padding, not stimulus).
     """
 
     def __init__(self, trials: Sequence[int] | None = None, channels: Sequence[int] | None = None,
                  times: Sequence[int] | None = None, lags: int | None = None, chunk_size: int | None = None,
                  dtype: str = "float32", dirpath: str | None = None, figures: bool = True,
                  figure_channels: Sequence[int] | None = None, figure_times: Sequence[int] | None = None,
-                 animation: bool = False, animation_frames: int = 100) -> None:
+                 animation: bool = False, animation_frames: int = 100, analyze: bool = False) -> None:
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}; got {dtype!r}")
         if times is not None and len(times) != 2:
@@ -84,6 +91,7 @@ class DSTRFCallback(L.Callback):
         self.times = None if times is None else slice(int(times[0]), int(times[1]))
         self.lags, self.chunk_size, self.dtype, self.dirpath = lags, chunk_size, dtype, dirpath
         self.figures, self.animation, self.animation_frames = bool(figures), bool(animation), int(animation_frames)
+        self.analyze = bool(analyze)
         self.figure_channels = None if figure_channels is None else [int(c) for c in figure_channels]
         self.figure_times = None if figure_times is None else [int(t) for t in figure_times]
 
@@ -125,6 +133,28 @@ class DSTRFCallback(L.Callback):
             log_media(loggers, f"dstrf/{path.stem}", path)
         return written
 
+    def analyse(self, trials, trial_ids: Sequence[int], out: Path, loggers=()) -> Path:
+        """Nonlinearity measures of the dSTRF files in ``out``, per trial and per channel; the per-trial CSV."""
+        tables = {}
+        for trial in trial_ids:
+            with DSTRFFile(out / f"trial_{trial}.h5") as dstrfs:
+                lags = dstrfs.shape[-1]
+                past = [int(t) for t in dstrfs.times if t >= lags - 1]
+                if len(past) < 3:
+                    raise ValueError(f"DSTRFCallback analyze: trial {trial} has {len(past)} frames past the warm-up "
+                                     f"({lags - 1} frames); computed times must reach further")
+                rows = slice(len(dstrfs.times) - len(past), None)
+                names = [trials.channel_names[int(c)] for c in dstrfs.channels]
+                tables[trial] = nonlinearities(_Frames(dstrfs, rows), names=names)
+        per_trial = stack_tables(tables)
+        per_trial.to_csv(out / "nonlinearities.csv")
+        summary = by_channel(per_trial)
+        summary.to_csv(out / "nonlinearities_by_channel.csv")
+        figure = plot_nonlinearities(summary, path=out / "nonlinearities.png")
+        log_media(loggers, "dstrf/nonlinearities", out / "nonlinearities.png")
+        del figure
+        return out / "nonlinearities.csv"
+
     def on_fit_end(self, trainer: L.Trainer, pl_module: EncoderModule) -> None:
         datamodule = trainer.datamodule
         trial_ids = self.trials if self.trials is not None else list(datamodule.split.test)
@@ -143,6 +173,22 @@ class DSTRFCallback(L.Callback):
             (out / "index.json").write_text(json.dumps(index, indent=2))
             if self.figures or self.animation:
                 self.draw(module, datamodule.trials, sorted(trial_ids), out, trainer.loggers)
+            if self.analyze:
+                self.analyse(datamodule.trials, sorted(trial_ids), out, trainer.loggers)
+
+
+class _Frames:
+    """A dSTRF file seen from row ``rows.start`` on (frames past the warm-up), read lazily."""
+
+    def __init__(self, dstrfs: DSTRFFile, rows: slice) -> None:
+        self._dstrfs, self._start = dstrfs, rows.start or 0
+        self.times, self.channels = dstrfs.times[rows], dstrfs.channels
+        self.shape = (len(self.times), *dstrfs.shape[1:])
+
+    def __getitem__(self, index):
+        frames, *rest = index if isinstance(index, tuple) else (index,)
+        start, stop, _ = frames.indices(self.shape[0])
+        return self._dstrfs[(slice(self._start + start, self._start + stop), *rest)]
 
 
 class GradmapCallback(L.Callback):

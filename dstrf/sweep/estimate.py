@@ -15,6 +15,14 @@ sign-consistency mask, in ``<out>/<group>/fold_<k>.h5`` (datasets ``mean``, ``se
 ``channels``) with a figure of the masked mean, ``fold_<k>.png``. A fold is the set of models that held the
 same trials out; under the pairs scheme, where every trial has its own set, the files are ``trial_<id>``.
 
+With ``--analyze``, after the dSTRFs: the nonlinearity measures (:func:`dstrf.analysis.nonlinearities`) of
+every trial's sign-consistent mean dSTRF, over its frames past the warm-up, in
+``<out>/<group>/nonlinearities.csv`` (one row per trial and channel), their mean per channel over the trials in
+``nonlinearities_by_channel.csv``, and a figure comparing the channels, ``nonlinearities.png``. With
+``--baseline GROUP`` (the group of a linear model in the same sweep, e.g. ``model=linear_strf``), the figure
+of every other group adds its prediction gain over the baseline (test r per channel, averaged over the
+group's jobs) against complexity, as in Keshishian et al. (2020).
+
 A finished file made from the same models and options is kept as it is; one made otherwise is an error,
 never overwritten.
 """
@@ -34,10 +42,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..analysis.table import by_channel, nonlinearities, plot_nonlinearities, stack_tables
 from ..estimate.gradmap import gradmap
 from ..estimate.jackknife import jackknife_dstrf, jackknife_se, sign_consistency_mask
 
-__all__ = ["estimate_sweep", "estimate_gradmaps", "main"]
+__all__ = ["estimate_sweep", "estimate_gradmaps", "analyze_sweep", "main"]
 
 DTYPES = {"float32": (torch.float32, np.float32), "float16": (torch.float16, np.float16), "float64": (torch.float64, np.float64)}
 
@@ -199,6 +208,84 @@ def estimate_gradmaps(
     return index
 
 
+class _MaskedMean:
+    """The sign-consistent mean dSTRF of a sweep file (``mean * mask``) from frame row ``start`` on, read lazily."""
+
+    def __init__(self, f: h5py.File, start: int) -> None:
+        self._mean, self._mask, self._start = f["mean"], f["mask"], start
+        self.times, self.channels = f["times"][start:], f["channels"][()]
+        self.shape = (len(self.times), *self._mean.shape[1:])
+
+    def __getitem__(self, index):
+        frames, *rest = index if isinstance(index, tuple) else (index,)
+        begin, stop, _ = frames.indices(self.shape[0])
+        rows = (slice(self._start + begin, self._start + stop), *rest)
+        return self._mean[rows] * self._mask[rows]
+
+
+def _test_r(jobs) -> np.ndarray | None:
+    """Per channel, the test r averaged over the jobs (None if a job has no per-channel scores)."""
+    scores = [job.metrics.get("test", {}).get("r") for job in jobs if job.metrics]
+    if not scores or any(s is None for s in scores):
+        return None
+    return np.mean(np.asarray(scores, dtype=np.float64), axis=0)
+
+
+def analyze_sweep(
+    sweep_dir: str | Path,
+    index: dict,
+    out: str | Path | None = None,
+    baseline: str | None = None,
+    tau_max: int | None = None,
+    alpha: float = 0.05,
+    gain_variant: str = "norm_cv",
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Nonlinearity measures of the per-trial jackknife dSTRFs listed in ``index`` (from :func:`estimate_sweep`);
+    the per-trial CSV of every group."""
+    from ..inspect import load
+
+    experiment = load(sweep_dir)
+    out = Path(out) if out is not None else experiment.dir / "dstrf"
+    groups = sorted({entry["group"] for entry in index["trials"]})
+    if baseline is not None and baseline not in groups:
+        raise ValueError(f"--baseline {baseline!r} is not a group of this sweep; its groups: {groups}")
+    done = {}
+    for job in experiment.jobs:
+        if job.status == "done":
+            done.setdefault(job.group, []).append(job)
+    r_baseline = _test_r(done.get(baseline, [])) if baseline is not None else None
+    written = {}
+    for group in groups:
+        entries = [e for e in index["trials"] if e["group"] == group]
+        names = experiment.trials(done[group][0]).channel_names
+        tables = {}
+        for entry in tqdm(entries, desc=f"nonlinearities {group or '(sweep)'}", unit="trial", disable=not progress):
+            with h5py.File(out / entry["file"], "r") as f:
+                lags = int(f.attrs["lags"])
+                times = f["times"][()]
+                start = int(np.searchsorted(times, lags - 1))  # frames whose whole window lies in the trial
+                if len(times) - start < 3:
+                    raise ValueError(f"{entry['file']}: {len(times) - start} frames past the warm-up ({lags - 1} "
+                                     "frames); estimate a longer time range to analyse it")
+                tables[entry["trial"]] = nonlinearities(
+                    _MaskedMean(f, start), names=[names[int(c)] for c in f["channels"][()]], tau_max=tau_max,
+                    alpha=alpha, gain_variant=gain_variant)
+        folder = out / (group or ".")
+        per_trial = stack_tables(tables)
+        written[group] = per_trial.to_csv(folder / "nonlinearities.csv")
+        summary = by_channel(per_trial)
+        summary.to_csv(folder / "nonlinearities_by_channel.csv")
+        r_group = _test_r(done[group])
+        gain = {}
+        if r_baseline is not None and group != baseline and r_group is not None:
+            channels = summary.column("channel").astype(int)
+            gain = {"r_linear": r_baseline[channels], "r_deep": r_group[channels]}
+        figure = plot_nonlinearities(summary, path=folder / "nonlinearities.png", **gain)
+        del figure
+    return written
+
+
 def _window(trials, x0: tuple[int, int], lags: int | None) -> torch.Tensor:
     """The raw stimulus window ``(F, lags)`` of trial ``x0[0]`` ending at frame ``x0[1]``."""
     trial, frame = x0
@@ -240,9 +327,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--readout", default="last", choices=["last", "mean"], help="gradmap readout (default last)")
     parser.add_argument("--convention", default="excitatory", choices=["excitatory", "paper"],
                         help="gradmap sign (default excitatory: positive where more energy raises the response)")
+    parser.add_argument("--analyze", action="store_true",
+                        help="also the nonlinearity measures of every trial's dSTRF (nonlinearities.csv, per channel, figure)")
+    parser.add_argument("--baseline", metavar="GROUP",
+                        help="with --analyze: the group of the linear model, for the prediction-gain figure")
+    parser.add_argument("--tau-max", type=int, help="with --analyze: largest temporal-hold shift (default: see docs)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="with --analyze: temporal-hold significance level")
     parser.add_argument("--x0", type=_trial_frame, metavar="TRIAL:FRAME",
                         help="gradmap reference: the window of TRIAL ending at FRAME (default: the null stimulus)")
     args = parser.parse_args(argv)
+    if (args.baseline or args.tau_max) and not args.analyze:
+        parser.error("--baseline and --tau-max go with --analyze")
+    if args.analyze and args.gradmap:
+        parser.error("--analyze works on dSTRFs; run it without --gradmap")
     try:
         if args.gradmap:
             index = estimate_gradmaps(args.sweep_dir, args.q, args.lags, args.readout, args.convention, args.x0,
@@ -250,6 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             index = estimate_sweep(args.sweep_dir, args.trials, args.channels, args.times, args.q, args.lags,
                                    args.dtype, args.device, args.out)
+            if args.analyze:
+                analyzed = analyze_sweep(args.sweep_dir, index, args.out, args.baseline, args.tau_max, args.alpha)
     except (ValueError, FileExistsError, FileNotFoundError) as error:
         print(f"dstrf-estimate: error: {error}", file=sys.stderr)
         return 1
@@ -259,6 +358,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         out = args.out or Path(args.sweep_dir) / "dstrf"
         print(f"dstrf-estimate: {len(index['trials'])} trial dSTRFs in {out} (index.json lists their models)")
+        if args.analyze:
+            for group, path in analyzed.items():
+                print(f"dstrf-estimate: nonlinearities of {group or 'the sweep'} in {path} (per channel: "
+                      f"{path.with_name('nonlinearities_by_channel.csv').name}, figure: nonlinearities.png)")
     return 0
 
 

@@ -135,3 +135,34 @@ def test_gradmap_callback_reference_window_from_the_data(tmp_path):
         GradmapCallback(x0=[1, 30]).compute(module, trials, tmp_path / "bad")
     with pytest.raises(ValueError, match=r"x0 must be \[trial, frame\]"):
         GradmapCallback(x0=[1])
+
+
+def test_analyze_writes_the_nonlinearity_tables_of_the_test_trials(tmp_path):
+    import csv
+
+    import numpy as np
+
+    from dstrf.analysis import nonlinearities
+
+    run_dir = tmp_path / "run"
+    args = ["experiment=quick", "callbacks=dstrf", "callbacks.dstrf.times=[40,140]", "callbacks.dstrf.channels=[0,3]",
+            "callbacks.dstrf.figures=false", "callbacks.dstrf.analyze=true", "split.test=[0,1]", "split.val=[2]",
+            f"hydra.run.dir={run_dir}"]
+    result = subprocess.run([sys.executable, "-m", "dstrf.train", *args], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "WANDB_MODE": "disabled"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = run_dir / "dstrf"
+    assert not list(out.glob("trial_*.png"))  # figures=false
+    with open(out / "nonlinearities.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["trial"], r["channel"], r["name"]) for r in rows] == [
+        ("0", "0", "linear"), ("0", "3", "temporal_hold"), ("1", "0", "linear"), ("1", "3", "temporal_hold")]
+    with open_dstrf(out / "trial_1.h5") as stored:  # the frames whose window lies inside the trial: 64..139
+        expected = nonlinearities(stored[24:].numpy())
+    np.testing.assert_allclose([float(rows[2]["complexity"]), float(rows[3]["complexity"])], expected.column("complexity"))
+    assert [int(rows[i]["frames"]) for i in (2, 3)] == [76, 76]
+    with open(out / "nonlinearities_by_channel.csv") as f:
+        summary = list(csv.DictReader(f))
+    assert [r["trials"] for r in summary] == ["2", "2"]
+    assert float(summary[1]["shape_change"]) == pytest.approx((float(rows[1]["shape_change"]) + float(rows[3]["shape_change"])) / 2)
+    assert (out / "nonlinearities.png").is_file()

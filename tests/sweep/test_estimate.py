@@ -103,3 +103,31 @@ def test_gradmap_bad_reference_is_a_clear_error(sweep_dir, tmp_path):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 1 and "frame 10 of trial 2 cannot end a window of 65 frames" in result.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_analyze_gives_per_trial_and_per_channel_nonlinearities_of_the_masked_mean(estimated):
+    import csv
+
+    from dstrf.analysis import nonlinearities
+
+    sweep_dir, out, index = estimated
+    args = ["dstrf-estimate", str(sweep_dir), "--times", "60:90", "--channels", "0", "3", "--out", str(out), "--analyze",
+            "--baseline", "model.hidden=8"]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "nonlinearities of the sweep" in result.stdout
+    with open(out / "nonlinearities.csv") as f:
+        rows = list(csv.DictReader(f))
+    tested = sorted(e["trial"] for e in index["trials"] if e["group"] == "")
+    assert sorted({int(r["trial"]) for r in rows}) == tested and {r["name"] for r in rows} == {"linear", "temporal_hold"}
+    entry = next(e for e in index["trials"] if e["group"] == "")
+    with h5py.File(out / entry["file"], "r") as f:  # frames 64..89 have their whole window inside the trial
+        masked = f["mean"][4:] * f["mask"][4:]
+    expected = nonlinearities(masked)
+    mine = [r for r in rows if int(r["trial"]) == entry["trial"]]
+    np.testing.assert_allclose([float(r["complexity"]) for r in mine], expected.column("complexity"))
+    np.testing.assert_allclose([float(r["gain_change"]) for r in mine], expected.column("gain_change"))
+    assert (out / "nonlinearities_by_channel.csv").is_file() and (out / "nonlinearities.png").is_file()
+    assert (out / "model.hidden=8" / "nonlinearities.csv").is_file()
+    bad = subprocess.run([*args[:-1], "model.hidden=99"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 1 and "--baseline 'model.hidden=99' is not a group of this sweep" in bad.stderr
