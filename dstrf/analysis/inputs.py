@@ -22,7 +22,7 @@ import torch
 
 from dstrf.estimate.storage import DSTRFFile
 
-__all__ = ["DSTRFSource", "ChannelData", "CHANNEL_CACHE_BYTES", "DEFAULT_CHUNK"]
+__all__ = ["DSTRFSource", "ChannelData", "FrameView", "CHANNEL_CACHE_BYTES", "DEFAULT_CHUNK"]
 
 #: A channel is kept in memory (float64) while its measures run if it takes at most this many bytes.
 CHANNEL_CACHE_BYTES = 1 << 30
@@ -41,6 +41,29 @@ def check_alpha(alpha) -> float:
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)) or not 0 < float(alpha) < 1:
         raise ValueError(f"alpha must be a significance level in (0, 1), e.g. 0.05; got {alpha!r}")
     return float(alpha)
+
+
+class FrameView:
+    """dSTRFs ``(T, N, F, L)`` from frame row ``start`` on, optionally times a ``mask`` of the same shape, read
+    lazily: e.g. a file's frames past the warm-up, or a jackknife file's sign-consistent mean
+    (``FrameView(f["mean"], start, mask=f["mask"])``). ``times`` and ``channels`` default to the data's own
+    (a :class:`~dstrf.estimate.DSTRFFile`'s frame and channel numbers) or positions."""
+
+    def __init__(self, data, start: int = 0, mask=None, times=None, channels=None) -> None:
+        self._data, self._mask, self._start = data, mask, int(start)
+        n_frames = int(data.shape[0])
+        stored_times = times if times is not None else getattr(data, "times", None)
+        self.times = np.asarray(stored_times if stored_times is not None else np.arange(n_frames))[self._start:]
+        stored_channels = channels if channels is not None else getattr(data, "channels", None)
+        self.channels = None if stored_channels is None else np.asarray(stored_channels)
+        self.shape = (n_frames - self._start, *(int(s) for s in data.shape[1:]))
+
+    def __getitem__(self, index):
+        frames, *rest = index if isinstance(index, tuple) else (index,)
+        begin, stop, _ = frames.indices(self.shape[0])
+        rows = (slice(self._start + begin, self._start + stop), *rest)
+        block = self._data[rows]
+        return block if self._mask is None else block * self._mask[rows]
 
 
 class DSTRFSource:

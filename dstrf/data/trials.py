@@ -198,6 +198,16 @@ class Trials(Sequence):
             raise ValueError(f"{what} {bad} out of range: there are {len(self)} trials (ids 0..{len(self) - 1})")
         return ids
 
+    def window(self, trial: int, frame: int, n_frames: int) -> torch.Tensor:
+        """The stimulus ``(F, n_frames)`` of ``trial`` ending at ``frame`` (included): a reference window, e.g.
+        for a gradient map. Raises naming the trial and the valid frames if it does not fit in the trial."""
+        (trial,) = self.check_ids([trial], "trial")
+        frame, length = int(frame), self.lengths[trial]
+        if not n_frames - 1 <= frame < length:
+            raise ValueError(f"frame {frame} of trial {trial} cannot end a window of {n_frames} frames "
+                             f"(valid {n_frames - 1}..{length - 1})")
+        return self.stimuli[trial][:, frame - n_frames + 1: frame + 1]
+
     def check_receptive_field(self, receptive_field: int | None, ids: Sequence[int] | None = None) -> None:
         """Raise if a trial is shorter than the model's receptive field (it would hold no valid output frame)."""
         if receptive_field is None:

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ..analysis.inputs import FrameView
 from ..analysis.table import by_channel, nonlinearities, plot_nonlinearities, stack_tables
 from ..estimate.dstrf import dstrf
 from ..estimate.gradmap import gradmap, optimal_stimulus
@@ -143,9 +144,8 @@ class DSTRFCallback(L.Callback):
                 if len(past) < 3:
                     raise ValueError(f"DSTRFCallback analyze: trial {trial} has {len(past)} frames past the warm-up "
                                      f"({lags - 1} frames); computed times must reach further")
-                rows = slice(len(dstrfs.times) - len(past), None)
                 names = [trials.channel_names[int(c)] for c in dstrfs.channels]
-                tables[trial] = nonlinearities(_Frames(dstrfs, rows), names=names)
+                tables[trial] = nonlinearities(FrameView(dstrfs, len(dstrfs.times) - len(past)), names=names)
         per_trial = stack_tables(tables)
         per_trial.to_csv(out / "nonlinearities.csv")
         summary = by_channel(per_trial)
@@ -175,20 +175,6 @@ class DSTRFCallback(L.Callback):
                 self.draw(module, datamodule.trials, sorted(trial_ids), out, trainer.loggers)
             if self.analyze:
                 self.analyse(datamodule.trials, sorted(trial_ids), out, trainer.loggers)
-
-
-class _Frames:
-    """A dSTRF file seen from row ``rows.start`` on (frames past the warm-up), read lazily."""
-
-    def __init__(self, dstrfs: DSTRFFile, rows: slice) -> None:
-        self._dstrfs, self._start = dstrfs, rows.start or 0
-        self.times, self.channels = dstrfs.times[rows], dstrfs.channels
-        self.shape = (len(self.times), *dstrfs.shape[1:])
-
-    def __getitem__(self, index):
-        frames, *rest = index if isinstance(index, tuple) else (index,)
-        start, stop, _ = frames.indices(self.shape[0])
-        return self._dstrfs[(slice(self._start + start, self._start + stop), *rest)]
 
 
 class GradmapCallback(L.Callback):
@@ -242,18 +228,6 @@ class GradmapCallback(L.Callback):
         self.constraint = None if constraint is None else tuple(constraint)
         self.dirpath = dirpath
 
-    def _reference(self, trials, lags: int) -> torch.Tensor | None:
-        """The raw reference window ``(F, lags)``, or None for the null stimulus."""
-        if self.x0 is None:
-            return None
-        trial, frame = self.x0
-        trials.check_ids([trial], "GradmapCallback x0 trial")
-        n_frames = trials[trial].stimulus.shape[-1]
-        if not lags - 1 <= frame < n_frames:
-            raise ValueError(f"GradmapCallback x0: frame {frame} of trial {trial} cannot end a window of {lags} frames "
-                             f"(valid {lags - 1}..{n_frames - 1})")
-        return trials[trial].stimulus[:, frame - lags + 1: frame + 1]
-
     def compute(self, module: EncoderModule, trials, out: Path, loggers=()) -> dict[str, Path]:
         """Write the maps (and optimal stimuli) of ``module`` into ``out``; the files written by name."""
         out.mkdir(parents=True, exist_ok=True)
@@ -261,8 +235,7 @@ class GradmapCallback(L.Callback):
         lags = self.lags or model.receptive_field
         if lags is None:
             raise ValueError("GradmapCallback: the model is recurrent (no finite receptive field); set lags")
-        reference = self._reference(trials, lags)
-        x0 = None if reference is None else reference.to(module.device)
+        x0 = None if self.x0 is None else trials.window(*self.x0, lags).to(module.device)
         maps = gradmap(model, lags=lags, x0=x0, readout=self.readout, convention=self.convention)
         names = list(module.hparams.get("channel_names") or trials.channel_names)
         sfreq = module.hparams.get("sfreq") or trials.sfreq

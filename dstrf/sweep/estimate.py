@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..analysis.inputs import FrameView
 from ..analysis.table import by_channel, nonlinearities, plot_nonlinearities, stack_tables
 from ..estimate.gradmap import gradmap
 from ..estimate.jackknife import jackknife_dstrf, jackknife_se, sign_consistency_mask
@@ -182,7 +183,11 @@ def estimate_gradmaps(
                     continue
             raise FileExistsError(f"{target} holds gradient maps from other models or options; refusing to overwrite it")
         models = [job.load_module(device).data_units().to(device) for job in jobs]
-        window = None if x0 is None else _window(experiment.trials(jobs[0]), x0, lags or models[0].receptive_field)
+        window = None
+        if x0 is not None:
+            if (lags or models[0].receptive_field) is None:
+                raise ValueError("the models are recurrent: give --lags for the gradient maps' window")
+            window = experiment.trials(jobs[0]).window(*x0, lags or models[0].receptive_field)
         maps = torch.stack([gradmap(model, lags=lags, x0=None if window is None else window.to(device),
                                     readout=readout, convention=convention).double() for model in models])
         mean, se, mask = maps.mean(0), jackknife_se(maps), sign_consistency_mask(maps, q)
@@ -206,21 +211,6 @@ def estimate_gradmaps(
     out.mkdir(parents=True, exist_ok=True)
     (out / "index.json").write_text(json.dumps(index, indent=2))
     return index
-
-
-class _MaskedMean:
-    """The sign-consistent mean dSTRF of a sweep file (``mean * mask``) from frame row ``start`` on, read lazily."""
-
-    def __init__(self, f: h5py.File, start: int) -> None:
-        self._mean, self._mask, self._start = f["mean"], f["mask"], start
-        self.times, self.channels = f["times"][start:], f["channels"][()]
-        self.shape = (len(self.times), *self._mean.shape[1:])
-
-    def __getitem__(self, index):
-        frames, *rest = index if isinstance(index, tuple) else (index,)
-        begin, stop, _ = frames.indices(self.shape[0])
-        rows = (slice(self._start + begin, self._start + stop), *rest)
-        return self._mean[rows] * self._mask[rows]
 
 
 def _test_r(jobs) -> np.ndarray | None:
@@ -268,9 +258,10 @@ def analyze_sweep(
                 if len(times) - start < 3:
                     raise ValueError(f"{entry['file']}: {len(times) - start} frames past the warm-up ({lags - 1} "
                                      "frames); estimate a longer time range to analyse it")
-                tables[entry["trial"]] = nonlinearities(
-                    _MaskedMean(f, start), names=[names[int(c)] for c in f["channels"][()]], tau_max=tau_max,
-                    alpha=alpha, gain_variant=gain_variant)
+                channels = f["channels"][()]
+                masked_mean = FrameView(f["mean"], start, mask=f["mask"], times=times, channels=channels)
+                tables[entry["trial"]] = nonlinearities(masked_mean, names=[names[int(c)] for c in channels],
+                                                        tau_max=tau_max, alpha=alpha, gain_variant=gain_variant)
         folder = out / (group or ".")
         per_trial = stack_tables(tables)
         written[group] = per_trial.to_csv(folder / "nonlinearities.csv")
@@ -284,19 +275,6 @@ def analyze_sweep(
         figure = plot_nonlinearities(summary, path=folder / "nonlinearities.png", **gain)
         del figure
     return written
-
-
-def _window(trials, x0: tuple[int, int], lags: int | None) -> torch.Tensor:
-    """The raw stimulus window ``(F, lags)`` of trial ``x0[0]`` ending at frame ``x0[1]``."""
-    trial, frame = x0
-    if lags is None:
-        raise ValueError("the models are recurrent: give --lags for the gradient maps' window")
-    trials.check_ids([trial], "x0 trial")
-    n_frames = trials[trial].stimulus.shape[-1]
-    if not lags - 1 <= frame < n_frames:
-        raise ValueError(f"x0: frame {frame} of trial {trial} cannot end a window of {lags} frames "
-                         f"(valid {lags - 1}..{n_frames - 1})")
-    return trials[trial].stimulus[:, frame - lags + 1: frame + 1]
 
 
 def _trial_frame(text: str) -> tuple[int, int]:

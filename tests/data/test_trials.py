@@ -145,3 +145,16 @@ def test_standardization_of_a_constant_band_does_not_divide_by_zero():
         x[1] = 3.0
     s = Standardization.fit(Trials(stimuli, responses, sfreq=100), [0, 1, 2])
     assert s.stimulus_std[1] == 1.0 and torch.isfinite(s.stimulus(torch.as_tensor(stimuli[0], dtype=torch.float32))).all()
+
+
+def test_window_is_the_stimulus_ending_at_the_frame():
+    stimuli, responses, _ = make()  # trials of 50, 55 and 60 frames
+    trials = Trials(stimuli, responses, sfreq=100)
+    torch.testing.assert_close(trials.window(2, 59, 10), trials[2].stimulus[:, 50:60])
+    torch.testing.assert_close(trials.window(0, 9, 10), trials[0].stimulus[:, :10])
+    with pytest.raises(ValueError, match=r"frame 8 of trial 0 cannot end a window of 10 frames \(valid 9..49\)"):
+        trials.window(0, 8, 10)
+    with pytest.raises(ValueError, match=r"frame 55 of trial 1 cannot end a window of 10 frames \(valid 9..54\)"):
+        trials.window(1, 55, 10)
+    with pytest.raises(ValueError, match=r"trial \[3\] out of range"):
+        trials.window(3, 20, 10)
