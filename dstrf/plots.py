@@ -26,7 +26,8 @@ from matplotlib.patches import Rectangle
 
 from .estimate.storage import DSTRFFile
 
-__all__ = ["plot_dstrf", "animate_dstrf", "plot_receptive_fields", "plot_optimal_stimuli", "animation_format"]
+__all__ = ["plot_dstrf", "animate_dstrf", "plot_receptive_fields", "plot_optimal_stimuli", "animation_format",
+           "default_times", "frames_past_warmup"]
 
 CMAP = "RdBu_r"
 
@@ -61,13 +62,18 @@ def _available_times(dstrfs) -> np.ndarray:
     return np.arange(int(dstrfs.shape[0]))
 
 
-def default_times(dstrfs, n: int = 4, skip: int | None = None) -> list[int]:
-    """``n`` evenly spaced output frames, past the first ``skip`` (default: the lags, the warm-up) if possible."""
-    available = _available_times(dstrfs)
-    skip = int(dstrfs.shape[-1]) if skip is None else skip
-    usable = available[available >= skip] if (available >= skip).sum() >= n else available
+def frames_past_warmup(dstrfs) -> list[int]:
+    """The stored output frames whose whole window of L frames lies inside the trial (t >= L - 1); the earlier
+    ones see the padding before the trial's start."""
+    return [int(t) for t in _available_times(dstrfs) if t >= int(dstrfs.shape[-1]) - 1]
+
+
+def default_times(dstrfs, n: int = 4) -> list[int]:
+    """``n`` evenly spaced output frames past the warm-up (any stored frames if too few are past it)."""
+    usable = frames_past_warmup(dstrfs)
+    usable = usable if len(usable) >= n else [int(t) for t in _available_times(dstrfs)]
     picks = np.linspace(0, len(usable) - 1, num=min(n, len(usable))).round().astype(int)
-    return sorted({int(usable[i]) for i in picks})
+    return sorted({usable[i] for i in picks})
 
 
 def _freq_ticks(ax, freqs: np.ndarray | None, n_freqs: int) -> None:
@@ -223,9 +229,7 @@ def animate_dstrf(
         raise RuntimeError("format='mp4' needs ffmpeg on the PATH; install it or use format='gif'")
     stimulus = _numpy(stimulus)
     if times is None:
-        available = _available_times(dstrfs)
-        past = available[available >= int(dstrfs.shape[-1])]
-        times = (past if len(past) else available)[:100]
+        times = (frames_past_warmup(dstrfs) or [int(t) for t in _available_times(dstrfs)])[:100]
     times = [int(t) for t in times]
     if not times:
         raise ValueError("times is empty: give at least one output frame to animate")

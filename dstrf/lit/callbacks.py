@@ -17,7 +17,7 @@ from ..analysis.table import by_channel, nonlinearities, plot_nonlinearities, st
 from ..estimate.dstrf import dstrf
 from ..estimate.gradmap import gradmap, optimal_stimulus
 from ..estimate.storage import DSTRFFile
-from ..plots import animate_dstrf, plot_dstrf, plot_optimal_stimuli, plot_receptive_fields
+from ..plots import animate_dstrf, frames_past_warmup, plot_dstrf, plot_optimal_stimuli, plot_receptive_fields
 from .loggers import log_media
 from .module import EncoderModule
 
@@ -126,7 +126,7 @@ class DSTRFCallback(L.Callback):
                     plt.close(figure)
                     written.append(out / f"{name}.png")
                     if self.animation:
-                        past = [int(t) for t in dstrfs.times if t >= dstrfs.shape[-1]] or list(map(int, dstrfs.times))
+                        past = frames_past_warmup(dstrfs) or list(map(int, dstrfs.times))
                         written.append(animate_dstrf(dstrfs, stimulus, out / name, channel=channel,
                                                      times=past[: self.animation_frames], response=response,
                                                      prediction=prediction, sfreq=sfreq, freqs=trials.freqs))
@@ -139,20 +139,18 @@ class DSTRFCallback(L.Callback):
         tables = {}
         for trial in trial_ids:
             with DSTRFFile(out / f"trial_{trial}.h5") as dstrfs:
-                lags = dstrfs.shape[-1]
-                past = [int(t) for t in dstrfs.times if t >= lags - 1]
+                past = frames_past_warmup(dstrfs)
                 if len(past) < 3:
                     raise ValueError(f"DSTRFCallback analyze: trial {trial} has {len(past)} frames past the warm-up "
-                                     f"({lags - 1} frames); computed times must reach further")
+                                     f"({dstrfs.shape[-1] - 1} frames); computed times must reach further")
                 names = [trials.channel_names[int(c)] for c in dstrfs.channels]
                 tables[trial] = nonlinearities(FrameView(dstrfs, len(dstrfs.times) - len(past)), names=names)
         per_trial = stack_tables(tables)
         per_trial.to_csv(out / "nonlinearities.csv")
         summary = by_channel(per_trial)
         summary.to_csv(out / "nonlinearities_by_channel.csv")
-        figure = plot_nonlinearities(summary, path=out / "nonlinearities.png")
+        plot_nonlinearities(summary, path=out / "nonlinearities.png")
         log_media(loggers, "dstrf/nonlinearities", out / "nonlinearities.png")
-        del figure
         return out / "nonlinearities.csv"
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: EncoderModule) -> None:

@@ -272,8 +272,7 @@ def analyze_sweep(
         if r_baseline is not None and group != baseline and r_group is not None:
             channels = summary.column("channel").astype(int)
             gain = {"r_linear": r_baseline[channels], "r_deep": r_group[channels]}
-        figure = plot_nonlinearities(summary, path=folder / "nonlinearities.png", **gain)
-        del figure
+        plot_nonlinearities(summary, path=folder / "nonlinearities.png", **gain)
     return written
 
 
