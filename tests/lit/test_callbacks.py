@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,7 +15,8 @@ from dstrf.lit import DSTRFCallback, EncoderModule, GradmapCallback
 @pytest.mark.slow
 def test_dstrf_callback_under_ddp_writes_the_files_of_a_single_process(tmp_path):
     run_dir = tmp_path / "run"
-    args = ["experiment=quick", "callbacks=dstrf", "callbacks.dstrf.times=[60,90]", "callbacks.dstrf.channels=[0,4]",
+    args = ["experiment=quick", "callbacks=analysis", "callbacks.dstrf.times=[60,90]", "callbacks.dstrf.channels=[0,4]",
+            "callbacks.gradmap.x0=[3,100]",
             "split.test=[0,1,2]", "split.val=[3]", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
             f"hydra.run.dir={run_dir}"]
     result = subprocess.run([sys.executable, "-m", "dstrf.train", *args], cwd=tmp_path, capture_output=True, text=True,
@@ -40,6 +42,12 @@ def test_dstrf_callback_under_ddp_writes_the_files_of_a_single_process(tmp_path)
     expected = dstrf(module.data_units(), trials[1].stimulus, channels=[0, 4], times=range(60, 90))
     with open_dstrf(run_dir / "dstrf" / "trial_1.h5") as stored:
         torch.testing.assert_close(stored[:], expected)
+    # callbacks=analysis: the nonlinearity tables of the three trials, and the gradient maps of rank 0 alone
+    assert len((run_dir / "dstrf" / "nonlinearities.csv").read_text().splitlines()) == 1 + 3 * 2
+    from dstrf.estimate import gradmap
+
+    maps = np.load(run_dir / "gradmap" / "gradmaps.npz")["maps"]
+    torch.testing.assert_close(torch.from_numpy(maps), gradmap(module.data_units(), x0=trials.window(3, 100, 65)))
 
 
 def test_ranks_write_disjoint_shares_that_cover_every_trial(tmp_path):
@@ -89,8 +97,6 @@ def test_figure_channels_must_be_computed():
 
 
 def test_gradmap_callback_after_fitting_writes_maps_optimal_stimuli_and_logs_them(tmp_path):
-    import numpy as np
-
     from dstrf.estimate import gradmap
 
     run_dir = tmp_path / "run"
@@ -120,8 +126,6 @@ def test_gradmap_callback_after_fitting_writes_maps_optimal_stimuli_and_logs_the
 
 
 def test_gradmap_callback_reference_window_from_the_data(tmp_path):
-    import numpy as np
-
     from dstrf.estimate import gradmap
 
     trials = synthetic_trials(n_trials=2, n_frames=120, n_freqs=4, neurons=("linear", "ln"))
@@ -139,8 +143,6 @@ def test_gradmap_callback_reference_window_from_the_data(tmp_path):
 
 def test_analyze_writes_the_nonlinearity_tables_of_the_test_trials(tmp_path):
     import csv
-
-    import numpy as np
 
     from dstrf.analysis import nonlinearities
 
