@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,19 @@ from torch import nn
 from .storage import DSTRFFile, _Writer, fingerprint
 
 __all__ = ["dstrf"]
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """The model in eval mode inside; afterwards every submodule back in its own mode (also on errors), so a
+    model with, say, frozen batch-norm layers inside a training model comes back exactly as it was."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def _check_model(model: nn.Module, lags: int | None) -> tuple[int | None, int]:
@@ -162,11 +176,9 @@ def dstrf(
     compute_dtype = parameter.dtype if parameter is not None else torch.float32
     x = _as_input(model, x, device, compute_dtype)
     n_freqs, n_frames = x.shape
-    was_training = model.training
-    model.eval()
     sink: torch.Tensor | _Writer | None = None
     try:
-        with torch.enable_grad():
+        with eval_mode(model), torch.enable_grad():
             n_outputs = model(x[None, :, : min(n_frames, 8)]).shape[1]
             channels_ = _select(channels, n_outputs, "channels")
             times_ = _select(times, n_frames, "times")
@@ -205,8 +217,6 @@ def dstrf(
         if isinstance(sink, _Writer):
             sink.abort()  # the .partial file stays, marked unfinished; nothing finished is touched
         raise
-    finally:
-        model.train(was_training)
 
 
 def _windowed(model: nn.Module) -> bool:

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .dstrf import _as_input, _check_causal, _check_model, _select, _windowed
+from .dstrf import _as_input, _check_causal, _check_model, _select, _windowed, eval_mode
 
 try:  # a dependency of Lightning; the bar is optional
     from tqdm.auto import tqdm as _tqdm
@@ -179,21 +179,21 @@ def _neuron_set(values, n_outputs: int) -> np.ndarray:
 
 
 class _Restore:
-    """Eval mode inside, the model's own mode again afterwards (also on exceptions); gradients enabled."""
+    """Eval mode inside (:func:`dstrf.estimate.dstrf.eval_mode`: every submodule's own mode back afterwards, also
+    on exceptions); gradients enabled."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.model = model
+        self.modes = eval_mode(model)
         self.grad = torch.enable_grad()
 
     def __enter__(self):
-        self.training = self.model.training
-        self.model.eval()
+        self.modes.__enter__()
         self.grad.__enter__()
         return self
 
     def __exit__(self, *exc):
         self.grad.__exit__(*exc)
-        self.model.train(self.training)
+        self.modes.__exit__(*exc)
         return False
 
 

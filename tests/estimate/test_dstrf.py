@@ -136,3 +136,21 @@ def test_phase_comb_path_equals_the_jacobian_too(name):
     x = torch.randn(F, T, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     expected = reference(model, x, model.receptive_field)
     torch.testing.assert_close(dstrf(model, x, chunk_size=23, batch_size=5, dtype=torch.float64), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_every_submodule_gets_its_own_mode_back():
+    from dstrf.estimate import gradmap
+
+    model = DeepEncoder(4, 2, hidden=6)
+    model.train()
+    frozen = list(model.modules())[2]
+    frozen.eval()  # e.g. a frozen layer inside a model being trained
+    modes = [m.training for m in model.modules()]
+    x = torch.randn(4, 80)
+    dstrf(model, x)
+    assert [m.training for m in model.modules()] == modes
+    gradmap(model, x0=x)
+    assert [m.training for m in model.modules()] == modes
+    with pytest.raises(ValueError, match=r"times \[80\] out of range"):
+        dstrf(model, x, times=[80])  # an error raised in eval mode
+    assert [m.training for m in model.modules()] == modes
