@@ -100,7 +100,7 @@ def _per_channel(values, n: int, name: str) -> np.ndarray | None:
 def nonlinearities(W, channels: Sequence[int] | None = None, *, names: Sequence[str] | None = None,
                    r_linear=None, r_deep=None, gain_variant: str = "norm_cv", tau_max: int | None = None,
                    alpha: float = 0.05, max_shift: int | None = None, max_iter: int = 20, details: bool = False,
-                   chunk_size: int = DEFAULT_CHUNK) -> NonlinearityTable:
+                   chunk_size: int = DEFAULT_CHUNK, progress: bool = True) -> NonlinearityTable:
     """Complexity, gain change, temporal hold and shape change of every chosen channel, as one table.
 
     Each channel is read once (kept in memory while its four measures run, when it fits; see
@@ -124,7 +124,11 @@ def nonlinearities(W, channels: Sequence[int] | None = None, *, names: Sequence[
         Keep every measure's per-channel details in ``table.details``.
     chunk_size : int
         Frames per block for channels read block by block.
+    progress : bool
+        A progress bar over the channels (a long trial takes seconds per channel).
     """
+    from tqdm.auto import tqdm
+
     if gain_variant not in GAIN_VARIANTS:
         raise ValueError(f"unknown gain-change variant {gain_variant!r}; valid: {sorted(GAIN_VARIANTS)}")
     alpha = check_alpha(alpha)
@@ -138,7 +142,8 @@ def nonlinearities(W, channels: Sequence[int] | None = None, *, names: Sequence[
             raise ValueError(f"names must hold one name per chosen channel ({len(chosen)}); got {len(names)}")
         r_linear, r_deep = _per_channel(r_linear, len(chosen), "r_linear"), _per_channel(r_deep, len(chosen), "r_deep")
         rows, found = [], {m: [] for m in MEASURES}
-        for i, (channel, position) in enumerate(chosen):
+        bar = tqdm(chosen, desc="nonlinearities", unit="channel", leave=False, disable=not progress or len(chosen) < 2)
+        for i, (channel, position) in enumerate(bar):
             data = source.channel(channel, position, chunk_size)
             results = {"complexity": _complexity(data),
                        "gain_change": _gain_change(data, GAIN_VARIANTS[gain_variant], False),
