@@ -135,6 +135,23 @@ def _held_out_models(sweep_dir, trials: Sequence[int] | None):
     return experiment, plan
 
 
+def _model_sets(plan: dict[tuple[str, int], list]) -> list[tuple[str, str, list, list[int]]]:
+    """``(group, file stem, jobs, test trials)`` per distinct set of held-out models in ``plan`` ((group, trial)
+    -> jobs). A set whose jobs share one fold is ``fold_<k>``; otherwise (the pairs scheme, where each trial's
+    models are the pairs that contain it) ``trial_<id>`` of its first trial. Trials are in one set each, so
+    the stems never collide."""
+    sets: dict[tuple[str, tuple[str, ...]], tuple[list, list[int]]] = {}
+    for (group, trial), jobs in sorted(plan.items()):
+        key = (group, tuple(sorted(job.name for job in jobs)))
+        sets.setdefault(key, (sorted(jobs, key=lambda job: job.name), []))[1].append(trial)
+    result = []
+    for (group, _), (jobs, tested) in sorted(sets.items()):
+        folds = {job.fold for job in jobs}
+        stem = f"fold_{folds.pop()}" if len(folds) == 1 else f"trial_{tested[0]}"
+        result.append((group, stem, jobs, tested))
+    return result
+
+
 def estimate_gradmaps(
     sweep_dir: str | Path,
     q: float = 0.95,
@@ -158,24 +175,16 @@ def estimate_gradmaps(
 
     experiment, plan = _held_out_models(sweep_dir, None)
     out = Path(out) if out is not None else experiment.dir / "gradmap"
-    folds: dict[tuple[str, tuple[str, ...]], list[int]] = {}  # one entry per distinct set of models
-    jobs_by_name = {}
-    for (group, trial), jobs in sorted(plan.items()):
-        names = tuple(sorted(job.name for job in jobs))
-        jobs_by_name.update({job.name: job for job in jobs})
-        folds.setdefault((group, names), []).append(trial)
     options = {"q": q, "lags": lags, "readout": readout, "convention": convention, "x0": list(x0) if x0 else None}
     reference = ("null stimulus (training mean of each band)" if x0 is None
                  else f"the window of trial {x0[0]} ending at frame {x0[1]}")
     index = {"sweep": str(experiment.dir.name), "q": q, "units": "response units per stimulus unit",
              "reference": reference, "folds": []}
-    for (group, names), tested in tqdm(sorted(folds.items()), desc="gradmaps", unit="fold", disable=not progress):
-        jobs = [jobs_by_name[name] for name in names]
-        fold_ids = {job.fold for job in jobs}
-        stem = f"fold_{fold_ids.pop()}" if len(fold_ids) == 1 else f"trial_{tested[0]}"
+    for group, stem, jobs, tested in tqdm(_model_sets(plan), desc="gradmaps", unit="fold", disable=not progress):
+        names = [job.name for job in jobs]
         target = out / (group or ".") / f"{stem}.h5"
         digest = _fingerprint(jobs, {**options, "kind": "gradmap"})
-        entry = {"group": group, "file": str(target.relative_to(out)), "test_trials": tested, "models": list(names)}
+        entry = {"group": group, "file": str(target.relative_to(out)), "test_trials": tested, "models": names}
         index["folds"].append(entry)
         if target.exists():
             with h5py.File(target, "r") as existing:
@@ -199,7 +208,7 @@ def estimate_gradmaps(
             f.create_dataset("mask", data=mask.numpy())
             f.create_dataset("channels", data=np.arange(mean.shape[0]))
             f.attrs.update({"fingerprint": digest, "q": q, "n_models": len(jobs), "lags": mean.shape[-1],
-                            "models": json.dumps(list(names)), "test_trials": json.dumps(tested),
+                            "models": json.dumps(names), "test_trials": json.dumps(tested),
                             "readout": readout, "convention": convention})
         partial.replace(target)
         data = experiment.trials(jobs[0])

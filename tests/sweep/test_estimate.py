@@ -131,3 +131,20 @@ def test_analyze_gives_per_trial_and_per_channel_nonlinearities_of_the_masked_me
     assert (out / "model.hidden=8" / "nonlinearities.csv").is_file()
     bad = subprocess.run([*args[:-1], "model.hidden=99"], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 1 and "--baseline 'model.hidden=99' is not a group of this sweep" in bad.stderr
+
+
+def test_model_sets_are_folds_or_under_pairs_the_trials():
+    from types import SimpleNamespace
+
+    from dstrf.sweep.estimate import _model_sets
+
+    job = lambda name, fold: SimpleNamespace(name=name, fold=fold)
+    kfold = [job("fold0_jk0", 0), job("fold0_jk1", 0)]
+    plan = {("", 0): kfold, ("", 1): kfold, ("", 2): [job("fold1_jk0", 1)]}
+    assert [(g, stem, [j.name for j in jobs], tested) for g, stem, jobs, tested in _model_sets(plan)] == [
+        ("", "fold_0", ["fold0_jk0", "fold0_jk1"], [0, 1]), ("", "fold_1", ["fold1_jk0"], [2])]
+    # pairs of 3 trials: fold 0 = {0, 1}, fold 1 = {0, 2}, fold 2 = {1, 2}; trial i's models are the pairs with i
+    pairs = [job("fold0", 0), job("fold1", 1), job("fold2", 2)]
+    plan = {("m", 0): pairs[:2], ("m", 1): [pairs[0], pairs[2]], ("m", 2): pairs[1:]}
+    assert [(stem, tested) for _, stem, _, tested in _model_sets(plan)] == [("trial_0", [0]), ("trial_1", [1]),
+                                                                            ("trial_2", [2])]
