@@ -102,6 +102,28 @@ def _symmetric_limit(values: np.ndarray) -> float:
     return vmax if vmax > 0 else 1.0
 
 
+def _stimulus_and_response(figure: Figure, stim_spec, resp_spec, stimulus: np.ndarray, start: int, stop: int,
+                           channel: int, response, prediction, sfreq: float, freqs: np.ndarray | None):
+    """The stimulus spectrogram of frames ``start:stop`` above the measured and predicted response of
+    ``channel`` on a shared time axis (s); the two axes."""
+    seconds = np.arange(start, stop) / sfreq
+    ax_stim = figure.add_subplot(stim_spec)
+    ax_stim.imshow(stimulus[:, start:stop], origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
+                   extent=(seconds[0], seconds[-1] + 1 / sfreq, -0.5, stimulus.shape[0] - 0.5))
+    _freq_ticks(ax_stim, freqs, stimulus.shape[0])
+    ax_resp = figure.add_subplot(resp_spec, sharex=ax_stim)
+    for trace, label, style in ((response, "response", dict(color="0.3", lw=1.0)),
+                                (prediction, "prediction", dict(color="C0", lw=1.2))):
+        trace = _numpy(trace)
+        if trace is not None:
+            trace = trace[channel] if trace.ndim == 2 else trace
+            ax_resp.plot(seconds, trace[start:stop], label=label, **style)
+    if response is not None or prediction is not None:
+        ax_resp.legend(loc="upper right", fontsize="small", frameon=False)
+    ax_resp.set_xlabel("time (s)")
+    return ax_stim, ax_resp
+
+
 def plot_dstrf(
     dstrfs: torch.Tensor | np.ndarray | DSTRFFile,
     stimulus: torch.Tensor | np.ndarray,
@@ -149,26 +171,12 @@ def plot_dstrf(
     n_lags = maps.shape[-1]
     start = max(0, min(times) - 2 * n_lags)
     stop = min(stimulus.shape[1], max(times) + 2 * n_lags + 1)
-    seconds = np.arange(start, stop) / sfreq
-
     n = len(times)
     figure = plt.figure(figsize=(max(8.0, 2.4 * n), 7.0), layout="constrained")
     grid = figure.add_gridspec(3, n, height_ratios=(1.2, 0.8, 1.4))
-    ax_stim = figure.add_subplot(grid[0, :])
-    ax_stim.imshow(stimulus[:, start:stop], origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
-                   extent=(seconds[0], seconds[-1] + 1 / sfreq, -0.5, stimulus.shape[0] - 0.5))
-    _freq_ticks(ax_stim, freqs, stimulus.shape[0])
+    ax_stim, ax_resp = _stimulus_and_response(figure, grid[0, :], grid[1, :], stimulus, start, stop, channel,
+                                              response, prediction, sfreq, freqs)
     ax_stim.set_title(title or f"channel {channel}: stimulus, response and dSTRF at {n} frames")
-    ax_resp = figure.add_subplot(grid[1, :], sharex=ax_stim)
-    for trace, label, style in ((response, "response", dict(color="0.3", lw=1.0)),
-                                (prediction, "prediction", dict(color="C0", lw=1.2))):
-        trace = _numpy(trace)
-        if trace is not None:
-            trace = trace[channel] if trace.ndim == 2 else trace
-            ax_resp.plot(seconds, trace[start:stop], label=label, **style)
-    if response is not None or prediction is not None:
-        ax_resp.legend(loc="upper right", fontsize="small", frameon=False)
-    ax_resp.set_xlabel("time (s)")
     ax_resp.set_ylabel("response")
     for ax in (ax_stim, ax_resp):
         for k, t in enumerate(times):
@@ -237,28 +245,14 @@ def animate_dstrf(
     freqs = None if freqs is None else np.asarray(freqs, dtype=np.float64)
     n_lags = maps.shape[-1]
     start, stop = max(0, min(times) - n_lags), min(stimulus.shape[1], max(times) + 1)
-    seconds = np.arange(start, stop) / sfreq
-
     figure = plt.figure(figsize=(10.0, 4.5), layout="constrained")
     grid = figure.add_gridspec(2, 2, width_ratios=(2.2, 1.0), height_ratios=(1.3, 0.8))
-    ax_stim = figure.add_subplot(grid[0, 0])
-    ax_stim.imshow(stimulus[:, start:stop], origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
-                   extent=(seconds[0], seconds[-1] + 1 / sfreq, -0.5, stimulus.shape[0] - 0.5))
-    _freq_ticks(ax_stim, freqs, stimulus.shape[0])
-    ax_resp = figure.add_subplot(grid[1, 0], sharex=ax_stim)
-    for trace, label, style in ((response, "response", dict(color="0.3", lw=1.0)),
-                                (prediction, "prediction", dict(color="C0", lw=1.2))):
-        trace = _numpy(trace)
-        if trace is not None:
-            trace = trace[channel] if trace.ndim == 2 else trace
-            ax_resp.plot(seconds, trace[start:stop], label=label, **style)
-    if response is not None or prediction is not None:
-        ax_resp.legend(loc="upper right", fontsize="small", frameon=False)
-    ax_resp.set_xlabel("time (s)")
+    ax_stim, ax_resp = _stimulus_and_response(figure, grid[0, 0], grid[1, 0], stimulus, start, stop, channel,
+                                              response, prediction, sfreq, freqs)
     # the window the current dSTRF looks at, and the current frame
     window = Rectangle((0, 0.01), 0, 0.98, transform=ax_stim.get_xaxis_transform(), fill=False, edgecolor="C1", lw=1.5)
     ax_stim.add_patch(window)
-    ax_stim.set_xlim(seconds[0], seconds[-1] + 1 / sfreq)
+    ax_stim.set_xlim(start / sfreq, stop / sfreq)
     cursors = [ax.axvline(0, color="C1", lw=1.2) for ax in (ax_stim, ax_resp)]
     ax_map = figure.add_subplot(grid[:, 1])
     image = _receptive_field(ax_map, maps[0], sfreq, freqs, _symmetric_limit(maps))

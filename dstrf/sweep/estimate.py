@@ -88,11 +88,8 @@ def estimate_sweep(
         digest = _fingerprint(jobs, {**options, "trial": trial})
         entry = {"group": group, "trial": trial, "file": str(target.relative_to(out)), "models": [j.name for j in jobs]}
         index["trials"].append(entry)
-        if target.exists():
-            with h5py.File(target, "r") as existing:
-                if existing.attrs.get("fingerprint") == digest:
-                    continue
-            raise FileExistsError(f"{target} holds dSTRFs from other models or options; refusing to overwrite it")
+        if _finished(target, digest, "dSTRFs"):
+            continue
         stimulus = experiment.trials(jobs[0])[trial].stimulus  # the raw stimulus, in the data's units
         models = [job.load_module(device).data_units().to(device) for job in jobs]
         result = jackknife_dstrf(models, stimulus.to(device), lags=lags, q=q, channels=channels, times=times,
@@ -114,6 +111,17 @@ def estimate_sweep(
     out.mkdir(parents=True, exist_ok=True)
     (out / "index.json").write_text(json.dumps(index, indent=2))
     return index
+
+
+def _finished(target: Path, digest: str, what: str) -> bool:
+    """True if ``target`` already holds this very result (same fingerprint): it is kept. A file there with a
+    different result is an error: never overwritten."""
+    if not target.exists():
+        return False
+    with h5py.File(target, "r") as existing:
+        if existing.attrs.get("fingerprint") == digest:
+            return True
+    raise FileExistsError(f"{target} holds {what} from other models or options; refusing to overwrite it")
 
 
 def _held_out_models(sweep_dir, trials: Sequence[int] | None):
@@ -186,11 +194,8 @@ def estimate_gradmaps(
         digest = _fingerprint(jobs, {**options, "kind": "gradmap"})
         entry = {"group": group, "file": str(target.relative_to(out)), "test_trials": tested, "models": names}
         index["folds"].append(entry)
-        if target.exists():
-            with h5py.File(target, "r") as existing:
-                if existing.attrs.get("fingerprint") == digest:
-                    continue
-            raise FileExistsError(f"{target} holds gradient maps from other models or options; refusing to overwrite it")
+        if _finished(target, digest, "gradient maps"):
+            continue
         models = [job.load_module(device).data_units().to(device) for job in jobs]
         window = None
         if x0 is not None:

@@ -1,9 +1,10 @@
 import pytest
 import torch
-from torch import nn
 
 from dstrf.estimate import dstrf
 from dstrf.models import ConvNet2D, DeepEncoder, LinearSTRF, LNSTRF, StateNet
+
+from .stand_ins import Centered, WithoutWindows
 
 F, N, T = 8, 3, 70
 
@@ -89,20 +90,6 @@ def test_leaves_the_model_as_it_was():
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
-class Centered(nn.Module):
-    """Not causal: a centred convolution sees the future."""
-
-    receptive_field = 5
-    n_freqs = F
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv1d(F, N, 5, padding=2)
-
-    def forward(self, x):
-        return self.conv(x)
-
-
 def test_bad_input_gets_clear_errors():
     models = encoders()
     with pytest.raises(ValueError, match=r"lags=7 exceeds the receptive field of LinearSTRF \(6 frames\)"):
@@ -114,20 +101,9 @@ def test_bad_input_gets_clear_errors():
     with pytest.raises(ValueError, match=r"\(freqs, frames\)"):
         dstrf(models["deep"], torch.randn(1, F, T))
     with pytest.raises(ValueError, match="not causal: its output at frame 8 depends on frame 10"):
-        dstrf(Centered(), torch.randn(F, T))
+        dstrf(Centered(F, N), torch.randn(F, T))
     with pytest.raises(ValueError, match=r"channels \[3\] out of range"):
         dstrf(models["deep"], torch.randn(F, T), channels=[3])
-
-
-class WithoutWindows(nn.Module):
-    """An encoder that cannot run without its causal padding: the engine falls back to phase combs."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner, self.receptive_field, self.n_freqs = inner, inner.receptive_field, inner.n_freqs
-
-    def forward(self, x):
-        return self.inner(x)
 
 
 @pytest.mark.parametrize("name", ["deep", "convnet2d"])

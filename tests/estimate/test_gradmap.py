@@ -10,6 +10,8 @@ from dstrf.data.synthetic import make_stimuli
 from dstrf.estimate import InactiveGradmapWarning, OptimalStimulus, gradmap, optimal_stimulus
 from dstrf.models import ConvNet2D, DeepEncoder, LinearSTRF, LNSTRF, StateNet
 
+from .stand_ins import Centered, WithoutWindows
+
 F, N, T = 8, 3, 30
 TOL = dict(rtol=1e-4, atol=1e-5)  # float32
 
@@ -159,17 +161,6 @@ def test_null_stimulus_of_a_model_in_raw_units_is_its_padding_value(readout):
     torch.testing.assert_close(gradmap(raw, readout=readout), expected, **TOL)
     torch.testing.assert_close(gradmap(raw, lags=3, readout=readout),
                                reference(raw.eval(), mean[:, None].expand(F, 40).clone(), 3, readout), **TOL)
-
-
-class WithoutWindows(nn.Module):
-    """An encoder that cannot run without its causal padding: the map comes from its plain forward pass."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner, self.receptive_field, self.n_freqs = inner, inner.receptive_field, inner.n_freqs
-
-    def forward(self, x):
-        return self.inner(x)
 
 
 @pytest.mark.parametrize("name", ["deep", "convnet2d"])
@@ -374,20 +365,6 @@ def test_optimal_stimulus_from_a_flat_point_warns():
 # ------------------------------------------------------------------------------------------- errors
 
 
-class Centered(nn.Module):
-    """Not causal: a centred convolution sees the future."""
-
-    receptive_field = 5
-    n_freqs = F
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv1d(F, N, 5, padding=2)
-
-    def forward(self, x):
-        return self.conv(x)
-
-
 def test_bad_input_gets_clear_errors():
     m = encoders()
     with pytest.raises(ValueError, match="StateNet is recurrent .* pass lags"):
@@ -419,7 +396,7 @@ def test_bad_input_gets_clear_errors():
     with pytest.raises(ValueError, match="constraint must be"):
         optimal_stimulus(m["convnet2d"], 0, constraint=("range", 3, -3), progress=False)
     with pytest.raises(ValueError, match="not causal"):
-        gradmap(Centered())
+        gradmap(Centered(F, N))
 
 
 @pytest.mark.parametrize("rnn", ["gru", "lstm"])

@@ -1,0 +1,29 @@
+"""Stand-in encoders shared by the engine's and the gradient maps' tests."""
+
+from torch import nn
+
+
+class Centered(nn.Module):
+    """Not causal: a centred convolution sees the future."""
+
+    receptive_field = 5
+
+    def __init__(self, n_freqs: int, n_outputs: int):
+        super().__init__()
+        self.n_freqs = n_freqs
+        self.conv = nn.Conv1d(n_freqs, n_outputs, 5, padding=2)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class WithoutWindows(nn.Module):
+    """An encoder that cannot run without its causal padding (no ``causal_padding`` argument): the engines
+    must fall back to its plain forward pass."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.receptive_field, self.n_freqs = inner, inner.receptive_field, inner.n_freqs
+
+    def forward(self, x):
+        return self.inner(x)
