@@ -220,12 +220,12 @@ def dstrf(
 
 
 def _windowed(model: nn.Module) -> bool:
-    if hasattr(model, "window_output"):
-        return True
+    """Whether the model can run windows without its causal padding. A wrapper says so itself (``windowed``,
+    as :class:`dstrf.lit.DataUnitsEncoder`, whose ``window_output`` exists whatever the encoder it wraps)."""
     flag = getattr(model, "windowed", None)
     if flag is not None:
         return bool(flag)
-    return "causal_padding" in inspect.signature(model.forward).parameters
+    return hasattr(model, "window_output") or "causal_padding" in inspect.signature(model.forward).parameters
 
 
 def _window_chunk(model: nn.Module, x: torch.Tensor, receptive_field: int, lags: int, channels: np.ndarray,

@@ -130,3 +130,18 @@ def test_every_submodule_gets_its_own_mode_back():
     with pytest.raises(ValueError, match=r"times \[80\] out of range"):
         dstrf(model, x, times=[80])  # an error raised in eval mode
     assert [m.training for m in model.modules()] == modes
+
+
+def test_data_units_wrapper_of_an_encoder_without_a_window_path_uses_its_plain_forward():
+    from dstrf.lit import EncoderModule
+
+    module = EncoderModule({"_target_": "dstrf.models.DeepEncoder", "hidden": 4, "dilations": [1, 2]}, F, N)
+    module.encoder = WithoutWindows(module.encoder)  # no causal_padding argument, no window_output
+    model = module.data_units().double()
+    x = torch.randn(F, 30, dtype=torch.float64)
+    expected = torch.autograd.functional.jacobian(lambda s: model(s[None])[0], x)  # (N, T, F, T)
+    W = dstrf(model, x, dtype=torch.float64)
+    lags = model.receptive_field
+    for t in (lags, 20, 29):
+        window = expected[:, t, :, t - lags + 1: t + 1].flip(-1)
+        torch.testing.assert_close(W[t], window)
