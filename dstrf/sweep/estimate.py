@@ -197,11 +197,12 @@ def estimate_gradmaps(
         if _finished(target, digest, "gradient maps"):
             continue
         models = [job.load_module(device).data_units().to(device) for job in jobs]
+        data = experiment.trials(jobs[0])
         window = None
         if x0 is not None:
             if (lags or models[0].receptive_field) is None:
                 raise ValueError("the models are recurrent: give --lags for the gradient maps' window")
-            window = experiment.trials(jobs[0]).window(*x0, lags or models[0].receptive_field)
+            window = data.window(*x0, lags or models[0].receptive_field)
         maps = torch.stack([gradmap(model, lags=lags, x0=None if window is None else window.to(device),
                                     readout=readout, convention=convention).double() for model in models])
         mean, se, mask = maps.mean(0), jackknife_se(maps), sign_consistency_mask(maps, q)
@@ -216,7 +217,6 @@ def estimate_gradmaps(
                             "models": json.dumps(names), "test_trials": json.dumps(tested),
                             "readout": readout, "convention": convention})
         partial.replace(target)
-        data = experiment.trials(jobs[0])
         title = f"{group + ' ' if group else ''}{stem}: mean gradient map of {len(jobs)} models, sign-consistent at q={q}"
         figure = plot_receptive_fields(mean * mask, sfreq=data.sfreq, freqs=data.freqs, labels=data.channel_names,
                                        title=title)
