@@ -40,11 +40,33 @@ if TYPE_CHECKING:  # torch / Lightning are imported only when a model or the dat
     from .data import Split, Trials
     from .lit import EncoderModule
 
-__all__ = ["Experiment", "Job", "NotAnExperimentError", "load", "main"]
+__all__ = ["CheckpointError", "Experiment", "Job", "NotAnExperimentError", "ResultFileError", "load", "main"]
 
 
 class NotAnExperimentError(ValueError):
     """The path is neither a dstrf run directory nor a sweep directory."""
+
+
+class ResultFileError(OSError):
+    """A file a job wrote (its metrics, its checkpoint) is there but cannot be read: truncated, damaged, or not
+    what dstrf wrote. The message names the file and the job; ``.path``, ``.job`` and ``.cause`` hold them."""
+
+    what, remedy = "file", "rerun the sweep command to rerun the job"
+
+    def __init__(self, path: Path, job: str, cause: str) -> None:
+        self.path, self.job, self.cause = Path(path), job, cause
+        super().__init__(f"cannot read {self.what} {self.path} (job {job}): {cause}; {self.remedy}")
+
+
+class CheckpointError(ResultFileError):
+    """A job's checkpoint is missing where its metrics say it is, or cannot be loaded."""
+
+    what, remedy = "checkpoint", "rerun the sweep command to retrain it"
+
+
+def _cause(error: BaseException) -> str:
+    """``Type: message`` of an exception, for a :class:`ResultFileError`."""
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 def _for_resolving(config: DictConfig, job_dir: Path) -> DictConfig:
@@ -114,8 +136,21 @@ class Job:
 
     @cached_property
     def metrics(self) -> dict | None:
-        """``metrics.json`` (written when the job finished), or None."""
-        return read_json(self.dir / "metrics.json")
+        """``metrics.json`` (written when the job finished), or None when there is none, or when a job that did
+        not finish left it half-written. Raises :class:`ResultFileError` when the one of a done job cannot be
+        read: its split and best checkpoint would otherwise be guessed."""
+        path = self.dir / "metrics.json"
+        if not path.is_file():
+            return None
+        try:
+            metrics = json.loads(path.read_text())
+            if not isinstance(metrics, dict):
+                raise ValueError(f"it holds a JSON {type(metrics).__name__}, not an object")
+        except (OSError, UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError
+            if self.status != "done":
+                return None  # written by a job that was killed while writing it
+            raise ResultFileError(path, self.name, _cause(err)) from err
+        return metrics
 
     @property
     def epochs(self) -> int | None:
@@ -142,6 +177,12 @@ class Job:
         if isinstance(recorded, dict):
             names = {f.name for f in dataclasses.fields(Split)}
             return Split(**{k: v for k, v in recorded.items() if k in names})
+        return self.configured_split()
+
+    def configured_split(self) -> Split | None:
+        """The split recomputed from the config's split and the number of trials of its data (what :attr:`split`
+        falls back to without a ``metrics.json``); None without a config. It does not read ``metrics.json``, so
+        it also says which trials a job whose metrics are unreadable tested."""
         if self.config is None or "split" not in self.config:
             return None
         import hydra.utils
@@ -159,9 +200,13 @@ class Job:
         best = (self.metrics or {}).get("best_checkpoint")
         if best:
             path = Path(best)
-            for candidate in ((self.dir / path) if not path.is_absolute() else path, checkpoints / path.name):
+            recorded = (self.dir / path) if not path.is_absolute() else path
+            for candidate in (recorded, checkpoints / path.name):
                 if candidate.is_file():
                     return candidate.absolute()
+            # another checkpoint of the job (say last.ckpt) is not the model its metrics describe
+            raise CheckpointError(recorded, self.name, f"metrics.json names it as the best checkpoint, but it is not "
+                                                       f"there (nor in {checkpoints})")
         found = sorted(checkpoints.glob("best-*.ckpt")) if checkpoints.is_dir() else []
         if found:
             return found[-1].absolute()
@@ -171,13 +216,17 @@ class Job:
     # -- models --------------------------------------------------------------------------------------------------
     def load_module(self, device: str | torch.device = "cpu") -> EncoderModule:
         """The :class:`dstrf.lit.EncoderModule` of :attr:`checkpoint`, on ``device``, in eval mode (a fresh copy
-        on every call)."""
+        on every call). A checkpoint that cannot be loaded (truncated, damaged, not a dstrf checkpoint) raises
+        :class:`CheckpointError`, which names the file and the job."""
         from .lit import EncoderModule
 
         path = self.checkpoint
         if path is None:
             raise FileNotFoundError(f"job {self.name} ({self.status}) has no checkpoint in {self.dir / 'checkpoints'}")
-        module = EncoderModule.load_from_checkpoint(path, map_location=device)
+        try:
+            module = EncoderModule.load_from_checkpoint(path, map_location=device)
+        except Exception as err:  # noqa: BLE001 -- torch, zip, pickle and Lightning each raise their own
+            raise CheckpointError(path, self.name, _cause(err)) from err
         return module.eval()
 
     def load_model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -206,15 +255,20 @@ class Job:
 
     # -- tables --------------------------------------------------------------------------------------------------
     def row(self) -> dict[str, Any]:
-        """One row of :meth:`Experiment.table`."""
-        checkpoint = self.checkpoint
+        """One row of :meth:`Experiment.table`; ``problem`` says why a file of the job cannot be read (None when
+        all can), and what depends on that file is then None."""
+        try:
+            checkpoint, problem = self.checkpoint, None
+            epochs, val_r, test_r = self.epochs, self.val_r, self.test_r
+        except ResultFileError as err:
+            checkpoint, problem, epochs, val_r, test_r = None, str(err), None, None, None
         try:
             relative = checkpoint.relative_to(self._experiment.dir).as_posix() if checkpoint else None
         except ValueError:
             relative = str(checkpoint)
         return {"index": self.index, "dir": self.name, "group": self.group, "fold": self.fold,
-                "jackknife": self.jackknife, "status": self.status, "epochs": self.epochs, "val_r": self.val_r,
-                "test_r": self.test_r, "checkpoint": relative}
+                "jackknife": self.jackknife, "status": self.status, "epochs": epochs, "val_r": val_r,
+                "test_r": test_r, "checkpoint": relative, "problem": problem}
 
     def __repr__(self) -> str:
         return f"Job({self.name!r}, fold={self.fold}, jackknife={self.jackknife}, status={self.status!r})"
@@ -377,6 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{experiment.dir}: {experiment.kind}, {len(rows)} jobs ("
                       + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + ")")
                 print(format_table(rows))
+                for row in rows:  # a table cell cannot say why it is empty
+                    if row["problem"]:
+                        print(f"dstrf-inspect: {row['dir']}: {row['problem']}", file=sys.stderr)
             return 0
         job = _select(experiment, args.job)
         split = job.split

@@ -9,9 +9,16 @@ Examples::
 
 from __future__ import annotations
 
+import csv
+import gc
 import json
+import logging
 import os
+import re
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,23 +27,117 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .config import CONFIG_DIR
 from .lit import EncoderModule, TrialDataModule
+from .lit.callbacks import ChecksBeforeFit
+from .lit.divergence import DivergenceGuard
 from .metrics import cc_norm
 from .sweep.ddp import is_rank_zero_process, job_processes
-from .sweep.job import mark_done, mark_started, prepare_job
+from .sweep.job import (JobState, data_files, lock_job, mark_done, mark_fitted, mark_started, prepare_job, read_json,
+                        write_json)
 
-__all__ = ["main", "run"]
+__all__ = ["ConfigError", "main", "run"]
+
+log = logging.getLogger("dstrf.train")
 
 
-def _instantiate_group(node: DictConfig | None) -> list[Any]:
-    """Instantiate every entry with a ``_target_`` of a mapping group such as ``callbacks``."""
-    if not node:
-        return []
-    return [hydra.utils.instantiate(value) for value in node.values() if value is not None and "_target_" in value]
+class ConfigError(ValueError):
+    """A config value that cannot work, named by its config key; raised before any training."""
+
+
+# ------------------------------------------------------------------------------------------------ config checks
+
+
+def _name_keys(message: str, nodes: dict[str, Any]) -> str:
+    """``message`` with the Python argument names that are keys of the config ``nodes`` (prefix -> node)
+    written as config keys (``lags=None`` -> ``callbacks.dstrf.lags=None``); prefixed with the first node's
+    key when it names none."""
+    named = message
+    for prefix, node in nodes.items():
+        keys = [str(k) for k in node.keys() if not str(k).startswith("_")] if isinstance(node, DictConfig) else []
+        for key in sorted(keys, key=len, reverse=True):
+            named = re.sub(rf"(?<![\w.`']){re.escape(key)}(?=\s*=|\s+must\b|\s+is\b|\s+has\b|\s+are\b)",
+                           f"{prefix}.{key}", named)
+    return named if named != message else f"{next(iter(nodes))}: {message}"
+
+
+def _cause(err: BaseException) -> BaseException:
+    """The user's error inside Hydra's wrapping of a (nested) instantiation."""
+    while isinstance(err, InstantiationException) and err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
+@contextmanager
+def _config_key(prefix: str, node: Any = None, **more: Any) -> Iterator[None]:
+    """Errors of what is built from the config node at ``prefix`` (and the nodes in ``more``, keyword = key)
+    name the config key."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (InstantiationException, ValueError, TypeError) as err:
+        cause = _cause(err)
+        if not isinstance(cause, (ValueError, TypeError)) or isinstance(cause, ConfigError):
+            raise cause if cause is not err else err
+        raise ConfigError(_name_keys(str(cause), {prefix: node, **more})) from cause
+
+
+def check_config(cfg: DictConfig) -> None:
+    """The settings that can be judged from the config alone, before any data are read."""
+    threads = cfg.get("threads")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads={threads}: must be a positive number of CPU threads per job (or null for torch's default)")
+    trainer = cfg.get("trainer") or {}
+    max_epochs = trainer.get("max_epochs")
+    if max_epochs is not None and (max_epochs == 0 or max_epochs < -1):
+        raise ConfigError(f"trainer.max_epochs={max_epochs}: a job must train at least one epoch "
+                          "(or -1: until early stopping); 0 would mark an untrained model as done")
+    max_steps = trainer.get("max_steps")
+    if max_steps is not None and (max_steps == 0 or max_steps < -1):
+        raise ConfigError(f"trainer.max_steps={max_steps}: must be positive (or -1: no limit)")
+    module = cfg.get("module") or {}
+    for key, ok, what in (("lr", lambda v: v > 0, "a positive learning rate"),
+                          ("weight_decay", lambda v: v >= 0, ">= 0"),
+                          ("warmup", lambda v: v >= 0, "a number of frames >= 0 (or null: receptive field - 1)")):
+        value = module.get(key)
+        if value is not None and (not isinstance(value, (int, float)) or not ok(value)):
+            raise ConfigError(f"module.{key}={value}: must be {what}")
+
+
+def _check_against_data(cfg: DictConfig, module: EncoderModule, datamodule: TrialDataModule, callbacks: dict) -> None:
+    """The settings that need the model and the data: warm-up vs trial lengths, each callback's own checks."""
+    trials = datamodule.trials
+    trials.check_receptive_field(module.receptive_field)  # a trial the model cannot see whole
+    scored = sorted(set(datamodule.split.val) | set(datamodule.split.test))
+    short = [(i, trials.lengths[i]) for i in scored if trials.lengths[i] <= module.warmup]
+    if short:
+        i, n = short[0]
+        key = "module.warmup" if cfg.module.get("warmup") is not None else "module.warmup (default: receptive field - 1)"
+        raise ConfigError(f"{key}={module.warmup} leaves no scored frame in trial {i} ({trials.names[i]!r}, {n} frames); "
+                          f"use a warm-up below {n} frames or longer trials")
+    for name, callback in callbacks.items():
+        if isinstance(callback, ChecksBeforeFit):
+            with _config_key(f"callbacks.{name}", cfg.callbacks[name]):
+                callback.check(module, trials)
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+
+
+def _instantiate_group(node: DictConfig | None) -> dict[str, Any]:
+    """Instantiate every entry with a ``_target_`` of a mapping group such as ``callbacks``, by key."""
+    built = {}
+    for key, value in (node or {}).items():
+        if value is not None and "_target_" in value:
+            with _config_key(f"callbacks.{key}", value):
+                built[key] = hydra.utils.instantiate(value)
+    return built
 
 
 def _run_dir(cfg: DictConfig) -> Path:
@@ -53,6 +154,63 @@ def _relative(path: str | Path | None, root: Path) -> str | None:
         return str(path.resolve().relative_to(root.resolve()))
     except ValueError:
         return str(path)
+
+
+def _resolve_data_paths(cfg: DictConfig) -> None:
+    """Write every data file path as an absolute path into the config, so the run's saved config (and
+    ``dstrf.inspect``) finds the data from any directory."""
+    for key, path in data_files(cfg).items():
+        with open_dict(cfg):
+            OmegaConf.update(cfg, key, str(path), merge=False)
+
+
+def _save_hydra_files(cfg: DictConfig, run_dir: Path) -> None:
+    """``.hydra/config.yaml``, ``hydra.yaml`` and ``overrides.yaml``, as Hydra writes them, but only once this
+    process holds the job directory (Hydra would write them before any check, over a running job's)."""
+    if not HydraConfig.initialized() or HydraConfig.get().output_subdir is not None:
+        return  # Hydra wrote them itself
+    out = run_dir / ".hydra"
+    out.mkdir(parents=True, exist_ok=True)
+    hydra_cfg = OmegaConf.create({"hydra": OmegaConf.to_container(HydraConfig.get(), resolve=False)})
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (out / "hydra.yaml").write_text(OmegaConf.to_yaml(hydra_cfg))
+    (out / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(list(HydraConfig.get().overrides.task))))
+
+
+def _say(message: str) -> None:
+    """dstrf's messages go through logging (so into the job's ``train.log``), and to stdout when nothing
+    has configured logging (``run`` called outside Hydra)."""
+    if logging.getLogger().handlers:
+        log.info(message)
+    else:
+        print(message, flush=True)
+
+
+def _csv_history(resume_from: str | None, loggers: list) -> dict[CSVLogger, list[dict]]:
+    """The rows of each CSV logger's ``metrics.csv`` up to the epoch of the checkpoint a job resumes from.
+
+    Lightning's CSV logger starts a fresh ``metrics.csv`` (its writer removes the old one when created), so
+    a resumed job would lose its earlier epochs; these rows are read before that and carried into the new log
+    by :func:`_carry_csv_history`."""
+    csv_loggers = [lg for lg in loggers if isinstance(lg, CSVLogger)]
+    if not resume_from or not csv_loggers:
+        return {}
+    epoch = torch.load(resume_from, map_location="cpu", weights_only=True, mmap=True).get("epoch")
+    history = {}
+    for logger in csv_loggers:
+        path = Path(logger.log_dir) / "metrics.csv"
+        if not path.is_file() or epoch is None:
+            continue
+        with path.open(newline="") as f:
+            rows = [row for row in csv.DictReader(f) if row.get("epoch") not in (None, "") and float(row["epoch"]) <= epoch]
+        history[logger] = [{k: int(float(v)) if k in ("step", "epoch") else float(v) for k, v in row.items()
+                            if v not in (None, "")} for row in rows]
+    return history
+
+
+def _carry_csv_history(history: dict[CSVLogger, list[dict]]) -> None:
+    for logger, rows in history.items():
+        logger.experiment.metrics[:0] = rows  # written, before the new epochs, at the logger's next save
 
 
 def _test_summary(module: EncoderModule, datamodule: TrialDataModule) -> dict:
@@ -75,16 +233,22 @@ def _test_summary(module: EncoderModule, datamodule: TrialDataModule) -> dict:
 def _save_test_predictions(module: EncoderModule, datamodule: TrialDataModule, path: Path) -> None:
     """Per test trial, in the data's units: the prediction ``trial_<id>`` and the measured ``response_<id>``,
     both ``(N, T)``, so scores can be recomputed (and jackknife-averaged) without reloading the data.
-    ``warmup`` says how many leading frames of each trial are not scored."""
+    ``warmup`` says how many leading frames of each trial are not scored. Written atomically."""
     s = datamodule.standardization
     arrays = {}
     for i, pred in sorted(module.test_predictions.items()):
         arrays[f"trial_{i}"] = (pred * s.response_std[:, None] + s.response_mean[:, None]).numpy()
         arrays[f"response_{i}"] = datamodule.trials.responses[i].numpy()
-    np.savez(path, channel_names=np.asarray(datamodule.trials.channel_names), warmup=module.warmup, **arrays)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, channel_names=np.asarray(datamodule.trials.channel_names), warmup=module.warmup, **arrays)
+    tmp.replace(path)
 
 
-def _print_summary(metrics: dict) -> None:
+def _fmt(value: float | None) -> str:
+    return f"{'-':>7}" if value is None or value != value else f"{value:7.3f}"
+
+
+def _print_summary(metrics: dict, run_dir: Path) -> None:
     names = metrics["channels"]
     val, test = metrics["val"]["r"], metrics.get("test", {}).get("r")
     ccn = metrics.get("test", {}).get("cc_norm")
@@ -101,126 +265,236 @@ def _print_summary(metrics: dict) -> None:
         if n == -1:
             lines.append(f"{'...':<{width}}")
             continue
-        line = f"{names[n]:<{width}}  {val[n]:7.3f}  " + (f"{test[n]:7.3f}" if test else f"{'-':>7}")
+        line = f"{names[n]:<{width}}  {_fmt(val[n])}  " + (_fmt(test[n]) if test else f"{'-':>7}")
         if ccn:
-            line += f"  {ccn[n]:7.3f}"
+            line += f"  {_fmt(ccn[n])}"
         lines.append(line)
-    mean = f"{'mean':<{width}}  {metrics['val']['r_mean']:7.3f}  " + (
-        f"{metrics['test']['r_mean']:7.3f}" if test else f"{'-':>7}"
-    )
-    lines.append(mean)
-    lines.append(f"run directory: {metrics['run_dir']}")
-    print("\n".join(lines), flush=True)
+    lines.append(f"{'mean':<{width}}  {_fmt(metrics['val']['r_mean'])}  "
+                 + (_fmt(metrics['test']['r_mean']) if test else f"{'-':>7}"))
+    for split in ("val", "test"):
+        nan = metrics.get(split, {}).get("nan_channels")
+        if nan:
+            lines.append(f"{split} r is undefined (constant response or prediction) for {len(nan)} channel(s), left out "
+                         f"of the mean: {', '.join(nan[:10])}{' ...' if len(nan) > 10 else ''}")
+    lines.append(f"run directory: {run_dir}")
+    _say("\n".join(lines))
+
+
+def _scores(r: list[float], names: list[str]) -> dict[str, Any]:
+    """Per-channel r (NaN, written as null, where undefined: a constant channel), and their mean over the
+    channels where r is defined, with those left out named (never averaged as 0)."""
+    values = np.asarray(r, dtype=np.float64)
+    finite = np.isfinite(values)
+    return {"r": [float(v) if ok else None for v, ok in zip(values, finite)],
+            "r_mean": float(values[finite].mean()) if finite.any() else None,
+            "n_nan": int((~finite).sum()), "nan_channels": [n for n, ok in zip(names, finite) if not ok]}
+
+
+# ---------------------------------------------------------------------------------------------------------- run
+
+
+class _JobMarkers(L.Callback):
+    """Records in ``fit.json`` that training ended (before the after-fit callbacks run), and in a job whose
+    training had already ended (``finish``) ends the restored fit at once, so only the results are redone."""
+
+    def __init__(self, run_dir: Path, state: JobState) -> None:
+        self.run_dir, self.state = run_dir, state
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.state.action == "finish":
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self.state.action != "finish":
+            checkpoint = trainer.checkpoint_callback
+            mark_fitted(self.run_dir, self.state, checkpoint.best_model_path if checkpoint else None,
+                        checkpoint.last_model_path if checkpoint else None, trainer.current_epoch)
 
 
 def _fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: EncoderModule, datamodule: TrialDataModule,
-                  run_dir: Path, resume_from: str | None, start: float) -> dict:
-    """Fit (or resume), then score the best checkpoint on validation and test trials; the metrics.json dict."""
+                  run_dir: Path, state: JobState, start: float) -> dict:
+    """Fit (or resume, or finish), then score the best checkpoint on validation and test trials; the
+    metrics.json dict."""
+    resume_from = str(state.resume_from) if state.resume_from else None
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
 
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     ckpt_path = best if best else None  # no checkpoint callback: score the final weights
+    fitted = read_json(run_dir / "fit.json") or {}
+    epochs = fitted.get("epochs", trainer.current_epoch) if state.action == "finish" else trainer.current_epoch
     trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
     val_r = module.channel_r["val"].tolist()
     metrics: dict[str, Any] = {
         "model": cfg.model._target_.rsplit(".", 1)[-1],
         "receptive_field": module.receptive_field,
-        "epochs": trainer.current_epoch,
+        "epochs": epochs,
         "best_checkpoint": _relative(best, run_dir),
         "last_checkpoint": _relative(checkpoint.last_model_path, run_dir) if checkpoint is not None else None,
         "channels": list(datamodule.trials.channel_names),
         "sfreq": datamodule.trials.sfreq,
+        "data": state.data,
         "job": {
             "fold": cfg.split.get("fold", 0),
             "jackknife": cfg.split.get("jackknife"),
             "scheme": cfg.split._target_.rsplit(".", 1)[-1],
+            "action": state.action,
             "resumed_from": _relative(resume_from, run_dir),
         },
         "split": datamodule.split.as_dict(),
-        "val": {"r": val_r, "r_mean": float(sum(val_r) / len(val_r))},
+        "val": _scores(val_r, list(datamodule.trials.channel_names)),
     }
     if datamodule.split.test:
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
         test_r = module.channel_r["test"].tolist()
-        metrics["test"] = {"r": test_r, "r_mean": float(sum(test_r) / len(test_r)), **_test_summary(module, datamodule)}
+        metrics["test"] = {**_scores(test_r, list(datamodule.trials.channel_names)), **_test_summary(module, datamodule)}
     metrics["wall_time_s"] = round(time.perf_counter() - start, 2)
-    metrics["run_dir"] = str(run_dir)
-
     return metrics
+
+
+def _outputs(run_dir: Path, metrics: dict) -> list[Path]:
+    """Every result file of a finished job, for ``done.json``."""
+    files = [run_dir / "metrics.json"]
+    if "test" in metrics:
+        files.append(run_dir / "test_predictions.npz")
+    for key in ("best_checkpoint", "last_checkpoint"):
+        if metrics.get(key):
+            files.append(run_dir / metrics[key])
+    for folder in ("dstrf", "gradmap"):
+        if (run_dir / folder).is_dir():
+            files += sorted(p for p in (run_dir / folder).rglob("*") if p.is_file())
+    return files
+
+
+def _peer_state(run_dir: Path, cfg: DictConfig) -> JobState:
+    """What a rank > 0 process does: what rank 0 decided (dstrf's own ranks are told), else the same decision
+    read from the job directory (ranks a cluster started)."""
+    told = os.environ.get("DSTRF_RESUME_FROM")
+    state = prepare_job(run_dir, cfg, read_only=True)
+    if told is None:
+        return state
+    if not told:
+        return JobState("start", state.config_hash, data=state.data)
+    action = "finish" if state.action in ("finish", "skip") else "resume"
+    return JobState(action, state.config_hash, resume_from=Path(told), data=state.data)
 
 
 def run(cfg: DictConfig) -> dict:
     """Train, validate and test as configured; returns what is written to ``metrics.json``.
 
-    A job directory that already holds this job's results is skipped; an interrupted one resumes from its
-    last checkpoint; results of a different config are moved to ``superseded/`` (see :mod:`dstrf.sweep.job`).
+    A job directory that already holds this job's complete results is skipped; an interrupted one resumes
+    from its newest readable checkpoint, or only recomputes its results when training had ended; results of
+    a different config or different data are moved to ``superseded/`` (see :mod:`dstrf.sweep.job`). Every
+    setting is checked against the model and the data before training starts.
     """
     start = time.perf_counter()
     run_dir = _run_dir(cfg)
+    check_config(cfg)
+    with _config_key("data"):
+        _resolve_data_paths(cfg)
+    lock = None
     if not is_rank_zero_process():
-        # dstrf's own rank > 0 processes are told what rank 0 decided; those a cluster started decide alike
-        resume_from = os.environ.get("DSTRF_RESUME_FROM")
-        if resume_from is None:
-            peer = prepare_job(run_dir, cfg, read_only=True)
-            if peer.action == "skip":  # rank 0 skips too: training alone would wait for it forever
-                return json.loads((run_dir / "metrics.json").read_text())
-            resume_from = str(peer.resume_from) if peer.action == "resume" else None
-        resume_from = resume_from or None
-    else:
-        state = prepare_job(run_dir, cfg)
-        if state.action == "skip":
-            print(f"dstrf: {run_dir} already holds this job's results (config {state.config_hash}); skipping", flush=True)
+        state = _peer_state(run_dir, cfg)
+        if state.action == "skip":  # rank 0 skips too: training alone would wait for it forever
             return json.loads((run_dir / "metrics.json").read_text())
-        if state.superseded is not None:
-            print(f"dstrf: the config changed; earlier results moved to {state.superseded}", flush=True)
-        resume_from = str(state.resume_from) if state.resume_from else None
-        if resume_from:
-            print(f"dstrf: resuming an interrupted job from {resume_from}", flush=True)
-        mark_started(run_dir, cfg, state)
+    else:
+        lock = lock_job(run_dir)
+    try:
+        if lock is not None:
+            state = prepare_job(run_dir, cfg)
+            if state.action == "skip":
+                _say(f"dstrf: {run_dir} already holds this job's results (config {state.config_hash}); skipping")
+                return json.loads((run_dir / "metrics.json").read_text())
+            if state.superseded is not None:
+                _say(f"dstrf: the config or the data changed; earlier results moved to {state.superseded}")
+            for note in state.notes:
+                _say(f"dstrf: {run_dir}: {note}")
+            if state.action == "finish":
+                _say(f"dstrf: training had ended; computing the results again from {run_dir / 'checkpoints'}")
+            elif state.action == "resume":
+                _say(f"dstrf: resuming an interrupted job from {state.resume_from}")
+            _save_hydra_files(cfg, run_dir)
+            mark_started(run_dir, cfg, state)
+        return _run(cfg, run_dir, state, start)
+    finally:
+        if lock is not None:
+            lock.close()
+        # The Trainer's reference cycles hold the job's data until a full collection, which CPython starts by
+        # object count, not size: without it, run() in a loop (a notebook) keeps every job's data alive.
+        gc.collect()
+
+
+def _run(cfg: DictConfig, run_dir: Path, state: JobState, start: float) -> dict:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     L.seed_everything(cfg.seed, workers=True)
-    split = hydra.utils.instantiate(cfg.split)
-    datamodule: TrialDataModule = hydra.utils.instantiate(cfg.data, split=split)
+    with _config_key("split", cfg.split):
+        split = hydra.utils.instantiate(cfg.split)
+    with _config_key("data", cfg.data, split=cfg.split):  # the split scheme is applied inside the data module
+        datamodule: TrialDataModule = hydra.utils.instantiate(cfg.data, split=split)
     trials = datamodule.trials
-    module = EncoderModule(
-        encoder=OmegaConf.to_container(cfg.model, resolve=True),
-        n_freqs=trials.n_freqs,
-        n_outputs=trials.n_channels,
-        channel_names=trials.channel_names,
-        sfreq=trials.sfreq,
-        **OmegaConf.to_container(cfg.module, resolve=True),
-    )
-    # Fail before any training on a trial the model cannot see whole.
-    trials.check_receptive_field(module.receptive_field)
+    with _config_key("module", cfg.module, model=cfg.model):
+        module = EncoderModule(
+            encoder=OmegaConf.to_container(cfg.model, resolve=True),
+            n_freqs=trials.n_freqs,
+            n_outputs=trials.n_channels,
+            channel_names=trials.channel_names,
+            sfreq=trials.sfreq,
+            **OmegaConf.to_container(cfg.module, resolve=True),
+        )
+    callbacks = _instantiate_group(cfg.get("callbacks"))
+    _check_against_data(cfg, module, datamodule, callbacks)
 
     logger = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
-    callbacks = _instantiate_group(cfg.get("callbacks"))
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
-    if logger:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    guards = [DivergenceGuard(), _JobMarkers(run_dir, state)]
+    with _config_key("trainer", cfg.trainer):
+        trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[*callbacks.values(), *guards], logger=logger)
+    failed = True
+    try:
+        if logger:
+            history = _csv_history(str(state.resume_from) if state.resume_from else None, trainer.loggers)
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            _carry_csv_history(history)
 
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    with job_processes(trainer, run_dir, overrides, resume_from):
-        metrics = _fit_and_test(cfg, trainer, module, datamodule, run_dir, resume_from, start)
-        if trainer.is_global_zero:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-            if datamodule.split.test:
-                _save_test_predictions(module, datamodule, run_dir / "test_predictions.npz")
-            mark_done(run_dir, state, {"val_r_mean": metrics["val"]["r_mean"], "test_r_mean": metrics.get("test", {}).get("r_mean")})
-            _print_summary(metrics)
-    if logger and hasattr(logger, "experiment") and type(logger).__name__ == "WandbLogger":
-        logger.experiment.finish()
+        overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        resume_from = str(state.resume_from) if state.resume_from else None
+        with job_processes(trainer, run_dir, overrides, resume_from):
+            metrics = _fit_and_test(cfg, trainer, module, datamodule, run_dir, state, start)
+            if trainer.is_global_zero:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                write_json(run_dir / "metrics.json", metrics)
+                if datamodule.split.test:
+                    _save_test_predictions(module, datamodule, run_dir / "test_predictions.npz")
+                mark_done(run_dir, state, {"val_r_mean": metrics["val"]["r_mean"],
+                                           "test_r_mean": metrics.get("test", {}).get("r_mean")},
+                          outputs=_outputs(run_dir, metrics))
+                _print_summary(metrics, run_dir)
+        failed = False
+    finally:
+        if logger and type(logger).__name__ == "WandbLogger" and getattr(logger, "_experiment", None) is not None:
+            logger.experiment.finish(exit_code=1 if failed else 0)  # a failed job's run is not left open
     return metrics
 
 
+_NO_VALUE_FLAGS = ("-m", "--multirun", "--resolve")
+
+
+def main() -> float | None:
+    """The console script. Hydra's parser takes its flags only before the overrides; users write
+    ``dstrf-train +sweep=cv -m model=a,b`` as readily as ``dstrf-train -m ...``, so flags that take no value
+    are moved to the front."""
+    flags = [a for a in sys.argv[1:] if a in _NO_VALUE_FLAGS]
+    rest = [a for a in sys.argv[1:] if a not in _NO_VALUE_FLAGS]
+    sys.argv = [sys.argv[0], *flags, *rest]
+    return _hydra_main()
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def _hydra_main(cfg: DictConfig) -> float | None:
     metrics = run(cfg)
     # What Hydra sweepers optimise: validation, never test, accuracy (test trials must not choose hyperparameters).
-    return metrics["val"]["r_mean"]
+    r_mean = metrics["val"]["r_mean"]
+    return float("nan") if r_mean is None else r_mean
 
 
 if __name__ == "__main__":

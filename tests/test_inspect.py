@@ -149,3 +149,57 @@ def test_checkpoints_load_with_map_location(sweep_dir, monkeypatch):
     monkeypatch.setattr(EncoderModule, "load_from_checkpoint", spy)
     load(sweep_dir)["fold0_jk0"].load_model()
     assert calls == [{"map_location": "cpu"}]
+
+
+# --------------------------------------------------------------------------------------- unreadable files
+
+
+def test_a_truncated_checkpoint_is_a_checkpoint_error_naming_the_file_and_the_job(sweep_dir, tmp_path):
+    from dstrf.inspect import CheckpointError
+
+    sweep = shutil.copytree(sweep_dir, tmp_path / "sweep")
+    path = sweep / "fold0_jk1" / "checkpoints" / "best-epoch001.ckpt"
+    path.write_bytes(path.read_bytes()[:100])
+    job = load(sweep)["fold0_jk1"]
+    with pytest.raises(CheckpointError) as caught:
+        job.load_model()
+    assert isinstance(caught.value, OSError) and (caught.value.path, caught.value.job) == (path, "fold0_jk1")
+    assert str(caught.value).startswith(f"cannot read checkpoint {path} (job fold0_jk1): RuntimeError: ")
+    assert str(caught.value).endswith("; rerun the sweep command to retrain it")
+    with pytest.raises(CheckpointError, match="job fold0_jk1"):
+        job.predict(2)
+
+
+def test_a_missing_best_checkpoint_is_an_error_not_another_checkpoint(sweep_dir, tmp_path):
+    from dstrf.inspect import CheckpointError
+
+    sweep = shutil.copytree(sweep_dir, tmp_path / "sweep")
+    best = sweep / "fold0_jk0" / "checkpoints" / "best-epoch001.ckpt"
+    best.unlink()  # last.ckpt is still there, but it is not the model metrics.json scored
+    job = load(sweep)["fold0_jk0"]
+    with pytest.raises(CheckpointError, match=rf"cannot read checkpoint {best} \(job fold0_jk0\): metrics.json names "
+                                              r"it as the best checkpoint, but it is not there"):
+        job.checkpoint
+    with pytest.raises(CheckpointError):
+        job.load_model()
+
+
+def test_unreadable_metrics_of_a_done_job_are_an_error_and_listed_as_a_problem(sweep_dir, tmp_path, capsys):
+    from dstrf.inspect import ResultFileError
+
+    sweep = shutil.copytree(sweep_dir, tmp_path / "sweep")
+    metrics = sweep / "fold0_jk2" / "metrics.json"
+    metrics.write_text('{"epochs": 2, "split": {"tr')  # cut off
+    (sweep / "fold1_jk1" / "metrics.json").write_text("{")  # a job killed while writing it: no metrics yet
+    exp = load(sweep)
+    job = exp["fold0_jk2"]
+    with pytest.raises(ResultFileError, match=rf"cannot read file {metrics} \(job fold0_jk2\): JSONDecodeError: "):
+        job.metrics
+    with pytest.raises(ResultFileError):
+        job.split  # would otherwise be guessed from the config, and the best checkpoint from the file names
+    assert exp["fold1_jk1"].metrics is None
+    row = exp.table()[2]
+    assert row["dir"] == "fold0_jk2" and row["epochs"] is None
+    assert row["problem"].startswith(f"cannot read file {metrics}")
+    assert main([str(sweep)]) == 0
+    assert f"dstrf-inspect: fold0_jk2: cannot read file {metrics}" in capsys.readouterr().err

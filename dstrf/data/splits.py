@@ -12,6 +12,10 @@ Schemes (each ``(n_trials, ..., fold=0, jackknife=None, seed=0) -> Split``):
 * :func:`pairs` -- naplab/DSTRF's pairing: one fold per unordered pair {i, j}; the model is test trial i's
   jackknife replicate without j and vice versa, so it takes no further ``jackknife``.
 
+Sizes (``test_size``, ``val_size``): a float in (0, 1) is a fraction of all trials (at least one trial), an
+int >= 1 a count; the float 1.0 is an error (100% of the trials, or one trial?). Explicit id lists (holdout's
+``test`` / ``val``) must name each trial once.
+
 Validation trials come only from the non-test trials and depend on (seed, fold) alone, so every jackknife
 replicate of a fold has the same test and validation trials. The jackknife *pool* of a fold is its remaining
 training trials in sorted order; ``jackknife=j`` trains without ``pool[j]`` (recorded as ``Split.left_out``).
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +74,10 @@ class Split:
                 object.__setattr__(self, name, int(getattr(self, name)))
         if not self.train:
             raise ValueError(f"split has no training trials: {self}")
+        for role in ("train", "val", "test"):
+            twice = sorted(i for i, c in Counter(getattr(self, role)).items() if c > 1)
+            if twice:
+                raise ValueError(f"{role} lists trial(s) {twice} more than once: {self}")
         overlap = (set(self.train) & set(self.val)) | (set(self.train) & set(self.test)) | (set(self.val) & set(self.test))
         if overlap:
             raise ValueError(f"trials {sorted(overlap)} are in more than one of train/val/test: {self}")
@@ -103,25 +112,58 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
+def _refuse_float_one(size: Any, what: str) -> None:
+    """1.0 reads both as "100% of the trials" and as "one trial": refuse it rather than guess."""
+    if isinstance(size, (float, np.floating)) and size == 1.0:
+        raise ValueError(f"{what}={size!r} is ambiguous: use {what}=1 for one trial or a fraction < 1 of all trials")
+
+
 def _count(size: float | int, n: int, what: str) -> int:
-    """A fraction in [0, 1) of n trials (at least one when positive), or an absolute count."""
-    if isinstance(size, float) and 0 <= size < 1:
-        return max(1, round(size * n)) if size > 0 else 0
-    if isinstance(size, bool) or float(size) != int(size) or size < 0:
-        raise ValueError(f"{what} must be a fraction in [0, 1) or a whole number of trials; got {size!r}")
+    """holdout's sizes: 0 (none), a fraction in (0, 1) of n trials (at least one trial), or a count >= 1."""
+    if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{what}={size!r} is invalid: {what} must be a fraction in [0, 1) or a whole number of trials")
+    _refuse_float_one(size, what)
+    if isinstance(size, (float, np.floating)) and 0 <= size < 1:
+        return max(1, round(float(size) * n)) if size > 0 else 0
+    if not float(size).is_integer() or size < 0:
+        raise ValueError(f"{what}={size!r} is invalid: {what} must be a fraction in [0, 1) or a whole number of trials")
     return int(size)
 
 
 def _val_count(val_size: float | int, n_trials: int) -> int:
     """Validation trials of kfold / leave_one_out / pairs: a count >= 1, or a fraction in (0, 1) of all trials."""
-    if isinstance(val_size, float) and 0 < val_size < 1:
-        return max(1, round(val_size * n_trials))
-    if (_is_int(val_size) or (isinstance(val_size, float) and val_size.is_integer())) and val_size >= 1:
+    _refuse_float_one(val_size, "val_size")
+    if isinstance(val_size, (float, np.floating)) and 0 < val_size < 1:
+        return max(1, round(float(val_size) * n_trials))
+    whole = _is_int(val_size) or (isinstance(val_size, (float, np.floating)) and float(val_size).is_integer())
+    if whole and val_size >= 1:
         return int(val_size)
     raise ValueError(
         f"val_size={val_size!r} is invalid: give a whole number of validation trials >= 1, "
         f"or a fraction in (0, 1) of all trials (at least one trial)"
     )
+
+
+def _explicit_ids(ids: Any, what: str, size_arg: str) -> list[int] | None:
+    """holdout's explicit ``test`` / ``val`` trial ids as a list of ints (None stays None); each id once."""
+    if ids is None:
+        return None
+    if isinstance(ids, (str, bytes)):
+        raise ValueError(f"{what}={ids!r} must be a list of integer trial ids (e.g. {what}=[0, 3]), not a string")
+    if _is_int(ids) or isinstance(ids, (float, np.floating)):
+        raise ValueError(
+            f"{what}={ids!r} must be a list of trial ids (e.g. {what}=[{ids}]); to draw a number or fraction of "
+            f"trials, use {size_arg}={ids}"
+        )
+    ids = list(ids)
+    bad = [i for i in ids if not _is_int(i)]
+    if bad:
+        raise ValueError(f"{what}={ids!r} must hold integer trial ids; got {bad}")
+    ids = [int(i) for i in ids]
+    twice = sorted(i for i, c in Counter(ids).items() if c > 1)
+    if twice:
+        raise ValueError(f"{what}={ids} lists trial(s) {twice} more than once; give each trial id once")
+    return ids
 
 
 def _check_n_trials(n_trials: Any, scheme: str, minimum: int) -> int:
@@ -236,10 +278,11 @@ def holdout(
 ) -> Split:
     """Hold out fixed test and validation trials; the rest train.
 
-    ``test`` and ``val`` give trial ids explicitly; when omitted, ``test_size`` / ``val_size`` (a fraction of
-    all trials, or a count) are drawn from a permutation seeded by ``seed``. Validation trials always come from
-    the trials that are not test trials. There is one fold (``fold`` must be 0); ``jackknife=j`` trains
-    without the j-th training trial (sorted).
+    ``test`` and ``val`` give trial ids explicitly (each id once); when omitted, ``test_size`` / ``val_size``
+    trials are drawn from a permutation seeded by ``seed``: a float in (0, 1) is a fraction of all trials (at
+    least one trial), an int >= 1 a count, 0 none; the float 1.0 is refused as ambiguous (100% or one trial?).
+    Validation trials always come from the trials that are not test trials. There is one fold (``fold`` must be
+    0); ``jackknife=j`` trains without the j-th training trial (sorted).
     """
     if _is_int(n_trials) and n_trials < 2:
         raise ValueError(f"a hold-out split needs at least 2 trials (one to train, one to test); got {n_trials}")
@@ -247,13 +290,12 @@ def holdout(
     seed = _check_seed(seed)
     fold = _check_index("fold", fold, 1, "for holdout (one fold)")
     order = [int(i) for i in np.random.default_rng(seed).permutation(n_trials)]
+    test, val = _explicit_ids(test, "test", "test_size"), _explicit_ids(val, "val", "val_size")
     if test is None:
         test = sorted(order[: _count(test_size, n_trials, "test_size")])
-    test = [int(i) for i in test]
     rest = [i for i in order if i not in set(test)]
     if val is None:
         val = sorted(rest[: _count(val_size, n_trials, "val_size")])
-    val = [int(i) for i in val]
     train = sorted(i for i in range(n_trials) if i not in set(test) | set(val))
     if not train:
         raise ValueError(f"hold-out split of {n_trials} trials with test={test} and val={val} leaves no training trial")

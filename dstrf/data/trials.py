@@ -9,7 +9,9 @@ every split, file name and table refers to trials by them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +58,64 @@ def _as_float_tensor(value, what: str) -> torch.Tensor:
     return tensor
 
 
+def _frame_rate(sfreq) -> float:
+    """``sfreq`` as a float: a number, or an array of size 1 (e.g. read from a file as shape (1,))."""
+    array = sfreq.detach().cpu().numpy() if isinstance(sfreq, torch.Tensor) else np.asarray(sfreq, dtype=object)
+    if array.size != 1:
+        raise ValueError(f"sfreq must be one number (the frame rate in Hz); got an array of shape {array.shape}")
+    value = array.reshape(()).item()
+    try:
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError
+        rate = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"sfreq must be a number of frames per second; got {sfreq!r}") from None
+    if not np.isfinite(rate) or rate <= 0:
+        raise ValueError(f"sfreq must be a positive frame rate in Hz; got {sfreq!r}")
+    return rate
+
+
+def _unique_names(names: Sequence[str], what: str, items: str) -> None:
+    """Raise naming every name that occurs more than once and the ``items`` (trials, channels) it names."""
+    repeated = {name: [i for i, n in enumerate(names) if n == name] for name, c in Counter(names).items() if c > 1}
+    if repeated:
+        listed = "; ".join(f"{name!r} names {items} {where}" for name, where in repeated.items())
+        raise ValueError(f"{what} must be unique: {listed}")
+
+
+def _band_frequencies(freqs, n_freqs: int) -> np.ndarray:
+    """``freqs`` as float64 ``(F,)``: one finite centre frequency per band, strictly increasing (low to high
+    band), so a band index and its frequency can never be confused in tables and figures."""
+    try:
+        array = np.asarray(freqs, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise TypeError(f"freqs must be numbers (centre frequencies in Hz); got {freqs!r}") from None
+    if array.shape != (n_freqs,):
+        raise ValueError(f"freqs must give one centre frequency per band ({n_freqs}); got {array.shape[0]}")
+    bad = np.flatnonzero(~np.isfinite(array))
+    if bad.size:
+        raise ValueError(f"freqs must be finite; freqs[{bad[0]}] is {array[bad[0]]} ({bad.size} non-finite value(s))")
+    down = np.flatnonzero(np.diff(array) <= 0)
+    if down.size:
+        k = int(down[0])
+        raise ValueError(
+            f"freqs must be strictly increasing (band 0 the lowest); freqs[{k + 1}]={array[k + 1]:g} is not above "
+            f"freqs[{k}]={array[k]:g}. If the bands run from high to low, reverse both: stimulus[::-1], freqs[::-1]"
+        )
+    return array
+
+
+def _transpose_hint(x_shape: tuple[int, ...], y_shape: tuple[int, ...]) -> str:
+    """For a stimulus ``(F, T)`` / response ``(N, T)`` frame mismatch: which array looks transposed, if any."""
+    if x_shape[0] == y_shape[1]:
+        return "; the stimulus looks transposed (frames, bands): pass stimulus.T"
+    if y_shape[0] == x_shape[1]:
+        return "; the response looks transposed (frames, channels): pass response.T"
+    if x_shape[0] == y_shape[0]:
+        return "; both look transposed (frames first): pass stimulus.T and response.T"
+    return ""
+
+
 class Trials(Sequence):
     """A validated, ordered collection of trials.
 
@@ -66,15 +126,19 @@ class Trials(Sequence):
     responses : sequence of array-like ``(N, T_i)``
         Trial-averaged responses, the same number of frames as the trial's stimulus.
     sfreq : float
-        Frame rate in Hz.
+        Frame rate in Hz (a number, or an array holding one number).
     freqs : array-like ``(F,)``, optional
-        Centre frequency of each band in Hz (defaults to band indices 0..F-1).
+        Centre frequency of each band in Hz, finite and strictly increasing (defaults to band indices 0..F-1).
     channel_names : sequence of str ``(N,)``, optional
-        Defaults to ``"ch0", "ch1", ...``.
+        Unique names; defaults to ``"ch0", "ch1", ...``.
     repeats : sequence of array-like ``(R_i, N, T_i)``, optional
         Single-repeat responses, for noise ceilings.
     names : sequence of str, optional
-        Human-readable trial names (defaults to ``"trial0", ...``); errors name both id and name.
+        Unique human-readable trial names (defaults to ``"trial0", ...``); errors name both id and name.
+
+    F and N must be at least 1. Implausible shapes only warn: a stimulus with more bands than frames (F > T)
+    is usually one stored as (frames, bands), so the warning suggests the transpose; a frame-count mismatch
+    that a transpose would fix says so in its error.
     """
 
     def __init__(
@@ -95,13 +159,9 @@ class Trials(Sequence):
             raise ValueError(f"got {len(stimuli)} trials but {len(repeats)} repeat arrays; give one per trial or none")
         if names is not None and len(names) != len(stimuli):
             raise ValueError(f"got {len(stimuli)} trials but {len(names)} trial names")
-        try:
-            self.sfreq = float(sfreq)
-        except (TypeError, ValueError):
-            raise TypeError(f"sfreq must be a number of frames per second; got {sfreq!r}") from None
-        if not np.isfinite(self.sfreq) or self.sfreq <= 0:
-            raise ValueError(f"sfreq must be a positive frame rate in Hz; got {sfreq!r}")
+        self.sfreq = _frame_rate(sfreq)
         self.names = [str(n) for n in names] if names is not None else [f"trial{i}" for i in range(len(stimuli))]
+        _unique_names(self.names, "trial names", "trials")
 
         self.stimuli: list[torch.Tensor] = []
         self.responses: list[torch.Tensor] = []
@@ -114,15 +174,27 @@ class Trials(Sequence):
                 raise ValueError(f"stimulus of {label} must be 2-D (freqs, frames); got shape {tuple(x.shape)}")
             if y.ndim != 2:
                 raise ValueError(f"response of {label} must be 2-D (channels, frames); got shape {tuple(y.shape)}")
+            if x.shape[0] == 0:
+                raise ValueError(
+                    f"stimulus of {label} has no frequency bands (shape {tuple(x.shape)}); it must be (freqs, frames)"
+                )
+            if y.shape[0] == 0:
+                raise ValueError(
+                    f"response of {label} has no channels (shape {tuple(y.shape)}); it must be (channels, frames)"
+                )
             if x.shape[1] != y.shape[1]:
                 raise ValueError(
                     f"{label}: stimulus has {x.shape[1]} frames but response has {y.shape[1]} "
                     f"(stimulus {tuple(x.shape)}, response {tuple(y.shape)}); they must have the same length"
+                    + _transpose_hint(tuple(x.shape), tuple(y.shape))
                 )
             if i > 0 and x.shape[0] != self.stimuli[0].shape[0]:
+                n_freqs = self.stimuli[0].shape[0]
+                looks_transposed = x.shape[1] == n_freqs
+                hint = f"; its stimulus {tuple(x.shape)} looks transposed: pass stimulus.T" if looks_transposed else ""
                 raise ValueError(
                     f"{label}: stimulus has {x.shape[0]} frequency bands but trial 0 has "
-                    f"{self.stimuli[0].shape[0]}; every trial needs the same bands"
+                    f"{n_freqs}; every trial needs the same bands{hint}"
                 )
             if i > 0 and y.shape[0] != self.responses[0].shape[0]:
                 raise ValueError(
@@ -139,20 +211,31 @@ class Trials(Sequence):
                         f"repeats of {label} must have shape (repeats, {y.shape[0]}, {y.shape[1]}); got {tuple(r.shape)}"
                     )
                 self.repeats.append(r)
+        self._warn_wide_stimuli()
 
         n_freqs, n_channels = self.n_freqs, self.n_channels
-        if freqs is None:
-            self.freqs = np.arange(n_freqs, dtype=np.float64)
-        else:
-            self.freqs = np.asarray(freqs, dtype=np.float64).reshape(-1)
-            if self.freqs.shape != (n_freqs,):
-                raise ValueError(f"freqs must give one centre frequency per band ({n_freqs}); got {self.freqs.shape[0]}")
+        self.freqs = np.arange(n_freqs, dtype=np.float64) if freqs is None else _band_frequencies(freqs, n_freqs)
         if channel_names is None:
             self.channel_names = [f"ch{n}" for n in range(n_channels)]
         else:
             self.channel_names = [str(c) for c in channel_names]
             if len(self.channel_names) != n_channels:
                 raise ValueError(f"channel_names must name every channel ({n_channels}); got {len(self.channel_names)}")
+            _unique_names(self.channel_names, "channel_names", "channels")
+
+    def _warn_wide_stimuli(self) -> None:
+        """Warn (not raise: a short trial with many bands is possible) when stimuli have more bands than frames,
+        the usual sign of a stimulus stored as (frames, bands)."""
+        wide = [i for i, x in enumerate(self.stimuli) if x.shape[0] > x.shape[1]]
+        if wide:
+            first = tuple(self.stimuli[wide[0]].shape)
+            warnings.warn(
+                f"stimulus of trial(s) {wide} has more frequency bands than frames (trial {wide[0]}: shape {first}, "
+                f"read as {first[0]} bands x {first[1]} frames); a stimulus is (freqs, frames): if it was stored as "
+                "(frames, freqs), pass stimulus.T (and the response as (channels, frames))",
+                UserWarning,
+                stacklevel=3,
+            )
 
     # -- Sequence protocol -------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -191,11 +274,15 @@ class Trials(Sequence):
         return [x.shape[1] for x in self.stimuli]
 
     def check_ids(self, ids: Sequence[int], what: str = "trial ids") -> list[int]:
-        """Return ``ids`` as a list of ints, or raise naming the ids that are not trials of this container."""
+        """Return ``ids`` as a list of ints, or raise naming the ids that are not trials of this container or
+        that occur more than once (a trial counted twice would weigh double in statistics and files)."""
         ids = [int(i) for i in ids]
         bad = [i for i in ids if not 0 <= i < len(self)]
         if bad:
             raise ValueError(f"{what} {bad} out of range: there are {len(self)} trials (ids 0..{len(self) - 1})")
+        twice = sorted(i for i, c in Counter(ids).items() if c > 1)
+        if twice:
+            raise ValueError(f"{what} {ids} list trial(s) {twice} more than once; give each trial id once")
         return ids
 
     def window(self, trial: int, frame: int, n_frames: int) -> torch.Tensor:
@@ -234,6 +321,42 @@ class Trials(Sequence):
         )
 
 
+def _pooled_moments(arrays: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row mean and population std ``(K,)`` over the frames of all ``(K, T_i)`` arrays pooled, without
+    concatenating them: peak extra memory is one float64 copy of the longest array, not of all of them.
+
+    Each array contributes (count n_i, mean m_i, M2_i = sum_t (z_t - m_i)^2) computed in float64 around its own
+    mean; they are merged with Chan et al.'s (1979) pairwise update
+
+        n = n_a + n_b,  d = m_b - m_a,  m = m_a + d n_b / n,  M2 = M2_a + M2_b + d^2 n_a n_b / n,
+
+    which, unlike sum(z^2) - n m^2, loses no precision when the mean is large against the spread. A row whose
+    values are all equal (min == max) gets std 1 exactly: rounding of the means must not turn "no variance"
+    into a tiny std that the standardisation would divide by.
+    """
+    count, mean, m2, low, high = 0, None, None, None, None
+    for tensor in arrays:
+        z = tensor.detach().cpu().numpy()  # a view of the float32 data, no copy
+        n = z.shape[1]
+        m = z.mean(axis=1, dtype=np.float64)
+        deviation = np.subtract(z, m[:, None], dtype=np.float64)  # (K, T_i) float64: the one trial-sized buffer
+        np.square(deviation, out=deviation)
+        m2_i = deviation.sum(axis=1)
+        del deviation
+        if mean is None:
+            count, mean, m2, low, high = n, m, m2_i, z.min(axis=1), z.max(axis=1)
+            continue
+        delta = m - mean
+        total = count + n
+        mean = mean + delta * (n / total)
+        m2 = m2 + m2_i + delta**2 * (count * n / total)
+        count = total
+        low, high = np.minimum(low, z.min(axis=1)), np.maximum(high, z.max(axis=1))
+    std = np.sqrt(m2 / count)
+    std = np.where((high > low) & (std > 0), std, 1.0)
+    return torch.from_numpy(mean.astype(np.float32)), torch.from_numpy(std.astype(np.float32))
+
+
 @dataclass(frozen=True)
 class Standardization:
     """Per-band stimulus and per-channel response z-scoring with statistics of the training trials only.
@@ -251,17 +374,13 @@ class Standardization:
 
     @classmethod
     def fit(cls, trials: Trials, ids: Sequence[int]) -> Standardization:
+        """Means and population stds of the trials ``ids`` (all their frames pooled), streamed trial by trial."""
         ids = trials.check_ids(ids, "standardisation trial ids")
         if not ids:
             raise ValueError("standardisation needs at least one training trial")
-        x = torch.cat([trials.stimuli[i] for i in ids], dim=1).double()
-        y = torch.cat([trials.responses[i] for i in ids], dim=1).double()
-
-        def std(z: torch.Tensor) -> torch.Tensor:
-            s = z.std(dim=1, unbiased=False)
-            return torch.where(s > 0, s, torch.ones_like(s))
-
-        return cls(x.mean(1).float(), std(x).float(), y.mean(1).float(), std(y).float())
+        x_mean, x_std = _pooled_moments(trials.stimuli[i] for i in ids)
+        y_mean, y_std = _pooled_moments(trials.responses[i] for i in ids)
+        return cls(x_mean, x_std, y_mean, y_std)
 
     @classmethod
     def identity(cls, n_freqs: int, n_channels: int) -> Standardization:

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checks import check_finite_result, check_model, check_stimulus, positive_int
 from .storage import DSTRFFile, _Writer, fingerprint
 
 __all__ = ["dstrf"]
@@ -59,35 +60,9 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = training
 
 
-def _check_model(model: nn.Module, lags: int | None) -> tuple[int | None, int]:
-    """(receptive field or None, lags) after checking them against each other."""
-    receptive_field = getattr(model, "receptive_field", "missing")
-    name = type(model).__name__
-    if receptive_field == "missing":
-        raise TypeError(f"{name} has no receptive_field attribute; dstrf needs a causal encoder with one (None if recurrent)")
-    if receptive_field is None and lags is None:
-        raise ValueError(f"{name} is recurrent (receptive_field is None): pass lags=L, the number of past frames to keep")
-    if lags is None:
-        lags = receptive_field
-    lags = int(lags)
-    if lags < 1:
-        raise ValueError(f"lags must be a positive number of frames; got {lags}")
-    if receptive_field is not None and lags > receptive_field:
-        raise ValueError(
-            f"lags={lags} exceeds the receptive field of {name} ({receptive_field} frames): the output does not depend "
-            f"on frames further back, so those lags would be zero by construction. Use lags <= {receptive_field}."
-        )
-    return receptive_field, lags
-
-
-def _as_input(model: nn.Module, x, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    x = torch.as_tensor(x)
-    if x.ndim != 2:
-        raise ValueError(f"x must be one trial's stimulus (freqs, frames); got shape {tuple(x.shape)}")
-    n_freqs = getattr(model, "n_freqs", None)
-    if n_freqs is not None and x.shape[0] != n_freqs:
-        raise ValueError(f"{type(model).__name__} takes {n_freqs} frequency bands; x has {x.shape[0]} (shape {tuple(x.shape)})")
-    return x.to(device=device, dtype=dtype)
+def _as_input(model: nn.Module, x, device: torch.device, dtype: torch.dtype, what: str = "x") -> torch.Tensor:
+    """The checked stimulus (:func:`dstrf.estimate.checks.check_stimulus`) on the model's device and dtype."""
+    return check_stimulus(model, x, what).to(device=device, dtype=dtype)
 
 
 def _select(values, n: int, what: str) -> np.ndarray:
@@ -112,6 +87,9 @@ def _check_causal(model: nn.Module, x: torch.Tensor, receptive_field: int | None
     t = n_frames // 2
     probe = x[None].clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(model(probe)[0, 0, t], probe)
+    # NaN != 0, so a non-finite gradient would look like a dependence on every frame: "not causal"
+    check_finite_result(grad[0], model, f"the gradient of output 0 at frame {t} on a probe of {n_frames} frames",
+                        ("band", "frame"), (np.arange(x.shape[0]), np.arange(n_frames)))
     support = grad[0].abs().sum(0).nonzero().flatten()
     if support.numel() and int(support.max()) > t:
         raise ValueError(
@@ -153,10 +131,10 @@ def dstrf(
     times : sequence of int or slice, optional
         Output frames to compute (default all), in this order.
     chunk_size : int, optional
-        Output frames per forward pass (default 4 receptive fields, at least 256). Peak memory grows with it,
-        not with T.
+        Output frames per forward pass (default 4 receptive fields, at least 256), >= 1. Peak memory grows with
+        it, not with T.
     batch_size : int
-        Cotangents per batched backward pass (channels x phases); lower it if memory is short.
+        Cotangents per batched backward pass (channels x phases), >= 1; lower it if memory is short.
     dtype : torch.dtype
         Storage type of the result (float32; float16 halves the memory, also on disk; bfloat16 in memory
         only). Computation stays in the model's precision.
@@ -169,8 +147,18 @@ def dstrf(
     Returns
     -------
     torch.Tensor ``(len(times), len(channels), F, L)`` on the CPU, or with ``out`` the :class:`DSTRFFile`.
+
+    Raises
+    ------
+    ValueError
+        For a stimulus with NaN/Inf (naming the band and frame of the first), no frames or the wrong number of
+        bands; a model with NaN/Inf weights (naming the first such parameter: a diverged fit), a non-causal one
+        or one whose ``receptive_field`` disagrees with ``lags``; ``chunk_size`` or ``batch_size`` < 1; a result
+        that is not finite (naming the frame and channel).
     """
-    receptive_field, lags = _check_model(model, lags)
+    receptive_field, lags = check_model(model, lags)
+    chunk_size = None if chunk_size is None else positive_int(chunk_size, "chunk_size", "output frames")
+    batch_size = positive_int(batch_size, "batch_size", "cotangents")
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     compute_dtype = parameter.dtype if parameter is not None else torch.float32
@@ -192,7 +180,7 @@ def dstrf(
                 sink = torch.zeros(shape, dtype=dtype)
             span = receptive_field or lags
             default_chunk = 128 if receptive_field is not None and _windowed(model) else max(256, 4 * span)
-            chunk = int(chunk_size) if chunk_size else default_chunk
+            chunk = chunk_size or default_chunk
             order = np.argsort(times_, kind="stable")
             sorted_times = times_[order]
             start = 0
@@ -204,6 +192,7 @@ def dstrf(
                     values = _window_chunk(model, x, receptive_field, lags, channels_, times_[rows], batch_size, dtype)
                 else:
                     values = _chunk(model, x, receptive_field, lags, channels_, times_[rows], batch_size, dtype)
+                check_finite_result(values, model, "the dSTRF", ("frame", "channel"), (times_[rows], channels_), dtype)
                 if isinstance(sink, _Writer):
                     sink.write(rows, values)
                 else:

@@ -38,7 +38,8 @@ at the first frame of ``x0``; pass a longer ``x0`` to let it settle before the w
 restored afterwards, also on errors; gradients are taken with respect to the stimulus only, so the
 parameters' ``.grad`` are never touched. A map that is all zeros (the reference point sits where every ReLU
 is off, as for a bias-free ReLU network such as :class:`dstrf.models.DeepEncoder` at the null stimulus)
-triggers an :class:`InactiveGradmapWarning` that names the neurons and says what to do.
+triggers an :class:`InactiveGradmapWarning` that names the neurons and says what to do. A reference stimulus
+or weights with NaN/Inf are errors (:mod:`dstrf.estimate.checks`), as is a map that comes out non-finite.
 
 **Optimal stimulus.** :func:`optimal_stimulus` iterates Adam steps on the stimulus window from ``x0`` to
 maximise the readout of a neuron or a population, under a constraint that keeps it in the data's range: the
@@ -48,6 +49,7 @@ nonlinear generalisation of the gradient map (the GradMap paper's "Dreams").
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -56,7 +58,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .dstrf import _as_input, _check_causal, _check_model, _select, _windowed, eval_mode
+from .checks import check_finite_result, check_model, positive_int
+from .dstrf import _as_input, _check_causal, _select, _windowed, eval_mode
 
 try:  # a dependency of Lightning; the bar is optional
     from tqdm.auto import tqdm as _tqdm
@@ -123,7 +126,7 @@ def _reference(model: nn.Module, x0, lags: int, receptive_field: int | None, rea
     if shape[1] < lags:
         raise ValueError(f"x0 has {shape[1]} frames, fewer than lags={lags}: the map spans the last lags frames of x0, "
                          f"so pass at least {lags} frames (or fewer lags)")
-    x0 = _as_input(model, torch.as_tensor(x0).detach(), device, dtype)
+    x0 = _as_input(model, torch.as_tensor(x0).detach(), device, dtype, "x0")  # finite, at least one frame
     context = x0[:, : shape[1] - lags]
     if receptive_field is not None:  # frames further back cannot reach the readout
         keep = receptive_field - lags if readout == "last" else receptive_field - 1
@@ -319,6 +322,12 @@ def gradmap(
     -------
     torch.Tensor ``(len(neurons), F, L)`` or ``(1, F, L)`` for a population, on the CPU, in the model's dtype.
 
+    Raises
+    ------
+    ValueError
+        For an x0 with NaN/Inf (naming the band and frame of the first), a model with NaN/Inf weights (naming
+        the first such parameter: a diverged fit), ``lags`` or ``chunk_size`` < 1, and a map that is not finite.
+
     Warns
     -----
     InactiveGradmapWarning
@@ -333,10 +342,8 @@ def gradmap(
             raise ValueError("pass the population's neurons either as population=[...] or as neurons=[...] with "
                              "population=True, not both")
         neurons, population = population, True
-    chunk_size = int(chunk_size)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive number of neurons; got {chunk_size}")
-    receptive_field, lags = _check_model(model, lags)
+    chunk_size = positive_int(chunk_size, "chunk_size", "neurons")
+    receptive_field, lags = check_model(model, lags)
     device, dtype = _device_dtype(model)
     context, window = _reference(model, x0, lags, receptive_field, readout, device, dtype)
 
@@ -368,6 +375,10 @@ def gradmap(
     if convention == "paper":
         maps = -maps
     maps = maps.detach().cpu()
+    rows = np.zeros(1, dtype=np.int64) if population else selected
+    check_finite_result(maps, model, "the population map" if population else "the gradient map",
+                        ("map" if population else "neuron", "band", "lag"),
+                        (rows, np.arange(maps.shape[1]), np.arange(maps.shape[2])))
     zero = ~(maps.flatten(1) != 0).any(1)
     if bool(zero.any()):
         if population:
@@ -520,10 +531,10 @@ def optimal_stimulus(
     steps = int(steps)
     if steps < 0:
         raise ValueError(f"steps must be >= 0; got {steps}")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive; got {lr}")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be a positive finite number; got {lr}")
     snapshot_steps = _snapshot_steps(snapshots, steps)
-    receptive_field, lags = _check_model(model, lags)
+    receptive_field, lags = check_model(model, lags)
     device, dtype = _device_dtype(model)
     context, window = _reference(model, x0, lags, receptive_field, readout, device, dtype)
     null = _padding(model, window.shape[0], lags, device, dtype)
@@ -549,6 +560,11 @@ def optimal_stimulus(
                     monitor.remove()
                 value = responses[index].mean()
                 curve[step] = value.item()
+                if not math.isfinite(curve[step]):
+                    raise ValueError(
+                        f"the readout of neuron(s) {selected.tolist()[:10]} of {type(model).__name__} became "
+                        f"{curve[step]} after {step} steps: the stimulus ran where the model overflows. Bound it "
+                        "(constraint=('range', lo, hi) or ('norm', radius)) or lower lr.")
                 if step in snapshot_steps:
                     kept.append((step, stimulus.detach().cpu().clone()))
                 if step == steps:

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .dstrf import _check_model, _select, dstrf
+from .checks import check_model, check_stimulus, positive_int
+from .dstrf import _select, dstrf
 
 __all__ = ["JackknifeDSTRF", "jackknife_dstrf", "jackknife_se", "sign_consistency_mask", "quantile"]
 
@@ -85,11 +86,17 @@ def jackknife_dstrf(
     models = list(models)
     if not models:
         raise ValueError("jackknife_dstrf needs at least one model")
-    lag_counts = {_check_model(m, lags)[1] for m in models}
+    chunk_size = positive_int(chunk_size, "chunk_size", "output frames")
+    lag_counts = {}
+    for k, model in enumerate(models):  # every model checked (finite weights too) before any is computed
+        try:
+            lag_counts.setdefault(check_model(model, lags)[1], k)
+        except ValueError as error:
+            raise ValueError(f"models[{k}] (of {len(models)}): {error}") from error
     if len(lag_counts) != 1:
         raise ValueError(f"the models give different numbers of lags {sorted(lag_counts)}; pass lags= explicitly")
-    lags = lag_counts.pop()
-    n_frames = torch.as_tensor(x).shape[-1]
+    lags = next(iter(lag_counts))
+    n_frames = check_stimulus(models[0], x).shape[-1]
     times_ = _select(times, n_frames, "times")
     if not len(times_):
         raise ValueError("no output frames selected (times is empty)")

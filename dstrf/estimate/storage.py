@@ -5,7 +5,9 @@ channel, so a slice of time or a channel reads only its chunks), the output fram
 channels ``channels`` ``(N',)`` it covers, and attributes: ``lags``, ``receptive_field``, ``model`` and
 ``fingerprint``. The fingerprint is a hash of the model's weights, the stimulus and the selection, so the same
 request finds its finished file again and a different one never overwrites it. A file is written as
-``<name>.partial`` and renamed only when complete: a reader never sees half a result.
+``<name>.partial`` and renamed only when complete: a reader never sees half a result. Every chunk carries a
+checksum (HDF5's fletcher32 filter), so a file damaged later (a bad copy, a bad disk) is a
+:class:`DSTRFFileError` naming it when read, never wrong numbers.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["DSTRFFile", "open_dstrf", "fingerprint"]
+__all__ = ["DSTRFFile", "DSTRFFileError", "open_dstrf", "fingerprint"]
 
 _DTYPES = {torch.float32: np.float32, torch.float16: np.float16, torch.float64: np.float64}
 
@@ -40,6 +42,15 @@ def fingerprint(model: nn.Module, x: torch.Tensor, lags: int, channels: np.ndarr
     return h.hexdigest()[:32]
 
 
+class DSTRFFileError(OSError):
+    """A dSTRF file is there but cannot be read (truncated, damaged, not a dSTRF file); ``.path`` names it."""
+
+    def __init__(self, path: Path, cause: BaseException | str) -> None:
+        self.path = Path(path)
+        cause = f"{type(cause).__name__}: {cause}" if isinstance(cause, BaseException) else cause
+        super().__init__(f"cannot read dSTRF file {self.path}: {cause}; remove it and compute it again")
+
+
 class DSTRFFile:
     """A finished dSTRF file, read lazily: ``f[10:20]``, ``f[:, 3]`` or ``f.read(times=..., channels=...)``
     return torch tensors of just that part. ``f.times`` / ``f.channels`` say which frames and channels the
@@ -51,27 +62,41 @@ class DSTRFFile:
             partial = self.path.with_name(self.path.name + ".partial")
             hint = f" ({partial.name} exists: its computation did not finish)" if partial.exists() else ""
             raise FileNotFoundError(f"no dSTRF file at {self.path}{hint}")
-        self._file = h5py.File(self.path, "r")
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as err:  # h5py's message does not name the file
+            raise DSTRFFileError(self.path, err) from err
         if "dstrf" not in self._file:
             self._file.close()
             raise ValueError(f"{self.path} is not a dSTRF file (no 'dstrf' dataset)")
-        self._data = self._file["dstrf"]
-        self.times = self._file["times"][()]
-        self.channels = self._file["channels"][()]
-        self.attrs = dict(self._data.attrs)
+        try:
+            self._data = self._file["dstrf"]
+            self.times = self._file["times"][()]
+            self.channels = self._file["channels"][()]
+            self.attrs = dict(self._data.attrs)
+        except (OSError, KeyError) as err:
+            self._file.close()
+            raise DSTRFFileError(self.path, err) from err
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self._data.shape)
 
     def __getitem__(self, index) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(self._data[index]))
+        return torch.from_numpy(np.asarray(self._block(index)))
+
+    def _block(self, index) -> np.ndarray:
+        """``self._data[index]``; a chunk that fails its checksum or cannot be read names the file."""
+        try:
+            return self._data[index]
+        except OSError as err:
+            raise DSTRFFileError(self.path, err) from err
 
     def read(self, times: Sequence[int] | None = None, channels: Sequence[int] | None = None) -> torch.Tensor:
         """Rows of the given output frames and channels (frame and channel numbers, not positions)."""
         rows = self._positions(self.times, times, "times")
         cols = self._positions(self.channels, channels, "channels")
-        block = self._data[rows] if isinstance(rows, slice) else self._data[np.sort(rows)]
+        block = self._block(rows if isinstance(rows, slice) else np.sort(rows))
         if not isinstance(rows, slice):  # h5py reads increasing rows; restore the order asked for
             block = block[np.argsort(np.argsort(rows))]
         return torch.from_numpy(np.asarray(block[:, cols]))
@@ -115,7 +140,8 @@ class _Writer:
         self.partial.parent.mkdir(parents=True, exist_ok=True)
         self._file = h5py.File(self.partial, "w")  # a stale .partial is an unfinished run of ours: replaced
         chunk = (max(1, min(shape[0], 64)), 1, shape[2], shape[3])
-        self._data = self._file.create_dataset("dstrf", shape=shape, dtype=_DTYPES[dtype], chunks=chunk)
+        self._data = self._file.create_dataset("dstrf", shape=shape, dtype=_DTYPES[dtype], chunks=chunk,
+                                               fletcher32=True)
         self._file.create_dataset("times", data=np.asarray(times, dtype=np.int64))
         self._file.create_dataset("channels", data=np.asarray(channels, dtype=np.int64))
         self._data.attrs.update(attrs)

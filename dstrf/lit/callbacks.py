@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import lightning as L
 import matplotlib.pyplot as plt
@@ -21,7 +22,24 @@ from ..plots import animate_dstrf, frames_past_warmup, plot_dstrf, plot_optimal_
 from .loggers import log_media
 from .module import EncoderModule
 
-__all__ = ["DSTRFCallback", "GradmapCallback"]
+__all__ = ["ChecksBeforeFit", "DSTRFCallback", "GradmapCallback"]
+
+
+@runtime_checkable
+class ChecksBeforeFit(Protocol):
+    """A callback whose settings can be checked against the model and the data before any training, so a
+    setting that cannot work fails in seconds instead of after the fit. ``check`` raises ``ValueError``
+    naming its own argument (``lags=None ...``); the entry point adds the config key."""
+
+    def check(self, module: EncoderModule, trials) -> None: ...
+
+
+def _check_lags(lags: int | None, module: EncoderModule) -> None:
+    if lags is None and module.receptive_field is None:
+        raise ValueError(f"lags=None, but {type(module.encoder).__name__} is recurrent (no finite receptive field): "
+                         "set lags, the number of past frames the maps cover (e.g. lags=50)")
+    if lags is not None and int(lags) < 1:
+        raise ValueError(f"lags must be a positive number of frames; got {lags}")
 
 
 def _best_module(trainer: L.Trainer, pl_module: EncoderModule) -> tuple[EncoderModule, str]:
@@ -95,6 +113,21 @@ class DSTRFCallback(L.Callback):
         self.analyze = bool(analyze)
         self.figure_channels = None if figure_channels is None else [int(c) for c in figure_channels]
         self.figure_times = None if figure_times is None else [int(t) for t in figure_times]
+
+    def check(self, module: EncoderModule, trials) -> None:
+        """Before the fit: lags for a recurrent model, trial and channel ids that exist, times within the trials."""
+        _check_lags(self.lags, module)
+        if self.trials is not None:
+            trials.check_ids(self.trials, "trials")
+        n = module.hparams.n_outputs
+        for name, ids in (("channels", self.channels), ("figure_channels", self.figure_channels)):
+            bad = [c for c in ids or [] if not 0 <= c < n]
+            if bad:
+                raise ValueError(f"{name}={ids}: the model has {n} output channels (0..{n - 1}); {bad} do not exist")
+        if self.chunk_size is not None and int(self.chunk_size) < 1:
+            raise ValueError(f"chunk_size must be a positive number of frames; got {self.chunk_size}")
+        if self.times is not None and not 0 <= self.times.start < self.times.stop:
+            raise ValueError(f"times=[{self.times.start}, {self.times.stop}] must be [start, stop] with 0 <= start < stop")
 
     def compute(self, module: EncoderModule, stimuli: dict[int, torch.Tensor], out: Path, rank: int = 0,
                 world_size: int = 1) -> list[int]:
@@ -225,6 +258,20 @@ class GradmapCallback(L.Callback):
         self.steps, self.lr = int(steps), float(lr)
         self.constraint = None if constraint is None else tuple(constraint)
         self.dirpath = dirpath
+
+    def check(self, module: EncoderModule, trials) -> None:
+        """Before the fit: lags for a recurrent model, a reference window and neurons that exist."""
+        _check_lags(self.lags, module)
+        lags = int(self.lags or module.receptive_field)
+        if self.x0 is not None:
+            trials.window(*self.x0, lags)  # raises naming the trial and frame when the window does not exist
+        n = module.hparams.n_outputs
+        bad = [c for c in self.optimal_stimuli if not 0 <= c < n]
+        if bad:
+            raise ValueError(f"optimal_stimuli={self.optimal_stimuli}: the model has {n} outputs (0..{n - 1}); "
+                             f"{bad} do not exist")
+        if self.steps < 1 or not self.lr > 0:
+            raise ValueError(f"steps must be >= 1 and lr > 0; got steps={self.steps}, lr={self.lr}")
 
     def compute(self, module: EncoderModule, trials, out: Path, loggers=()) -> dict[str, Path]:
         """Write the maps (and optimal stimuli) of ``module`` into ``out``; the files written by name."""

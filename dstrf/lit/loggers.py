@@ -1,7 +1,12 @@
-"""Loggers that never block training: wandb goes offline by itself when it cannot reach its server."""
+"""Loggers that never block training: wandb goes offline by itself when it cannot reach its server.
+
+In ``mode="auto"`` the switch to offline is never silent: one log line says why (no API key, the server
+unreachable at host:port, or the server refusing the key) and how to upload the run later (``wandb sync``).
+"""
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
 import socket
@@ -11,41 +16,80 @@ from urllib.parse import urlparse
 
 import numpy as np
 from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 __all__ = ["wandb_mode", "wandb_logger", "log_media"]
 
 MODES = ("auto", "online", "offline", "disabled")
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+
+log = logging.getLogger(__name__)
+
+
+def _base_url() -> str:
+    return os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
+
+
+def _server_address(base_url: str) -> tuple[str, int]:
+    """``(host, port)`` of a wandb server URL: its explicit port, else 443 for https and 80 for http."""
+    parsed = urlparse(base_url if "//" in base_url else f"https://{base_url}")
+    try:
+        port = parsed.port
+    except ValueError:
+        raise ValueError(f"WANDB_BASE_URL={base_url!r}: invalid port; expected e.g. http://localhost:8080") from None
+    if not parsed.hostname:
+        raise ValueError(f"WANDB_BASE_URL={base_url!r} names no host; expected e.g. https://api.wandb.ai")
+    return parsed.hostname, port or (80 if parsed.scheme == "http" else 443)
 
 
 def _has_api_key(host: str) -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
     try:
-        return netrc.netrc().authenticators(host) is not None
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
         return False
 
 
-def _reachable(host: str, port: int = 443, timeout: float = 2.0) -> bool:
+def _reachable(base_url: str, timeout: float = 2.0) -> bool:
+    """Whether a TCP connection to the wandb server at ``base_url`` (its host and port) opens in ``timeout`` s."""
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        with socket.create_connection(_server_address(base_url), timeout=timeout):
             return True
     except OSError:
         return False
 
 
-def wandb_mode(mode: str = "auto") -> str:
-    """Resolve ``"auto"``: ``WANDB_MODE`` if set; else ``"online"`` only with an API key and a server that
-    answers within 2 s; else ``"offline"`` (runs are kept on disk; ``wandb sync`` uploads them later)."""
+def _resolve(mode: str) -> tuple[str, str | None]:
+    """The mode :func:`wandb_mode` returns and, when ``"auto"`` did not resolve online, why (else None)."""
     if mode not in MODES:
         raise ValueError(f"wandb mode must be one of {MODES}; got {mode!r}")
     if mode != "auto":
-        return mode
-    if os.environ.get("WANDB_MODE"):
-        return "offline" if os.environ["WANDB_MODE"] == "dryrun" else os.environ["WANDB_MODE"]
-    base_url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
-    host = urlparse(base_url).hostname or "api.wandb.ai"
-    return "online" if _has_api_key(host) and _reachable(host) else "offline"
+        return mode, None
+    env_mode = os.environ.get("WANDB_MODE")
+    if env_mode:
+        resolved = "offline" if env_mode == "dryrun" else env_mode
+        return resolved, f"WANDB_MODE={env_mode} is set"
+    base_url = _base_url()
+    host, port = _server_address(base_url)
+    if not _has_api_key(host):
+        return "offline", f"no API key for {host} (set WANDB_API_KEY or run `wandb login`)"
+    if not _reachable(base_url):
+        return "offline", f"the server is unreachable at {host}:{port} (WANDB_BASE_URL={base_url})"
+    return "online", None
+
+
+def wandb_mode(mode: str = "auto") -> str:
+    """Resolve ``"auto"``: ``WANDB_MODE`` if set; else ``"online"`` only with an API key and a server that
+    accepts a connection within 2 s at the host and port of ``WANDB_BASE_URL`` (default https://api.wandb.ai,
+    port 443); else ``"offline"`` (runs are kept on disk; ``wandb sync`` uploads them later)."""
+    return _resolve(mode)[0]
+
+
+def _sync_hint(logger: WandbLogger) -> str:
+    """``wandb sync <this run's directory>`` (or, if the run does not say, of every offline run in ``save_dir``)."""
+    sync_dir = getattr(getattr(logger.experiment, "settings", None), "sync_dir", None)
+    return f"wandb sync {sync_dir or Path(logger.save_dir or '.') / 'wandb' / 'offline-run-*'}"
 
 
 def wandb_logger(
@@ -61,23 +105,50 @@ def wandb_logger(
     """A Lightning ``WandbLogger`` that works without network: see :func:`wandb_mode`.
 
     Files go to ``save_dir/wandb``. ``init_timeout`` bounds how long an online start may wait for the server.
+    In ``mode="auto"`` the run is started here, not at the first log call: if the server refuses the API key
+    or fails to answer, the run goes offline now, with a warning, instead of failing the job after setup.
     """
     import wandb
 
-    resolved = wandb_mode(mode)
+    if os.environ.get("WANDB_MODE") == "":
+        # An empty WANDB_MODE means unset (auto decides), but wandb.Settings rejects it as an invalid mode.
+        del os.environ["WANDB_MODE"]
+    resolved, reason = _resolve(mode)
     Path(save_dir).mkdir(parents=True, exist_ok=True)
-    settings = wandb.Settings(init_timeout=init_timeout, silent=True)
-    return WandbLogger(
-        project=project,
-        save_dir=str(save_dir),
-        name=name,
-        group=group,
-        tags=list(tags) if tags else None,
-        offline=resolved == "offline",
-        mode=resolved,
-        settings=settings,
-        **kwargs,
-    )
+
+    def make(run_mode: str) -> WandbLogger:
+        # offline=False always: Lightning's offline=True sets WANDB_MODE=dryrun in os.environ for the rest of
+        # the process, which would send every later job of a multirun offline without asking the server.
+        return WandbLogger(
+            project=project,
+            save_dir=str(save_dir),
+            name=name,
+            group=group,
+            tags=list(tags) if tags else None,
+            offline=False,
+            mode=run_mode,
+            settings=wandb.Settings(init_timeout=init_timeout, silent=True),
+            **kwargs,
+        )
+
+    logger = make(resolved)
+    if mode != "auto" or resolved not in ("online", "offline"):
+        return logger
+    probed = not os.environ.get("WANDB_MODE")  # WANDB_MODE=online is the user's order: no fallback then
+    if resolved == "online":
+        if not probed:
+            return logger
+        try:
+            _ = logger.experiment
+            return logger
+        except (wandb.errors.CommError, wandb.errors.UsageError) as error:  # AuthenticationError is a CommError
+            reason = f"could not start an online run at {_base_url()} ({type(error).__name__}: {error})"
+            logger = make("offline")
+    _ = logger.experiment  # the offline run's directory, for the message
+    if rank_zero_only.rank == 0:
+        message = f"wandb is offline: {reason}. The run is kept on disk; upload it later with `{_sync_hint(logger)}`"
+        log.log(logging.WARNING if probed else logging.INFO, message)
+    return logger
 
 
 def log_media(loggers: Sequence[Logger], key: str, path: str | os.PathLike) -> list[str]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import hydra.utils
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
@@ -127,6 +129,12 @@ class EncoderModule(L.LightningModule):
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {optimizer!r}")
         if scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}; got {scheduler!r}")
+        if not float(lr) > 0:
+            raise ValueError(f"lr must be a positive learning rate; got {lr}")
+        if not float(weight_decay) >= 0:
+            raise ValueError(f"weight_decay must be >= 0; got {weight_decay}")
+        if warmup is not None and int(warmup) < 0:
+            raise ValueError(f"warmup must be a number of frames >= 0 (or null: receptive field - 1); got {warmup}")
         channel_names = list(channel_names) if channel_names is not None else [f"ch{n}" for n in range(n_outputs)]
         if len(channel_names) != n_outputs:
             raise ValueError(f"channel_names has {len(channel_names)} names for {n_outputs} outputs")
@@ -238,7 +246,10 @@ class EncoderModule(L.LightningModule):
         r = self.val_r.compute().reshape(-1)  # torchmetrics squeezes a single channel to 0-d
         self.val_r.reset()
         self.channel_r["val"] = r.cpu()
-        self.log("val/r", r.mean().float(), prog_bar=True)
+        # The mean over channels with a defined r: a constant (dead) channel, named by the metric's warning,
+        # must not make every epoch NaN; val/r_nan counts them. All channels NaN (a diverged fit) stays NaN.
+        self.log("val/r", torch.nanmean(r).float(), prog_bar=True)
+        self.log("val/r_nan", (~torch.isfinite(r)).sum().float())
         self._log_channels("val", r)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
@@ -262,7 +273,8 @@ class EncoderModule(L.LightningModule):
         r = self.test_r.compute().reshape(-1)
         self.test_r.reset()
         self.channel_r["test"] = r.cpu()
-        self.log("test/r", r.mean().float())
+        self.log("test/r", torch.nanmean(r).float())
+        self.log("test/r_nan", (~torch.isfinite(r)).sum().float())
         self._log_channels("test", r)
 
     def _log_channels(self, stage: str, r: torch.Tensor) -> None:
@@ -277,6 +289,30 @@ class EncoderModule(L.LightningModule):
             mask = torch.arange(pred.shape[-1]) >= self.warmup
             scores[trial] = pearson_r(pred, responses[trial], mask).tolist()
         return scores
+
+    # -- resuming ------------------------------------------------------------------------------------------------
+    # The random state travels with every checkpoint and is restored when training resumes (not when a
+    # checkpoint is only loaded), so a resumed job draws the same batch order as one never interrupted. It is
+    # restored at fit start: a resumed fit creates its first training iterator before on_train_start.
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        np_state = np.random.get_state()
+        checkpoint["dstrf_rng"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._rng_to_restore = checkpoint.get("dstrf_rng")
+
+    def on_fit_start(self) -> None:
+        state = getattr(self, "_rng_to_restore", None)
+        if state is not None:
+            torch.set_rng_state(state["torch"])
+            name, keys, *rest = state["numpy"]
+            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+            random.setstate(tuple(tuple(x) if isinstance(x, list) else x for x in state["python"]))
+            self._rng_to_restore = None
 
     # -- optimisation --------------------------------------------------------------------------------------------
     def configure_optimizers(self):

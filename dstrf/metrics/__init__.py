@@ -1,6 +1,10 @@
-"""Prediction accuracy: per-channel Pearson r (masked) and noise-ceiling-corrected correlation."""
+"""Prediction accuracy: per-channel Pearson r (masked) and noise-ceiling-corrected correlation.
 
-from .correlation import PearsonR, pearson_r
-from .noise_ceiling import cc_max, cc_norm, signal_power
+Undefined values are NaN, never 0, with a warning that names the channel and the reason.
+"""
 
-__all__ = ["pearson_r", "PearsonR", "signal_power", "cc_norm", "cc_max"]
+from .correlation import PearsonR, UndefinedCorrelationWarning, pearson_r
+from .noise_ceiling import NoiseCeilingWarning, cc_max, cc_norm, signal_power
+
+__all__ = ["pearson_r", "PearsonR", "signal_power", "cc_norm", "cc_max", "UndefinedCorrelationWarning",
+           "NoiseCeilingWarning"]

@@ -16,8 +16,22 @@ response per test trial, in the data's units). Written into the sweep directory,
 summary (it is derived data): ``summary.csv`` (one row per group, trial and channel) and ``summary.json``
 (those rows, per-model rows, per-group means and the jobs that are missing, incomplete or unreadable).
 
-Exit status: 0 when every expected job is done, 2 when some are not (the summary then covers the done ones),
-1 on an error (not a directory, no jobs).
+**NaN** scores stay NaN: a job whose prediction is not finite (a diverged fit) or a channel that is constant
+in a test trial has a NaN r there, and every mean that includes it is NaN too -- never a finite number quietly
+computed from fewer jobs, trials or channels. Each model row and each group report ``n_nan``, the number of
+their per-model scores (test trial x channel) that are NaN, and the jobs and reasons behind them; the summary
+lists every such job loudly (:meth:`SweepSummary.format_problems`). The only mean that skips NaN is that of
+the jackknife SEs over trials, which leaves out trials tested by a single model (their SE is undefined by
+construction), not trials whose SE is NaN because a score is. In ``summary.csv`` a NaN is written ``nan``
+(read back by ``float``, numpy and pandas); ``summary.json`` has ``null`` (JSON has no NaN).
+
+**Counts**: a job is *done* only when it has ``done.json`` (or, from before the markers, ``metrics.json``)
+*and* its outputs were read; a job with done.json whose outputs cannot be read is *unreadable*. Every count
+(the sweep's and each group's ``n_done``, the table's header) uses this one definition, so the sweep's n_done
+is the sum of its groups' and ``n_jobs = n_done + missing + incomplete + unreadable``.
+
+Exit status: 0 when every expected job is done and every score is finite, 2 when some jobs are not done (the
+summary then covers the done ones) or some scores are NaN, 1 on an error (not a directory, no jobs).
 
 A job directory holds ``job.json`` (written when it starts) and ``done.json`` (written last, when it
 completed): ``done.json`` -> "done", ``job.json`` alone -> "incomplete" (running, interrupted or failed),
@@ -47,7 +61,7 @@ import numpy as np
 import yaml
 from hydra.experimental.callback import Callback
 
-from .job import read_json
+from .job import jsonable, read_json
 
 __all__ = [
     "AggregateCallback",
@@ -241,7 +255,9 @@ def find_jobs(sweep_dir: str | Path) -> list[JobEntry]:
 
 
 def pearson_r(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """:func:`dstrf.metrics.pearson_r` on ``(N, T)`` numpy arrays, in float64 (0 for a constant series)."""
+    """:func:`dstrf.metrics.pearson_r` on ``(N, T)`` numpy arrays, in float64: NaN, with an
+    :class:`~dstrf.metrics.UndefinedCorrelationWarning` naming the channel, where r is undefined (a constant or
+    non-finite series)."""
     import torch  # here, not at the top: listing a sweep (dstrf-inspect) should not pay for importing torch
 
     from ..metrics import pearson_r as torch_pearson_r
@@ -251,6 +267,24 @@ def pearson_r(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     if p.shape != y.shape:
         raise ValueError(f"prediction and response shapes differ: {p.shape} and {y.shape}")
     return torch_pearson_r(torch.from_numpy(p), torch.from_numpy(y)).numpy()
+
+
+def _scored(pred: np.ndarray, target: np.ndarray, where: str) -> tuple[np.ndarray, list[str]]:
+    """:func:`pearson_r`, and why some of its values are NaN: the warnings it gave, each prefixed with
+    ``where`` (the trial), to be reported with the job in the summary rather than as warnings without context.
+    Channels in them are numbered as in the group's ``channels``, from 0."""
+    from ..metrics import UndefinedCorrelationWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UndefinedCorrelationWarning)
+        r = pearson_r(pred, target)
+    reasons = []
+    for w in caught:
+        if issubclass(w.category, UndefinedCorrelationWarning):
+            reasons.append(f"{where}: {w.message}")
+        else:  # not ours to swallow
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return r, reasons
 
 
 def jackknife_se(values: np.ndarray) -> np.ndarray:
@@ -293,7 +327,12 @@ def _load_test_outputs(job: JobEntry) -> _TestOutputs:
 
 @dataclass
 class GroupSummary:
-    """One group's per-trial scores: arrays ``(n_trials, n_channels)``, rows in ``trials`` order."""
+    """One group's per-trial scores: arrays ``(n_trials, n_channels)``, rows in ``trials`` order.
+
+    ``unreadable``: its jobs with done.json whose outputs could not be read (and why); ``nan_scores``: per job
+    with NaN per-model scores, ``(job, number of NaN scores, number of scores, reasons)``; ``nan_reasons``: why
+    a jackknife-averaged r_pred is NaN where no single job's score explains it.
+    """
 
     name: str
     jobs: list[JobEntry]
@@ -303,30 +342,47 @@ class GroupSummary:
     r_pred: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     r_score: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     r_score_se: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    unreadable: list[tuple[JobEntry, str]] = field(default_factory=list)
+    nan_scores: list[tuple[JobEntry, int, int, list[str]]] = field(default_factory=list)
+    nan_reasons: list[str] = field(default_factory=list)
+
+    @property
+    def done(self) -> list[JobEntry]:
+        """Jobs with done.json whose outputs were read (the one definition of "done", see the module docstring)."""
+        unread = {job.name for job, _ in self.unreadable}
+        return [job for job in self.jobs if job.status == "done" and job.name not in unread]
 
     @property
     def n_done(self) -> int:
-        return sum(job.status == "done" for job in self.jobs)
+        return len(self.done)
+
+    @property
+    def n_nan(self) -> int:
+        """How many per-model scores (job x test trial x channel) of the group are NaN."""
+        return sum(n for _, n, _, _ in self.nan_scores)
 
     @property
     def r_pred_mean(self) -> float:
+        """Mean of r_pred over trials and channels; NaN if any is NaN (see ``n_nan`` for why)."""
         return float(self.r_pred.mean()) if self.r_pred.size else math.nan
 
     @property
     def r_score_mean(self) -> float:
+        """Mean of r_score over trials and channels; NaN if any is NaN."""
         return float(self.r_score.mean()) if self.r_score.size else math.nan
 
     def per_channel(self) -> dict[str, list]:
-        """Per channel, the mean over test trials of r_pred, r_score and the jackknife SE (NaN SEs left out)."""
-        empty = not self.r_pred.size
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of all-NaN SEs (one model per trial)
-            return {
-                "channel": list(self.channels),
-                "r_pred": [math.nan] * len(self.channels) if empty else self.r_pred.mean(axis=0).tolist(),
-                "r_score": [math.nan] * len(self.channels) if empty else self.r_score.mean(axis=0).tolist(),
-                "r_score_se": [math.nan] * len(self.channels) if empty else np.nanmean(self.r_score_se, axis=0).tolist(),
-            }
+        """Per channel, the mean over test trials of r_pred and r_score (NaN if any trial's is NaN), and of the
+        jackknife SE over the trials tested by more than one model (NaN when none is, or when one of those SEs
+        is NaN)."""
+        n = len(self.channels)
+        if not self.r_pred.size:
+            return {"channel": list(self.channels), "r_pred": [math.nan] * n, "r_score": [math.nan] * n,
+                    "r_score_se": [math.nan] * n}
+        several = self.n_models > 1  # a single model's SE is undefined by construction: not a missing value
+        se = self.r_score_se[several].mean(axis=0) if several.any() else np.full(n, math.nan)
+        return {"channel": list(self.channels), "r_pred": self.r_pred.mean(axis=0).tolist(),
+                "r_score": self.r_score.mean(axis=0).tolist(), "r_score_se": se.tolist()}
 
 
 @dataclass
@@ -348,13 +404,34 @@ class SweepSummary:
         return [job for job in self.jobs if job.status == "incomplete"]
 
     @property
+    def done(self) -> list[JobEntry]:
+        """Jobs with done.json whose outputs were read, in sweep order (see the module docstring)."""
+        unread = {job.name for job, _ in self.unreadable}
+        return [job for job in self.jobs if job.status == "done" and job.name not in unread]
+
+    @property
+    def n_done(self) -> int:
+        return len(self.done)
+
+    @property
+    def nan_scores(self) -> list[tuple[JobEntry, int, int, list[str]]]:
+        """Every job with NaN per-model scores: ``(job, number NaN, number of scores, reasons)``."""
+        return [entry for group in self.groups for entry in group.nan_scores]
+
+    @property
+    def n_nan(self) -> int:
+        return sum(group.n_nan for group in self.groups)
+
+    @property
     def complete(self) -> bool:
         """Every expected job is done and its results were read."""
         return not self.missing and not self.incomplete and not self.unreadable
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.complete else 2
+        """0 when complete and every score is finite, else 2."""
+        nan_pred = any(group.nan_reasons for group in self.groups)
+        return 0 if self.complete and not self.n_nan and not nan_pred else 2
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per group, test trial and channel (the columns of ``summary.csv``)."""
@@ -372,16 +449,21 @@ class SweepSummary:
             return {"dir": job.name, "group": job.group, "fold": job.fold, "jackknife": job.jackknife,
                     "status": job.status}
 
-        n_done = sum(job.status == "done" for job in self.jobs) - len(self.unreadable)
-        return _jsonable({
+        def nan_ref(entry: tuple[JobEntry, int, int, list[str]]) -> dict[str, Any]:
+            job, n_nan, n_scores, reasons = entry
+            return {**job_ref(job), "n_nan": n_nan, "n_scores": n_scores, "reasons": reasons}
+
+        return jsonable({
             "created": dt.datetime.now().isoformat(timespec="seconds"),
             "complete": self.complete,
             "n_jobs": len(self.jobs),
-            "n_done": n_done,
+            "n_done": self.n_done,
+            "n_nan": self.n_nan,
             "groups": [
-                {"group": g.name, "n_jobs": len(g.jobs), "n_done": g.n_done, "channels": g.channels,
-                 "trials": g.trials, "r_pred_mean": g.r_pred_mean, "r_score_mean": g.r_score_mean,
-                 "per_channel": g.per_channel()}
+                {"group": g.name, "n_jobs": len(g.jobs), "n_done": g.n_done, "n_nan": g.n_nan,
+                 "nan_jobs": [job.name for job, _, _, _ in g.nan_scores], "nan_reasons": g.nan_reasons,
+                 "channels": g.channels, "trials": g.trials, "r_pred_mean": g.r_pred_mean,
+                 "r_score_mean": g.r_score_mean, "per_channel": g.per_channel()}
                 for g in self.groups
             ],
             "trials": self.rows(),
@@ -389,6 +471,7 @@ class SweepSummary:
             "missing": [job_ref(job) for job in self.missing],
             "incomplete": [job_ref(job) for job in self.incomplete],
             "unreadable": [{**job_ref(job), "error": reason} for job, reason in self.unreadable],
+            "nan": [nan_ref(entry) for entry in self.nan_scores],
         })
 
     def write(self) -> None:
@@ -405,16 +488,22 @@ class SweepSummary:
 
     # -- printing ------------------------------------------------------------------------------------------------
     def format_table(self, max_rows: int = 20) -> str:
-        n_done = sum(job.status == "done" for job in self.jobs) - len(self.unreadable)
-        lines = [f"dstrf-aggregate: {self.sweep_dir}: {n_done} of {len(self.jobs)} jobs done"]
+        lines = [f"dstrf-aggregate: {self.sweep_dir}: {self.n_done} of {len(self.jobs)} jobs done"]
         for group in self.groups:
             label = group.name or "(no swept settings)"
             lines.append("")
+            nan = ""
+            if group.n_nan:
+                names = [job.name for job, _, _, _ in group.nan_scores]
+                nan = (f", {group.n_nan} NaN scores from {len(names)} job{'s' if len(names) > 1 else ''} "
+                       f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}): its means are NaN")
             lines.append(f"group {label}: {group.n_done} of {len(group.jobs)} jobs done, "
-                         f"{len(group.trials)} test trials")
+                         f"{len(group.trials)} test trials{nan}")
             if not group.trials:
                 continue
             per = group.per_channel()
+            if not (group.n_models > 1).any():  # every trial has one model: no SE to show, none lacking
+                per["r_score_se"] = [None] * len(group.channels)
             width = max(8, *(len(c) for c in group.channels))
             lines.append(f"  {'channel':<{width}}  {'r_pred':>7}  {'r_score':>7} ± {'SE':<6}")
             for n in _elide(len(group.channels), max_rows):
@@ -441,24 +530,41 @@ class SweepSummary:
         return "\n".join(lines)
 
     def format_problems(self, max_rows: int = 100) -> str:
-        """A loud list of every job that is not done (empty when all are)."""
+        """A loud list of every job that is not done and every job with NaN scores (empty when there is none)."""
         problems = [(job, "MISSING", "never started: no job.json") for job in self.missing]
         problems += [(job, "INCOMPLETE", "started but no done.json: still running, interrupted or failed")
                      for job in self.incomplete]
         problems += [(job, "UNREADABLE", reason) for job, reason in self.unreadable]
-        if not problems:
+        nan = [(job, "NAN", f"{n_nan} of its {n_scores} test scores are NaN; {reasons[0] if reasons else ''}"
+                + (f" (and {len(reasons) - 1} more reasons in {SUMMARY_JSON})" if len(reasons) > 1 else ""))
+               for job, n_nan, n_scores, reasons in self.nan_scores]
+        nan += [(None, "NAN", f"group {group.name or '(no swept settings)'}: {reason}")
+                for group in self.groups for reason in group.nan_reasons]
+        if not problems and not nan:
             return ""
-        n_ok = len(self.jobs) - len(problems)
         bar = "!" * 100
-        lines = [bar, f"!!! {len(problems)} of {len(self.jobs)} jobs of {self.sweep_dir} are NOT done; "
-                      f"the summary covers the {n_ok} done jobs only:"]
-        for job, kind, why in problems[:max_rows]:
-            lines.append(f"!!!   {kind:<10}  {job.name}  ({why})")
-        if len(problems) > max_rows:
-            lines.append(f"!!!   ... and {len(problems) - max_rows} more (all listed in {SUMMARY_JSON})")
-        lines.append("!!! rerun the same sweep command to run them: done jobs are skipped, interrupted ones resume")
+        lines = [bar]
+        if problems:
+            lines.append(f"!!! {len(problems)} of {len(self.jobs)} jobs of {self.sweep_dir} are NOT done; the summary "
+                         f"covers the {self.n_done} done jobs only:")
+            lines += _problem_lines(problems, max_rows)
+            lines.append("!!! rerun the same sweep command to run them: done jobs are skipped, interrupted ones resume")
+        if nan:
+            jobs = len(self.nan_scores)
+            lines.append(f"!!! {self.n_nan} test scores of {jobs} job{'s' if jobs != 1 else ''} of {self.sweep_dir} are "
+                         "NaN (non-finite scores): every mean that includes them is NaN. A non-finite prediction is a "
+                         "diverged fit (rerun it with a lower learning rate); a constant channel has no correlation:")
+            lines += _problem_lines(nan, max_rows)
         lines.append(bar)
         return "\n".join(lines)
+
+
+def _problem_lines(problems: list[tuple[JobEntry | None, str, str]], max_rows: int) -> list[str]:
+    lines = [f"!!!   {kind:<10}  {job.name + '  ' if job is not None else ''}({why})"
+             for job, kind, why in problems[:max_rows]]
+    if len(problems) > max_rows:
+        lines.append(f"!!!   ... and {len(problems) - max_rows} more (all listed in {SUMMARY_JSON})")
+    return lines
 
 
 def _elide(n: int, max_rows: int) -> list[int]:
@@ -468,34 +574,22 @@ def _elide(n: int, max_rows: int) -> list[int]:
 
 
 def _fmt(value: Any, width: int = 7) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    """``-`` for a value that does not apply (None), ``nan`` for a NaN score (it must show), else 3 decimals."""
+    if value is None:
         return f"{'-':>{width}}"
-    return f"{value:{width}.3f}"
+    return f"{value:{width}.3f}"  # NaN prints as "nan"
 
 
 def _fmt_int(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def _jsonable(value: Any) -> Any:
-    """NaN/inf -> None (JSON has no NaN), numpy scalars -> Python numbers."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _summarise_group(name: str, jobs: list[JobEntry], models: list[dict], unreadable: list) -> GroupSummary:
+def _summarise_group(name: str, jobs: list[JobEntry], models: list[dict]) -> GroupSummary:
     """Streams over the group's done jobs, keeping per test trial only the running sum of the predictions, the
-    measured response and each model's r (memory: about one copy of the test data, however many models)."""
+    measured response and each model's r (memory: about one copy of the test data, however many models).
+    Jobs whose outputs cannot be read go to ``group.unreadable``; NaN scores are kept, counted and explained."""
     group = GroupSummary(name, jobs)
+    unreadable = group.unreadable
     pred_sum: dict[int, np.ndarray] = {}
     responses: dict[int, tuple[str, np.ndarray]] = {}  # trial -> (first job that saved it, response)
     warmups: dict[int, list[int]] = {}
@@ -509,7 +603,7 @@ def _summarise_group(name: str, jobs: list[JobEntry], models: list[dict], unread
             "model": metrics.get("model"), "epochs": metrics.get("epochs"),
             "left_out": (metrics.get("split") or {}).get("left_out"),
             "val_r_mean": (metrics.get("val") or {}).get("r_mean"),
-            "test_trials": [], "test_r": None, "test_r_mean": None, "per_trial": {},
+            "test_trials": [], "test_r": None, "test_r_mean": None, "per_trial": {}, "n_nan": 0, "nan_reasons": [],
         }
         has_test = bool((metrics.get("split") or {}).get("test")) or "test" in metrics
         if not (job.dir / "test_predictions.npz").is_file():
@@ -532,14 +626,22 @@ def _summarise_group(name: str, jobs: list[JobEntry], models: list[dict], unread
         for i in ids:
             if i in responses:
                 first, response = responses[i]
-                if out.responses[i].shape != response.shape or not np.allclose(out.responses[i], response):
+                if out.responses[i].shape != response.shape or not np.allclose(out.responses[i], response,
+                                                                               equal_nan=True):
                     raise ValueError(f"group {name!r}: jobs {first} and {job.name} saved different measured responses "
                                      f"for trial {i}; are they from the same data?")
         group.channels = group.channels or out.channels
         w = out.warmup
-        per_trial = {i: pearson_r(out.predictions[i][:, w:], out.responses[i][:, w:]) for i in ids}
-        pooled = pearson_r(np.concatenate([out.predictions[i][:, w:] for i in ids], axis=-1),
-                           np.concatenate([out.responses[i][:, w:] for i in ids], axis=-1)) if ids else None
+        per_trial, reasons = {}, []
+        for i in ids:
+            per_trial[i], why = _scored(out.predictions[i][:, w:], out.responses[i][:, w:], f"trial {i}")
+            reasons += why
+        # the pooled r is NaN only where some trial's is: its reasons would repeat theirs
+        pooled = _scored(np.concatenate([out.predictions[i][:, w:] for i in ids], axis=-1),
+                         np.concatenate([out.responses[i][:, w:] for i in ids], axis=-1), "")[0] if ids else None
+        n_nan = int(sum(np.isnan(r).sum() for r in per_trial.values()))
+        if n_nan:
+            group.nan_scores.append((job, n_nan, sum(r.size for r in per_trial.values()), reasons))
         for i in ids:
             if i in pred_sum:
                 pred_sum[i] += out.predictions[i]
@@ -550,7 +652,8 @@ def _summarise_group(name: str, jobs: list[JobEntry], models: list[dict], unread
             scores.setdefault(i, []).append(per_trial[i])
         model.update(test_trials=ids, warmup=w, per_trial={str(i): r.tolist() for i, r in per_trial.items()},
                      test_r=None if pooled is None else pooled.tolist(),
-                     test_r_mean=None if pooled is None else float(pooled.mean()))
+                     test_r_mean=None if pooled is None else float(pooled.mean()), n_nan=n_nan,
+                     nan_reasons=reasons)
         models.append(model)
 
     trials = sorted(pred_sum)
@@ -563,7 +666,9 @@ def _summarise_group(name: str, jobs: list[JobEntry], models: list[dict], unread
         mean_pred = pred_sum[trial] / len(scores[trial])
         response = responses[trial][1]
         per_model = np.stack(scores[trial])
-        group.r_pred[t] = pearson_r(mean_pred[:, w:], response[:, w:])
+        group.r_pred[t], why = _scored(mean_pred[:, w:], response[:, w:], f"trial {trial}, mean prediction")
+        if np.isnan(group.r_pred[t]).any() and not np.isnan(per_model).any():  # else a job's NaN explains it
+            group.nan_reasons += why
         group.r_score[t] = per_model.mean(axis=0)
         group.r_score_se[t] = jackknife_se(per_model)
     return group
@@ -585,8 +690,8 @@ def aggregate(sweep_dir: str | Path, write: bool = True) -> SweepSummary:
     for job in jobs:
         by_group.setdefault(job.group, []).append(job)
     models: list[dict] = []
-    unreadable: list[tuple[JobEntry, str]] = []
-    groups = [_summarise_group(name, members, models, unreadable) for name, members in by_group.items()]
+    groups = [_summarise_group(name, members, models) for name, members in by_group.items()]
+    unreadable = [entry for group in groups for entry in group.unreadable]
     summary = SweepSummary(sweep_dir, jobs, groups, models, unreadable)
     if write:
         summary.write()

@@ -24,7 +24,15 @@ of every other group adds its prediction gain over the baseline (test r per chan
 group's jobs) against complexity, as in Keshishian et al. (2020).
 
 A finished file made from the same models and options is kept as it is; one made otherwise is an error,
-never overwritten.
+never overwritten. "The same models" means the same checkpoint contents (SHA-256 of their bytes), not their
+file times, so a copied or moved sweep (``cp -r``, an archive) keeps its finished files. Every path written
+(``index.json``, the files' attributes) is relative to the output folder or the sweep.
+
+A job whose files cannot give its model (a truncated or damaged checkpoint, unreadable metrics, weights with
+NaN from a diverged fit) fails every trial (or fold) that needs it: the jackknife mean of the other M-1 models
+is not the result asked for, so nothing is written for it. The other trials go on; ``index.json`` lists what
+was written and, under ``failed``, each failed trial with the job, the file and why. The exit status is then 2
+(0: all written; 1: a usage error, e.g. options that differ from those of the finished files).
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import argparse
 import hashlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import h5py
@@ -44,21 +52,101 @@ from tqdm.auto import tqdm
 
 from ..analysis.inputs import FrameView
 from ..analysis.table import by_channel, nonlinearities, plot_nonlinearities, stack_tables
+from ..estimate.checks import check_finite_parameters
 from ..estimate.gradmap import gradmap
 from ..estimate.jackknife import jackknife_dstrf, jackknife_se, sign_consistency_mask
+from .job import file_digest
 
 __all__ = ["estimate_sweep", "estimate_gradmaps", "analyze_sweep", "main"]
 
 DTYPES = {"float32": (torch.float32, np.float32), "float16": (torch.float16, np.float16), "float64": (torch.float64, np.float64)}
 
 
-def _fingerprint(jobs, options: dict) -> str:
+class _Failed(Exception):
+    """One trial (or fold) cannot be written: which job (None when it is not a job's fault), which file (relative
+    to the sweep for a job's file, to the output folder for an output file), and the message that says why.
+    ``record()`` is the entry of ``index.json``'s ``failed`` list."""
+
+    def __init__(self, message: str, file: str | None, job: str | None = None) -> None:
+        super().__init__(message)
+        self.file, self.job = file, job
+
+    def record(self, entry: dict) -> dict:
+        return {**entry, "job": self.job, "failed_file": self.file, "error": str(self)}
+
+
+class _Jobs:
+    """The jobs' checkpoints within one run: the SHA-256 of each (read once per path) and the models, with the
+    failure of a job remembered, so a broken checkpoint is read once and every trial that needs it fails
+    with the same message."""
+
+    def __init__(self, root: Path, device: str) -> None:
+        self.root, self.device = root, device
+        self.digests: dict[Path, str] = {}
+        self.failed: dict[str, _Failed] = {}
+
+    def relative(self, path: Path | None) -> str | None:
+        """``path`` relative to the sweep (paths in ``index.json`` stay valid when the sweep moves)."""
+        if path is None:
+            return None
+        try:
+            return Path(path).relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+    def fail(self, job, error: BaseException, path: Path | None) -> _Failed:
+        from ..inspect import ResultFileError
+
+        if isinstance(error, ResultFileError):  # its message names the file and the job already
+            failure = _Failed(str(error), self.relative(error.path), job.name)
+        else:  # a missing checkpoint's message names the job already
+            message = f"{path} (job {job.name}): {error}" if path is not None else str(error)
+            failure = _Failed(message, self.relative(path), job.name)
+        self.failed[job.name] = failure
+        return failure
+
+    def checkpoint(self, job) -> Path | None:
+        if job.name in self.failed:
+            raise self.failed[job.name]
+        try:
+            return job.checkpoint
+        except OSError as err:  # metrics.json unreadable, or naming a checkpoint that is gone
+            raise self.fail(job, err, getattr(err, "path", None)) from err
+
+    def digest(self, job) -> str:
+        """SHA-256 of the job's checkpoint bytes ("none" without one): what the finished files are made from."""
+        path = self.checkpoint(job)
+        if path is None:
+            return "none"
+        if path not in self.digests:
+            try:
+                self.digests[path] = file_digest(path)
+            except OSError as err:
+                raise self.fail(job, err, path) from err
+        return self.digests[path]
+
+    def load(self, job) -> torch.nn.Module:
+        """The job's encoder between the data's units on the device; :class:`_Failed` if its checkpoint cannot
+        be loaded or its weights are not finite."""
+        path = self.checkpoint(job)
+        try:
+            model = job.load_module(self.device).data_units().to(self.device)
+        except Exception as err:  # noqa: BLE001 -- CheckpointError, or whatever a damaged file raises
+            raise self.fail(job, err, path) from err
+        try:
+            check_finite_parameters(model)
+        except ValueError as err:
+            raise self.fail(job, err, path) from err
+        return model
+
+
+def _fingerprint(jobs, options: dict, digest: Callable[[object], str]) -> str:
+    """A hash of the options and of every job's name and checkpoint content (``digest(job)``): file times do
+    not enter, so a copied sweep finds its finished files again."""
     h = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
     for job in jobs:
-        checkpoint = job.checkpoint
         h.update(str(job.name).encode())
-        h.update(str(checkpoint.stat().st_size if checkpoint else None).encode())
-        h.update(str(checkpoint.stat().st_mtime_ns if checkpoint else None).encode())
+        h.update(digest(job).encode())
     return h.hexdigest()[:32]
 
 
@@ -74,73 +162,123 @@ def estimate_sweep(
     out: str | Path | None = None,
     progress: bool = True,
 ) -> dict:
-    """Write the per-trial jackknife dSTRFs of a finished sweep; returns the index (also ``index.json``)."""
+    """Write the per-trial jackknife dSTRFs of a finished sweep; returns the index (also ``index.json``).
+
+    ``index["trials"]`` lists the files written or kept (``index["kept"]`` counts the kept ones),
+    ``index["failed"]`` the trials that could not be written, each with the job, the file and the reason (see
+    the module docstring); the other trials are written all the same.
+    """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}; got {dtype!r}")
-    experiment, plan = _held_out_models(sweep_dir, trials)
+    experiment, plan, broken = _held_out_models(sweep_dir, trials)
     out = Path(out) if out is not None else experiment.dir / "dstrf"
+    jobs_ = _Jobs(experiment.dir, device)
+    for job, error in broken:
+        jobs_.fail(job, error, getattr(error, "path", None))
 
     options = {"channels": None if channels is None else list(map(int, channels)), "q": q, "lags": lags, "dtype": dtype,
                "times": None if times is None else [times.start, times.stop]}
-    index = {"sweep": str(experiment.dir.name), "q": q, "units": "response units per stimulus unit", "trials": []}
+    index = {"sweep": str(experiment.dir.name), "q": q, "units": "response units per stimulus unit", "trials": [],
+             "kept": 0, "failed": []}
     for (group, trial), jobs in tqdm(sorted(plan.items()), desc="dSTRFs", unit="trial", disable=not progress):
         target = out / (group or ".") / f"trial_{trial}.h5"
-        digest = _fingerprint(jobs, {**options, "trial": trial})
-        entry = {"group": group, "trial": trial, "file": str(target.relative_to(out)), "models": [j.name for j in jobs]}
-        index["trials"].append(entry)
-        if _finished(target, digest, "dSTRFs"):
+        entry = {"group": group, "trial": trial, "file": str(target.relative_to(out).as_posix()),
+                 "models": [j.name for j in jobs]}
+        try:
+            digest = _fingerprint(jobs, {**options, "trial": trial}, jobs_.digest)
+            if _finished(target, digest, "dSTRFs", lambda: [jobs_.load(job) for job in jobs], entry["file"]):
+                index["trials"].append(entry)
+                index["kept"] += 1
+                continue
+            models = [jobs_.load(job) for job in jobs]  # every model of the set, or the trial fails
+        except _Failed as failure:
+            index["failed"].append(failure.record(entry))
             continue
         stimulus = experiment.trials(jobs[0])[trial].stimulus  # the raw stimulus, in the data's units
-        models = [job.load_module(device).data_units().to(device) for job in jobs]
-        result = jackknife_dstrf(models, stimulus.to(device), lags=lags, q=q, channels=channels, times=times,
-                                 dtype=DTYPES[dtype][0])
+        try:
+            result = jackknife_dstrf(models, stimulus.to(device), lags=lags, q=q, channels=channels, times=times,
+                                     dtype=DTYPES[dtype][0])
+        except ValueError as err:  # the options or the data: the same for every trial, a usage error
+            raise ValueError(f"trial {trial}{f' of group {group}' if group else ''}: {err}") from err
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
         n_frames = stimulus.shape[-1]
         with h5py.File(partial, "w") as f:
+            # fletcher32: a checksum per chunk, so a file damaged later is an error when read, not wrong numbers
             chunks = (min(64, result.mean.shape[0]), 1, *result.mean.shape[2:])
-            f.create_dataset("mean", data=result.mean.numpy(), chunks=chunks)
-            f.create_dataset("se", data=result.se.numpy(), chunks=chunks)
-            f.create_dataset("mask", data=result.mask.numpy(), chunks=chunks)
+            f.create_dataset("mean", data=result.mean.numpy(), chunks=chunks, fletcher32=True)
+            f.create_dataset("se", data=result.se.numpy(), chunks=chunks, fletcher32=True)
+            f.create_dataset("mask", data=result.mask.numpy(), chunks=chunks, fletcher32=True)
             f.create_dataset("times", data=np.arange(n_frames)[times if times is not None else slice(None)])
             n_outputs = result.mean.shape[1]
             f.create_dataset("channels", data=np.asarray(channels if channels is not None else range(n_outputs)))
             f.attrs.update({"fingerprint": digest, "q": q, "n_models": len(models), "trial": trial,
                             "models": json.dumps(entry["models"]), "lags": result.mean.shape[-1]})
         partial.replace(target)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "index.json").write_text(json.dumps(index, indent=2))
+        index["trials"].append(entry)
+    _write_index(out, index)
     return index
 
 
-def _finished(target: Path, digest: str, what: str) -> bool:
+def _write_index(out: Path, index: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "index.json").write_text(json.dumps(index, indent=2))
+
+
+def _finished(target: Path, digest: str, what: str, load: Callable[[], object] | None = None,
+              name: str | None = None) -> bool:
     """True if ``target`` already holds this very result (same fingerprint): it is kept. A file there with a
-    different result is an error: never overwritten."""
+    different result is an error (never overwritten); so is one that cannot be read (:class:`_Failed`; ``name``
+    is the file relative to the output folder, for ``index.json``). ``load()``, if given, loads the models
+    before a mismatch is reported: when a checkpoint changed because it is damaged, that (a :class:`_Failed`
+    naming it) is the error, not the mismatch."""
     if not target.exists():
         return False
-    with h5py.File(target, "r") as existing:
-        if existing.attrs.get("fingerprint") == digest:
-            return True
+    try:
+        with h5py.File(target, "r") as existing:
+            if existing.attrs.get("fingerprint") == digest:
+                return True
+    except OSError as err:
+        raise _Failed(f"cannot read {target}: {err}; remove it to compute it again", name or target.name) from err
+    if load is not None:
+        load()
     raise FileExistsError(f"{target} holds {what} from other models or options; refusing to overwrite it")
 
 
 def _held_out_models(sweep_dir, trials: Sequence[int] | None):
-    """The experiment and, per (group, trial), the finished jobs that tested that trial (the CV rule)."""
-    from ..inspect import load  # the inspector reads the sweep layout; imported here to keep start-up light
+    """The experiment, per (group, trial) the finished jobs that tested that trial (the CV rule), and the
+    ``(job, error)`` of finished jobs whose metrics cannot be read: their split is recomputed from their config
+    so that the trials they tested fail rather than lose a model."""
+    # the inspector reads the sweep layout; imported here to keep start-up light
+    from ..inspect import ResultFileError, load
 
     experiment = load(sweep_dir)
-    done = [job for job in experiment.jobs if job.status == "done" and job.split is not None]
+    done, broken = [], []
+    for job in experiment.jobs:
+        if job.status != "done":
+            continue
+        try:
+            split = job.split
+        except ResultFileError as err:
+            try:
+                split = job.configured_split()
+            except Exception as second:  # noqa: BLE001 -- then nobody can tell which trials lose a model
+                raise ValueError(f"{err}; and its split cannot be recomputed from its config ({second}), so the "
+                                 "trials it tested are unknown") from second
+            broken.append((job, err))
+        if split is not None:
+            done.append((job, split))
     if not done:
         raise ValueError(f"{experiment.dir} has no finished jobs to estimate from")
     plan: dict[tuple[str, int], list] = {}
-    for job in done:
-        for trial in job.split.test:
+    for job, split in done:
+        for trial in split.test:
             if trials is None or trial in set(trials):
                 plan.setdefault((job.group, int(trial)), []).append(job)
     missing = sorted(set(trials or []) - {trial for _, trial in plan})
     if missing:
         raise ValueError(f"no finished job tested trials {missing}: nothing in this sweep held them out")
-    return experiment, plan
+    return experiment, plan, broken
 
 
 def _model_sets(plan: dict[tuple[str, int], list]) -> list[tuple[str, str, list, list[int]]]:
@@ -181,37 +319,49 @@ def estimate_gradmaps(
     """
     from ..plots import plot_receptive_fields
 
-    experiment, plan = _held_out_models(sweep_dir, None)
+    experiment, plan, broken = _held_out_models(sweep_dir, None)
     out = Path(out) if out is not None else experiment.dir / "gradmap"
+    jobs_ = _Jobs(experiment.dir, device)
+    for job, error in broken:
+        jobs_.fail(job, error, getattr(error, "path", None))
     options = {"q": q, "lags": lags, "readout": readout, "convention": convention, "x0": list(x0) if x0 else None}
     reference = ("null stimulus (training mean of each band)" if x0 is None
                  else f"the window of trial {x0[0]} ending at frame {x0[1]}")
     index = {"sweep": str(experiment.dir.name), "q": q, "units": "response units per stimulus unit",
-             "reference": reference, "folds": []}
+             "reference": reference, "folds": [], "kept": 0, "failed": []}
     for group, stem, jobs, tested in tqdm(_model_sets(plan), desc="gradmaps", unit="fold", disable=not progress):
         names = [job.name for job in jobs]
         target = out / (group or ".") / f"{stem}.h5"
-        digest = _fingerprint(jobs, {**options, "kind": "gradmap"})
-        entry = {"group": group, "file": str(target.relative_to(out)), "test_trials": tested, "models": names}
-        index["folds"].append(entry)
-        if _finished(target, digest, "gradient maps"):
+        entry = {"group": group, "file": str(target.relative_to(out).as_posix()), "test_trials": tested,
+                 "models": names}
+        try:
+            digest = _fingerprint(jobs, {**options, "kind": "gradmap"}, jobs_.digest)
+            if _finished(target, digest, "gradient maps", lambda: [jobs_.load(job) for job in jobs], entry["file"]):
+                index["folds"].append(entry)
+                index["kept"] += 1
+                continue
+            models = [jobs_.load(job) for job in jobs]  # every model of the fold, or the fold fails
+        except _Failed as failure:
+            index["failed"].append(failure.record(entry))
             continue
-        models = [job.load_module(device).data_units().to(device) for job in jobs]
         data = experiment.trials(jobs[0])
         window = None
         if x0 is not None:
             if (lags or models[0].receptive_field) is None:
                 raise ValueError("the models are recurrent: give --lags for the gradient maps' window")
             window = data.window(*x0, lags or models[0].receptive_field)
-        maps = torch.stack([gradmap(model, lags=lags, x0=None if window is None else window.to(device),
-                                    readout=readout, convention=convention).double() for model in models])
+        try:
+            maps = torch.stack([gradmap(model, lags=lags, x0=None if window is None else window.to(device),
+                                        readout=readout, convention=convention).double() for model in models])
+        except ValueError as err:  # the options or the data: the same for every fold, a usage error
+            raise ValueError(f"{stem}{f' of group {group}' if group else ''}: {err}") from err
         mean, se, mask = maps.mean(0), jackknife_se(maps), sign_consistency_mask(maps, q)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
         with h5py.File(partial, "w") as f:
-            f.create_dataset("mean", data=mean.float().numpy())
-            f.create_dataset("se", data=se.float().numpy())
-            f.create_dataset("mask", data=mask.numpy())
+            f.create_dataset("mean", data=mean.float().numpy(), fletcher32=True)
+            f.create_dataset("se", data=se.float().numpy(), fletcher32=True)
+            f.create_dataset("mask", data=mask.numpy(), fletcher32=True)
             f.create_dataset("channels", data=np.arange(mean.shape[0]))
             f.attrs.update({"fingerprint": digest, "q": q, "n_models": len(jobs), "lags": mean.shape[-1],
                             "models": json.dumps(names), "test_trials": json.dumps(tested),
@@ -222,14 +372,24 @@ def estimate_gradmaps(
                                        title=title)
         figure.savefig(target.with_suffix(".png"), dpi=100)
         plt.close(figure)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "index.json").write_text(json.dumps(index, indent=2))
+        index["folds"].append(entry)
+    _write_index(out, index)
     return index
 
 
-def _test_r(jobs) -> np.ndarray | None:
-    """Per channel, the test r averaged over the jobs (None if a job has no per-channel scores)."""
-    scores = [job.metrics.get("test", {}).get("r") for job in jobs if job.metrics]
+def _test_r(jobs, jobs_: _Jobs) -> np.ndarray | None:
+    """Per channel, the test r averaged over the jobs (None if a job has no per-channel scores);
+    :class:`_Failed` if a job's ``metrics.json`` cannot be read."""
+    from ..inspect import ResultFileError
+
+    scores = []
+    for job in jobs:
+        try:
+            metrics = job.metrics
+        except ResultFileError as err:
+            raise jobs_.fail(job, err, err.path) from err
+        if metrics:
+            scores.append(metrics.get("test", {}).get("r"))
     if not scores or any(s is None for s in scores):
         return None
     return np.mean(np.asarray(scores, dtype=np.float64), axis=0)
@@ -246,48 +406,86 @@ def analyze_sweep(
     progress: bool = True,
 ) -> dict[str, Path]:
     """Nonlinearity measures of the per-trial jackknife dSTRFs listed in ``index`` (from :func:`estimate_sweep`);
-    the per-trial CSV of every group."""
+    the per-trial CSV of every group.
+
+    A trial whose file cannot be read is left out of the tables and moved from ``index["trials"]`` to
+    ``index["failed"]`` (``index.json`` is written again); a group whose test scores cannot be read gets its
+    figure without the prediction gain, and a ``failed`` entry (``trial`` None) that says why.
+    """
     from ..inspect import load
 
     experiment = load(sweep_dir)
     out = Path(out) if out is not None else experiment.dir / "dstrf"
+    index.setdefault("failed", [])
     groups = sorted({entry["group"] for entry in index["trials"]})
-    if baseline is not None and baseline not in groups:
-        raise ValueError(f"--baseline {baseline!r} is not a group of this sweep; its groups: {groups}")
+    known = sorted(set(groups) | {entry["group"] for entry in index["failed"]})
+    if baseline is not None and baseline not in known:
+        raise ValueError(f"--baseline {baseline!r} is not a group of this sweep; its groups: {known}")
     done = {}
     for job in experiment.jobs:
         if job.status == "done":
             done.setdefault(job.group, []).append(job)
-    r_baseline = _test_r(done.get(baseline, [])) if baseline is not None else None
+    jobs_ = _Jobs(experiment.dir, "cpu")
+    n_failed = len(index["failed"])
+
+    def scores(group: str) -> np.ndarray | None:
+        try:
+            return _test_r(done.get(group, []), jobs_)
+        except _Failed as failure:
+            entry = {"group": group, "trial": None, "file": f"{group or '.'}/nonlinearities.png",
+                     "models": [job.name for job in done.get(group, [])]}
+            index["failed"].append(failure.record({**entry, "left_out": "the prediction gain"}))
+            return None
+
+    r_baseline = scores(baseline) if baseline is not None else None
     written = {}
     for group in groups:
         entries = [e for e in index["trials"] if e["group"] == group]
         names = experiment.trials(done[group][0]).channel_names
         tables = {}
         for entry in tqdm(entries, desc=f"nonlinearities {group or '(sweep)'}", unit="trial", disable=not progress):
-            with h5py.File(out / entry["file"], "r") as f:
-                lags = int(f.attrs["lags"])
-                times = f["times"][()]
-                start = int(np.searchsorted(times, lags - 1))  # frames whose whole window lies in the trial
-                if len(times) - start < 3:
-                    raise ValueError(f"{entry['file']}: {len(times) - start} frames past the warm-up ({lags - 1} "
-                                     "frames); estimate a longer time range to analyse it")
-                channels = f["channels"][()]
-                masked_mean = FrameView(f["mean"], start, mask=f["mask"], times=times, channels=channels)
-                tables[entry["trial"]] = nonlinearities(masked_mean, names=[names[int(c)] for c in channels],
-                                                        tau_max=tau_max, alpha=alpha, gain_variant=gain_variant)
+            try:
+                tables[entry["trial"]] = _analyze_file(out / entry["file"], entry["file"], names, tau_max, alpha,
+                                                       gain_variant)
+            except _Failed as failure:
+                index["trials"].remove(entry)
+                index["failed"].append(failure.record(entry))
+        if not tables:
+            continue  # every trial of the group failed, and is reported
         folder = out / (group or ".")
         per_trial = stack_tables(tables)
         written[group] = per_trial.to_csv(folder / "nonlinearities.csv")
         summary = by_channel(per_trial)
         summary.to_csv(folder / "nonlinearities_by_channel.csv")
-        r_group = _test_r(done[group])
         gain = {}
-        if r_baseline is not None and group != baseline and r_group is not None:
-            channels = summary.column("channel").astype(int)
-            gain = {"r_linear": r_baseline[channels], "r_deep": r_group[channels]}
+        if r_baseline is not None and group != baseline:
+            r_group = scores(group)
+            if r_group is not None:
+                channels = summary.column("channel").astype(int)
+                gain = {"r_linear": r_baseline[channels], "r_deep": r_group[channels]}
         plot_nonlinearities(summary, path=folder / "nonlinearities.png", **gain)
+    if len(index["failed"]) > n_failed:
+        _write_index(out, index)
     return written
+
+
+def _analyze_file(path: Path, name: str, channel_names: list[str], tau_max, alpha, gain_variant):
+    """The nonlinearity table of one jackknife dSTRF file; :class:`_Failed` if the file cannot be read."""
+    try:
+        with h5py.File(path, "r") as f:
+            lags = int(f.attrs["lags"])
+            times = f["times"][()]
+            start = int(np.searchsorted(times, lags - 1))  # frames whose whole window lies in the trial
+            if len(times) - start < 3:
+                raise ValueError(f"{name}: {len(times) - start} frames past the warm-up ({lags - 1} "
+                                 "frames); estimate a longer time range to analyse it")
+            channels = f["channels"][()]
+            masked_mean = FrameView(f["mean"], start, mask=f["mask"], times=times, channels=channels)
+            return nonlinearities(masked_mean, names=[channel_names[int(c)] for c in channels],
+                                  tau_max=tau_max, alpha=alpha, gain_variant=gain_variant)
+    except (OSError, KeyError) as err:  # h5py: truncated, damaged (checksum), or lacking a dataset
+        raise _Failed(f"cannot read {path}: {err}; remove it and rerun dstrf-estimate to compute it again",
+                      name) from err
 
 
 def _trial_frame(text: str) -> tuple[int, int]:
@@ -331,29 +529,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--baseline and --tau-max go with --analyze")
     if args.analyze and args.gradmap:
         parser.error("--analyze works on dSTRFs; run it without --gradmap")
+    out = args.out or Path(args.sweep_dir) / ("gradmap" if args.gradmap else "dstrf")
     try:
         if args.gradmap:
             index = estimate_gradmaps(args.sweep_dir, args.q, args.lags, args.readout, args.convention, args.x0,
                                       args.device, args.out)
+            written, what = index["folds"], f"gradient maps of {len(index['folds'])} folds"
         else:
             index = estimate_sweep(args.sweep_dir, args.trials, args.channels, args.times, args.q, args.lags,
                                    args.dtype, args.device, args.out)
-            if args.analyze:
-                analyzed = analyze_sweep(args.sweep_dir, index, args.out, args.baseline, args.tau_max, args.alpha)
-    except (ValueError, FileExistsError, FileNotFoundError) as error:
-        print(f"dstrf-estimate: error: {error}", file=sys.stderr)
-        return 1
-    if args.gradmap:
-        out = args.out or Path(args.sweep_dir) / "gradmap"
-        print(f"dstrf-estimate: gradient maps of {len(index['folds'])} folds in {out} (index.json lists their models)")
-    else:
-        out = args.out or Path(args.sweep_dir) / "dstrf"
-        print(f"dstrf-estimate: {len(index['trials'])} trial dSTRFs in {out} (index.json lists their models)")
+            written, what = index["trials"], f"{len(index['trials'])} trial dSTRFs"
+        print(f"dstrf-estimate: {what} in {out} ({len(written) - index['kept']} computed, {index['kept']} kept; "
+              "index.json lists their models)", flush=True)
         if args.analyze:
+            analyzed = analyze_sweep(args.sweep_dir, index, args.out, args.baseline, args.tau_max, args.alpha)
             for group, path in analyzed.items():
                 print(f"dstrf-estimate: nonlinearities of {group or 'the sweep'} in {path} (per channel: "
                       f"{path.with_name('nonlinearities_by_channel.csv').name}, figure: nonlinearities.png)")
+    except (ValueError, FileExistsError, FileNotFoundError) as error:
+        print(f"dstrf-estimate: error: {error}", file=sys.stderr)
+        return 1
+    if index["failed"]:
+        print(_failure_report(index["failed"], len(written)), file=sys.stderr)
+        return 2
     return 0
+
+
+def _failure_report(failed: list[dict], n_written: int) -> str:
+    """The failed trials or folds, one line each: which, which job, which file, why (the message says it)."""
+    units = sum(1 for record in failed if "left_out" not in record)  # not a figure's missing part
+    lines = [f"dstrf-estimate: {units} of {n_written + units} could not be written"
+             + (f" (and {len(failed) - units} figures lack a part)" if len(failed) > units else "")
+             + "; index.json lists them under 'failed':"]
+    for record in failed:
+        if record.get("trial") is not None:
+            unit = f"trial {record['trial']}"
+        elif record.get("left_out"):
+            unit = f"{record['left_out']} of the figure"
+        else:
+            unit = Path(record["file"]).stem
+        group = f" of group {record['group']}" if record.get("group") else ""
+        lines.append(f"  {unit}{group} ({record['file']}): {record['error']}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

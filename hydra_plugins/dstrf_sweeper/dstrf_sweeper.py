@@ -11,7 +11,9 @@ On top of the ordinary ``-m key=a,b`` cross product it
   (:mod:`dstrf.sweep.job`);
 - writes ``sweep.json`` (every expected job, its directory and overrides) before launching, which the
   aggregation and the inspector use to list missing and failed jobs;
-- refuses to start while another process runs a sweep in the same directory.
+- refuses to start while another process runs a sweep in the same directory;
+- frees each job's data before the next job starts (:class:`ReleaseAfterJob`), so a multirun of many jobs
+  in one process (Hydra's basic launcher, a joblib worker) needs the memory of one job, not of all of them.
 
 Hydra only loads sweepers from the ``hydra_plugins`` package, hence this module's location.
 """
@@ -20,8 +22,10 @@ Hydra only loads sweepers from the ``hydra_plugins`` package, hence this module'
 # dataclasses cannot resolve string annotations, and OmegaConf needs the real types of DstrfSweeperConf.
 import datetime as dt
 import fcntl
+import gc
 import json
 import logging
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
@@ -31,6 +35,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobStatus
+from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from dstrf.config import quote_override, register_resolvers
@@ -53,6 +58,43 @@ ConfigStore.instance().store(group="hydra/sweeper", name="dstrf", node=DstrfSwee
 register_resolvers()
 
 
+def _drop_locals(error: BaseException) -> None:
+    """Clear the local variables of every finished frame in the tracebacks of ``error`` and of the
+    exceptions chained to it; the tracebacks still print (file, line, function), without the values."""
+    seen: Set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
+
+
+class ReleaseAfterJob:
+    """The task function of every job of a dstrf sweep: runs the job, then frees what it allocated.
+
+    A Lightning ``Trainer`` is full of reference cycles (it and its connectors point at each other), and it
+    holds the job's module, datamodule and dataloaders, hence the whole dataset. Only CPython's cycle
+    collector frees such objects, and its full collections are triggered by the *number* of new objects, not
+    their size: a few big tensors do not trigger one. In a multirun whose jobs share one process, each job's
+    data therefore stayed alive into the following jobs (RSS grew by about one dataset per job). A full
+    collection when the job returns frees it while nothing else is allocated yet.
+
+    A failed job's exception is kept by Hydra (``JobReturn``) until the sweep ends, so it can be re-raised;
+    its traceback's frames would keep that job's trainer and data alive, so their locals are cleared first.
+    """
+
+    def __init__(self, task_function: TaskFunction) -> None:
+        self.task_function = task_function
+
+    def __call__(self, cfg: DictConfig) -> Any:
+        try:
+            return self.task_function(cfg)
+        except BaseException as error:
+            _drop_locals(error)
+            raise
+        finally:
+            gc.collect()
+
+
 def _job_name(group: str, fold: Any, jackknife: Any) -> str:
     name = f"fold{fold}" + (f"_jk{jackknife}" if jackknife is not None else "")
     safe_group = group.replace("/", "_")
@@ -67,6 +109,9 @@ class DstrfSweeper(BasicSweeper):
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.folds, self.jackknife = bool(folds or jackknife), bool(jackknife)
         self._n_trials: Dict[str, int] = {}
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        super().setup(hydra_context=hydra_context, task_function=ReleaseAfterJob(task_function), config=config)
 
     def _count_trials(self, cfg: DictConfig) -> int:
         # Building the trials once per distinct data config is the only way to know how many folds and

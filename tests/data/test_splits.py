@@ -221,3 +221,49 @@ def test_split_configs_instantiate(path):
 def test_config_set_covers_every_scheme():
     targets = {OmegaConf.load(p)._target_.rsplit(".", 1)[-1] for p in CONF.glob("*.yaml")}
     assert targets == set(SCHEMES)
+
+
+# ------------------------------------------------------------------------------- explicit ids and sizes (issue 10)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: holdout(10, test=[0, 0]), r"test=\[0, 0\] lists trial\(s\) \[0\] more than once; give each trial id once"),
+        (lambda: holdout(10, test=[1], val=[2, 3, 2, 3]), r"val=\[2, 3, 2, 3\] lists trial\(s\) \[2, 3\] more than once"),
+        (lambda: holdout(10, test=3), r"test=3 must be a list of trial ids \(e\.g\. test=\[3\]\); to draw a number or "
+                                      r"fraction of trials, use test_size=3"),
+        (lambda: holdout(10, val=0.2), r"val=0\.2 must be a list of trial ids .*use val_size=0\.2"),
+        (lambda: holdout(10, test="0,1"), r"test='0,1' must be a list of integer trial ids \(e\.g\. test=\[0, 3\]\), not a string"),
+        (lambda: holdout(10, test=[0, 1.5]), r"test=\[0, 1\.5\] must hold integer trial ids; got \[1\.5\]"),
+        (lambda: holdout(10, test_size=1.0), r"test_size=1\.0 is ambiguous: use test_size=1 for one trial or a fraction < 1"),
+        (lambda: holdout(10, val_size=1.0), r"val_size=1\.0 is ambiguous: use val_size=1 for one trial or a fraction < 1"),
+        (lambda: holdout(10, test_size="a"), r"test_size='a' is invalid: test_size must be a fraction in \[0, 1\)"),
+        (lambda: kfold(10, val_size=1.0), r"val_size=1\.0 is ambiguous: use val_size=1 for one trial"),
+        (lambda: leave_one_out(10, val_size=1.0), r"val_size=1\.0 is ambiguous"),
+        (lambda: pairs(10, val_size=1.0), r"val_size=1\.0 is ambiguous"),
+        (lambda: Split([2, 3, 2], [1], [0]), r"train lists trial\(s\) \[2\] more than once"),
+    ],
+    ids=["test-twice", "val-twice", "test-int", "val-float", "test-string", "test-float-id", "test_size-1.0",
+         "val_size-1.0", "test_size-string", "kfold-val_size-1.0", "loo-val_size-1.0", "pairs-val_size-1.0",
+         "Split-train-twice"],
+)
+def test_explicit_ids_and_sizes_errors(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_sizes_one_and_fractions_are_unambiguous():
+    assert len(holdout(10, test_size=1, val_size=1).test) == 1
+    assert len(holdout(10, test_size=0.5, val_size=0.1).test) == 5
+    assert len(holdout(10, test_size=2.0).test) == 2  # a whole float above 1 is still a count
+    assert len(kfold(10, val_size=1).val) == 1
+
+
+def test_duplicate_ids_from_a_hydra_override_are_refused():
+    cfg = OmegaConf.merge(OmegaConf.load(CONF / "holdout.yaml"), OmegaConf.from_dotlist(["test=[0,0]"]))
+    make = hydra.utils.instantiate(cfg)
+    with pytest.raises(ValueError, match=r"test=\[0, 0\] lists trial\(s\) \[0\] more than once"):
+        make(10)
+    cfg = OmegaConf.merge(OmegaConf.load(CONF / "holdout.yaml"), OmegaConf.from_dotlist(["test=[4,0]", "val=[7]"]))
+    assert hydra.utils.instantiate(cfg)(10).test == (4, 0)

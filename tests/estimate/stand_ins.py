@@ -27,3 +27,19 @@ class WithoutWindows(nn.Module):
 
     def forward(self, x):
         return self.inner(x)
+
+
+class Overflow(nn.Module):
+    """Causal (receptive field 3), finite weights, but ``(1e19 * conv(x))**2`` overflows float32 once the
+    stimulus is large (|x| of about 10 in every band): a model whose results are not finite on finite input."""
+
+    receptive_field = 3
+
+    def __init__(self, n_freqs: int, n_outputs: int):
+        super().__init__()
+        self.n_freqs = n_freqs
+        self.conv = nn.Conv1d(n_freqs, n_outputs, 3, bias=False)
+        nn.init.constant_(self.conv.weight, 0.01)
+
+    def forward(self, x):
+        return (1e19 * self.conv(nn.functional.pad(x, (2, 0)))) ** 2

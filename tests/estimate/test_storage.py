@@ -55,6 +55,36 @@ def test_same_request_reuses_the_file_and_a_different_one_never_overwrites_it(mo
         open_dstrf(tmp_path / "missing.h5")
 
 
+def test_a_truncated_file_is_an_error_naming_it_and_never_overwritten(model, tmp_path):
+    from dstrf.estimate.storage import DSTRFFileError
+
+    x = torch.randn(F, T)
+    path = tmp_path / "trial0.h5"
+    dstrf(model, x, out=path).close()
+    path.write_bytes(path.read_bytes()[:100])
+    message = rf"cannot read dSTRF file {path}: OSError: .*truncated file.*; remove it and compute it again"
+    with pytest.raises(DSTRFFileError, match=message):
+        open_dstrf(path)
+    with pytest.raises(DSTRFFileError, match=message):
+        dstrf(model, x, out=path)  # the same request: it cannot tell, so it neither returns nor replaces it
+    assert path.stat().st_size == 100
+
+
+def test_a_damaged_chunk_is_an_error_naming_the_file_not_wrong_numbers(model, tmp_path):
+    from dstrf.estimate.storage import DSTRFFileError
+
+    path = tmp_path / "trial0.h5"
+    dstrf(model, torch.randn(F, T), out=path).close()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the middle of the data: a bad copy or a bad disk
+    path.write_bytes(data)
+    with pytest.raises(DSTRFFileError, match=rf"cannot read dSTRF file {path}: OSError: .*filter returned failure"):
+        with open_dstrf(path) as stored:
+            stored[:]
+    with open_dstrf(path) as stored:  # the chunks before the damaged one still read
+        assert stored[:10].shape == (10, N, F, 15)
+
+
 def test_peak_memory_is_bounded_by_the_chunk_not_the_trial(tmp_path):
     """A 60000-frame trial whose in-memory dSTRF would take 1.2 GB streams in a fraction of that."""
     script = f"""

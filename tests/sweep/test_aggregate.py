@@ -4,7 +4,9 @@ test predictions; summary files; missing / incomplete jobs; exit statuses; the H
 import csv
 import json
 import logging
+import math
 import os
+import re
 import shutil
 import subprocess
 from collections import defaultdict
@@ -13,7 +15,9 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from dstrf.sweep.aggregate import AggregateCallback, aggregate, find_jobs, jackknife_se, main, pearson_r
+from dstrf.metrics import UndefinedCorrelationWarning
+from dstrf.sweep.aggregate import (AggregateCallback, GroupSummary, aggregate, find_jobs, jackknife_se, main,
+                                   pearson_r)
 
 from .conftest import JOBS, job_dir_name
 
@@ -188,7 +192,113 @@ def test_pearson_r_and_jackknife_se():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(3, 50)), rng.normal(size=(3, 50))
     np.testing.assert_allclose(pearson_r(x, y), [np.corrcoef(a, b)[0, 1] for a, b in zip(x, y)], atol=1e-14)
-    np.testing.assert_array_equal(pearson_r(np.ones((1, 10)), y[:1, :10]), [0.0])  # no variance: 0, as dstrf.metrics
+    with pytest.warns(UndefinedCorrelationWarning, match="^channel 0 of the prediction is constant over the 10 scored "
+                                                         "frames; its r is NaN$"):
+        assert np.isnan(pearson_r(np.ones((1, 10)), y[:1, :10])).all()  # no variance: NaN, as dstrf.metrics
     values = np.array([[0.1, 0.5], [0.3, 0.5], [0.2, 0.5]])
     np.testing.assert_allclose(jackknife_se(values), [np.sqrt(2 / 3 * 0.02), 0.0])
     assert np.isnan(jackknife_se(values[:1])).all()
+
+
+# ------------------------------------------------------------------------- NaN scores and counts (issue 10)
+
+
+def _rewrite_predictions(job_dir, change):
+    """Replace each ``trial_<id>`` prediction of a job's test_predictions.npz by ``change(id, prediction)``."""
+    path = job_dir / "test_predictions.npz"
+    with np.load(path) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    for key in [k for k in arrays if k.startswith("trial_")]:
+        arrays[key] = change(int(key[6:]), arrays[key])
+    np.savez(path, **arrays)
+
+
+def _jackknife_trial(summary):
+    """The trial of group "" that fold 0's three jackknife replicates all test, and its row."""
+    group = summary.groups[0]
+    row = int(np.flatnonzero(group.n_models == 3)[0])
+    return group.trials[row], row
+
+
+def test_a_job_with_non_finite_predictions_is_nan_in_every_table_and_reported_loudly(sweep_dir, tmp_path):
+    """A diverged job with a done.json (an old sweep, from before the divergence guard): its r is NaN, not 0,
+    and every mean over it is NaN, not a finite number computed from the other jobs."""
+    sweep = shutil.copytree(sweep_dir, tmp_path / "sweep")
+    _rewrite_predictions(sweep / "fold0_jk1", lambda i, p: np.full_like(p, np.nan))
+    summary = aggregate(sweep)
+    trial, row = _jackknife_trial(summary)
+    group, other = summary.groups
+    assert np.isnan(group.r_pred[row]).all() and np.isnan(group.r_score[row]).all()
+    assert np.isnan(group.r_score_se[row]).all()
+    assert np.isfinite(np.delete(group.r_pred, row, axis=0)).all()  # fold 1's trial is untouched
+    assert math.isnan(group.r_pred_mean) and math.isnan(group.r_score_mean)
+    assert all(math.isnan(v) for v in group.per_channel()["r_pred"] + group.per_channel()["r_score"])
+    assert np.isfinite(other.r_pred).all() and math.isfinite(other.r_pred_mean)  # the other group is not affected
+    with np.load(sweep / "fold0_jk1" / "test_predictions.npz") as npz:
+        frames = npz[f"response_{trial}"].shape[1] - int(npz["warmup"])  # the scored frames: past the warm-up
+    reason = (f"trial {trial}: channels 0, 1, 2, 3, 4 of the prediction are not finite (NaN or inf) over the "
+              f"{frames} scored frames; their r is NaN")
+    assert [(job.name, n, total, why) for job, n, total, why in summary.nan_scores] == [("fold0_jk1", 5, 5, [reason])]
+    assert summary.n_nan == group.n_nan == 5 and other.n_nan == 0
+    assert summary.exit_code == 2
+    problems = summary.format_problems()
+    assert f"!!!   NAN         fold0_jk1  (5 of its 5 test scores are NaN; {reason})" in problems
+    assert "5 test scores of 1 job of" in problems and "every mean that includes them is NaN" in problems
+    table = summary.format_table()
+    assert "group (no swept settings): 4 of 6 jobs done, 2 test trials, 5 NaN scores from 1 job (fold0_jk1)" in table
+    assert re.search(r"\n  mean\s+nan\s+nan\n", table)  # printed as nan, not as "-" (which means "does not apply")
+
+    data = json.loads((sweep / "summary.json").read_text(), parse_constant=_reject_nan)
+    assert data["n_nan"] == 5 and data["groups"][0]["n_nan"] == 5 and data["groups"][1]["n_nan"] == 0
+    assert data["groups"][0]["nan_jobs"] == ["fold0_jk1"] and data["groups"][0]["r_pred_mean"] is None
+    assert [(e["dir"], e["n_nan"], e["reasons"]) for e in data["nan"]] == [("fold0_jk1", 5, [reason])]
+    model = next(m for m in data["models"] if m["dir"] == "fold0_jk1")
+    assert model["n_nan"] == 5 and model["test_r"] == [None] * 5 and model["test_r_mean"] is None
+    with (sweep / "summary.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["group"] == "" and r["trial"] == str(trial)]
+    assert len(rows) == 5 and all(r["r_pred"] == r["r_score"] == r["r_score_se"] == "nan" for r in rows)
+    assert math.isnan(float(rows[0]["r_pred"]))
+    assert main([str(sweep), "--quiet"]) == 2
+
+
+def test_a_mean_prediction_without_variance_is_reported_though_no_job_is_nan(sweep_dir, tmp_path):
+    """Three replicates predicting p, -2p and p: each has a finite r, their average is exactly 0."""
+    sweep = shutil.copytree(sweep_dir, tmp_path / "sweep")
+    trial, row = _jackknife_trial(aggregate(sweep, write=False))
+    with np.load(sweep / "fold0_jk0" / "test_predictions.npz") as npz:
+        p = npz[f"trial_{trial}"]
+    _rewrite_predictions(sweep / "fold0_jk1", lambda i, _: -2 * p)
+    _rewrite_predictions(sweep / "fold0_jk2", lambda i, _: p)
+    summary = aggregate(sweep, write=False)
+    group = summary.groups[0]
+    assert np.isfinite(group.r_score[row]).all() and np.isnan(group.r_pred[row]).all()
+    assert summary.n_nan == 0 and summary.nan_scores == []
+    assert len(group.nan_reasons) == 1 and group.nan_reasons[0].startswith(
+        f"trial {trial}, mean prediction: channels 0, 1, 2, 3, 4 of the prediction are constant over the ")
+    assert summary.exit_code == 2 and f"!!!   NAN         (group (no swept settings): {group.nan_reasons[0]})" in \
+        summary.format_problems()
+
+
+def test_the_per_channel_se_skips_single_model_trials_but_never_a_nan():
+    group = GroupSummary("g", [], channels=["a", "b"], trials=[0, 1, 2], n_models=np.array([3, 3, 1]),
+                         r_pred=np.zeros((3, 2)), r_score=np.zeros((3, 2)),
+                         r_score_se=np.array([[0.1, 0.1], [0.3, np.nan], [np.nan, np.nan]]))
+    se = group.per_channel()["r_score_se"]
+    assert se[0] == pytest.approx(0.2)  # trial 2 has one model: no SE, not a missing one
+    assert math.isnan(se[1])  # trial 1's SE of channel b is NaN (a NaN score): the mean is NaN, not 0.1
+
+
+def test_every_count_uses_one_definition_of_done(sweep_dir, tmp_path):
+    """A job is done only with done.json AND readable outputs: the sweep's n_done, the groups' and the table's agree."""
+    sweep = shutil.copytree(sweep_dir, tmp_path / "sweep")
+    (sweep / "fold1_jk0" / "test_predictions.npz").unlink()
+    summary = aggregate(sweep)
+    assert (len(summary.missing), len(summary.incomplete), len(summary.unreadable)) == (1, 1, 1)
+    data = json.loads((sweep / "summary.json").read_text())
+    assert [(g["group"], g["n_done"]) for g in data["groups"]] == [("", 3), ("model.hidden=8", 1)]  # fold1_jk0 is not
+    assert data["n_done"] == sum(g["n_done"] for g in data["groups"]) == len(summary.jobs) - 1 - 1 - 1 == 4
+    assert summary.n_done == sum(g.n_done for g in summary.groups) == 4
+    assert [job.name for job in summary.done] == ["fold0_jk0", "fold0_jk1", "fold0_jk2", "model.hidden=8/fold0_jk0"]
+    table = summary.format_table()
+    assert f"{sweep}: 4 of 7 jobs done" in table and "group (no swept settings): 3 of 6 jobs done" in table
+    assert "the summary covers the 4 done jobs only" in summary.format_problems()

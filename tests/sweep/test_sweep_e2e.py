@@ -183,3 +183,35 @@ def test_slurm_launcher_config_follows_the_trainer():
     assert launcher.tasks_per_node == 4 and launcher.gpus_per_node == 4 and launcher.nodes == 1
     assert launcher.timeout_min == 240 and launcher.array_parallelism == 64
     assert cfg.hydra.sweeper._target_.endswith("DstrfSweeper") and cfg.hydra.sweeper.jackknife is True
+
+
+@pytest.mark.slow
+def test_flags_after_overrides_and_changed_data_rerun_every_job(tmp_path):
+    """The README's `dstrf-train +sweep=cv -m model=a,b` (flag after an override), on a trials file; the same
+    command after the file is overwritten with other data reruns every job, the old results superseded."""
+    from dstrf.data import save_trials
+    from dstrf.data.synthetic import synthetic_trials
+
+    save_trials(synthetic_trials(n_trials=5, n_frames=400, n_freqs=16, seed=0), tmp_path / "trials.h5")
+    args = ["+sweep=cv", "-m", "model=linear_strf,ln_strf", "experiment=quick", "data=file", "data.trials.path=trials.h5",
+            "split.n_folds=2", "trainer.max_epochs=1"]
+    env = {**os.environ, "WANDB_MODE": "disabled", "DSTRF_ROOT": str(tmp_path)}
+
+    def sweep():
+        return subprocess.run(["dstrf-train", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+    first = sweep()
+    assert first.returncode == 0, first.stderr[-3000:]
+    root = only_sweep(tmp_path)
+    jobs = [root / f"model={m}" / f"fold{f}" for m in ("linear_strf", "ln_strf") for f in (0, 1)]
+    assert all((job / "done.json").is_file() for job in jobs)
+    assert sweep().stdout.count("already holds this job's results") == 4
+    save_trials(synthetic_trials(n_trials=5, n_frames=400, n_freqs=16, seed=1), tmp_path / "trials.h5", overwrite=True)
+    third = sweep()
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert third.stdout.count("the config or the data changed") == 4
+    for job in jobs:
+        (archived,) = (job / "superseded").iterdir()
+        old = json.loads((archived / "metrics.json").read_text())["data"]["data.trials.path"]["sha256"]
+        new = json.loads((job / "metrics.json").read_text())["data"]["data.trials.path"]["sha256"]
+        assert old != new and (job / "done.json").is_file()
