@@ -39,7 +39,7 @@ from .lit.divergence import DivergenceGuard
 from .metrics import cc_norm
 from .sweep.ddp import is_rank_zero_process, job_processes
 from .sweep.job import (JobState, data_files, lock_job, mark_done, mark_fitted, mark_started, prepare_job, read_json,
-                        write_json)
+                        relative_path, write_json)
 
 __all__ = ["ConfigError", "main", "run"]
 
@@ -144,16 +144,6 @@ def _run_dir(cfg: DictConfig) -> Path:
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
     return Path(cfg.paths.output_dir)
-
-
-def _relative(path: str | Path | None, root: Path) -> str | None:
-    if not path:
-        return None
-    path = Path(path)
-    try:
-        return str(path.resolve().relative_to(root.resolve()))
-    except ValueError:
-        return str(path)
 
 
 def _resolve_data_paths(cfg: DictConfig) -> None:
@@ -329,8 +319,8 @@ def _fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: EncoderModule, da
         "model": cfg.model._target_.rsplit(".", 1)[-1],
         "receptive_field": module.receptive_field,
         "epochs": epochs,
-        "best_checkpoint": _relative(best, run_dir),
-        "last_checkpoint": _relative(checkpoint.last_model_path, run_dir) if checkpoint is not None else None,
+        "best_checkpoint": relative_path(best, run_dir),
+        "last_checkpoint": relative_path(checkpoint.last_model_path, run_dir) if checkpoint is not None else None,
         "channels": list(datamodule.trials.channel_names),
         "sfreq": datamodule.trials.sfreq,
         "data": state.data,
@@ -339,7 +329,7 @@ def _fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: EncoderModule, da
             "jackknife": cfg.split.get("jackknife"),
             "scheme": cfg.split._target_.rsplit(".", 1)[-1],
             "action": state.action,
-            "resumed_from": _relative(resume_from, run_dir),
+            "resumed_from": relative_path(resume_from, run_dir),
         },
         "split": datamodule.split.as_dict(),
         "val": _scores(val_r, list(datamodule.trials.channel_names)),

@@ -61,6 +61,7 @@ __all__ = [
     "outputs_problem",
     "prepare_job",
     "read_json",
+    "relative_path",
     "write_json",
 ]
 
@@ -276,7 +277,7 @@ def _checkpoints_newest_first(job_dir: Path) -> list[Path]:
     return ([last] if last.is_file() else []) + others
 
 
-def _relative_path(job_dir: Path, value: Any) -> Path | None:
+def _in_job(job_dir: Path, value: Any) -> Path | None:
     if not value:
         return None
     path = Path(str(value))
@@ -303,7 +304,7 @@ def prepare_job(job_dir: Path, cfg: DictConfig, read_only: bool = False) -> JobS
     if same:
         last = job_dir / "checkpoints" / "last.ckpt"
         if fitted is not None and fitted.get("config_hash") == digest:
-            best = _relative_path(job_dir, fitted.get("best_checkpoint"))
+            best = _in_job(job_dir, fitted.get("best_checkpoint"))
             if checkpoint_problem(last) is None and (best is None or checkpoint_problem(best) is None):
                 return JobState("finish", digest, resume_from=last, notes=tuple(notes), data=data)
         readable, lost_best = [], False
@@ -347,7 +348,7 @@ def mark_started(job_dir: Path, cfg: DictConfig, state: JobState) -> None:
         "config_hash": state.config_hash,
         "started": dt.datetime.now().isoformat(timespec="seconds"),
         "action": state.action,
-        "resumed_from": _relative(state.resume_from, job_dir),
+        "resumed_from": relative_path(state.resume_from, job_dir),
         "notes": list(state.notes),
         "data": state.data,
         "config": _config_record(cfg),
@@ -360,7 +361,8 @@ def mark_fitted(job_dir: Path, state: JobState, best_checkpoint: str | None, las
     """``fit.json``: training has ended; a re-run only recomputes the results from ``best_checkpoint``."""
     write_json(job_dir / "fit.json", {
         "config_hash": state.config_hash, "finished": dt.datetime.now().isoformat(timespec="seconds"),
-        "best_checkpoint": _relative(best_checkpoint, job_dir), "last_checkpoint": _relative(last_checkpoint, job_dir),
+        "best_checkpoint": relative_path(best_checkpoint, job_dir),
+        "last_checkpoint": relative_path(last_checkpoint, job_dir),
         "epochs": int(epochs),
     })
 
@@ -372,13 +374,13 @@ def mark_done(job_dir: Path, state: JobState, summary: dict[str, Any], outputs: 
     sizes = {}
     for output in outputs:
         path = Path(output) if Path(output).is_absolute() else job_dir / output
-        sizes[_relative(path, job_dir)] = path.stat().st_size if path.is_file() else None
+        sizes[relative_path(path, job_dir)] = path.stat().st_size if path.is_file() else None
     record = {"config_hash": state.config_hash, "finished": dt.datetime.now().isoformat(timespec="seconds"),
               "outputs": sizes, **summary}
     write_json(job_dir / "done.json", record)  # atomic: a reader never sees half a marker
 
 
-def _relative(path: str | Path | None, root: Path) -> str | None:
+def relative_path(path: str | Path | None, root: Path) -> str | None:
     """``path`` relative to ``root`` when it lies inside it (as job files store paths), else as given."""
     if not path:
         return None
