@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,8 +27,8 @@ from matplotlib.patches import Rectangle
 
 from .estimate.storage import DSTRFFile
 
-__all__ = ["plot_dstrf", "animate_dstrf", "plot_receptive_fields", "plot_optimal_stimuli", "animation_format",
-           "default_times", "frames_past_warmup"]
+__all__ = ["plot_dstrf", "animate_dstrf", "plot_receptive_fields", "plot_optimal_stimuli", "plot_ridge_cv",
+           "animation_format", "default_times", "frames_past_warmup"]
 
 CMAP = "RdBu_r"
 
@@ -362,4 +363,33 @@ def plot_optimal_stimuli(
         axes[i, 1].plot(np.arange(len(curve)), curve, color="C0")
         axes[i, 1].set_xlabel("Adam step")
         axes[i, 1].set_ylabel("response")
+    return figure
+
+
+def plot_ridge_cv(alphas: Sequence[float] | np.ndarray, cv_r: np.ndarray, chosen: Sequence[float] | np.ndarray,
+                  labels: Sequence[str] | None = None, max_lines: int = 20) -> Figure:
+    """The inner cross-validation curve of a ridge STRF: mean held-out r against alpha (log axis), one line per
+    channel (the first ``max_lines``) with its chosen alpha marked, and the median over all channels.
+
+    ``alphas`` ``(A,)``, ``cv_r`` ``(A, N)`` (NaN where undefined), ``chosen`` ``(N,)``.
+    """
+    alphas, cv_r, chosen = np.asarray(alphas, float), np.asarray(cv_r, float), np.asarray(chosen, float)
+    n = cv_r.shape[1]
+    labels = list(labels) if labels is not None else [f"ch{c}" for c in range(n)]
+    figure, ax = plt.subplots(figsize=(6.5, 4.0), layout="constrained")
+    for c in range(min(n, max_lines)):
+        line, = ax.plot(alphas, cv_r[:, c], lw=1, alpha=0.7, label=labels[c])
+        k = int(np.argmin(np.abs(np.log(alphas) - np.log(chosen[c])))) if np.isfinite(chosen[c]) else None
+        if k is not None and np.isfinite(cv_r[k, c]):
+            ax.plot(alphas[k], cv_r[k, c], "o", color=line.get_color(), ms=5)
+    if n > 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an alpha where every channel is NaN
+            ax.plot(alphas, np.nanmedian(cv_r, axis=1), "k-", lw=2.5, label=f"median of {n} channels")
+    ax.set_xscale("log")
+    ax.set_xlabel("ridge alpha")
+    ax.set_ylabel("inner-CV r (held-out training trials)")
+    ax.set_title("alpha per channel (dots: chosen)")
+    if n <= max_lines:
+        ax.legend(fontsize=7, ncol=2)
     return figure

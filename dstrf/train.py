@@ -121,6 +121,9 @@ def _check_against_data(cfg: DictConfig, module: EncoderModule, datamodule: Tria
         key = "module.warmup" if cfg.module.get("warmup") is not None else "module.warmup (default: receptive field - 1)"
         raise ConfigError(f"{key}={module.warmup} leaves no scored frame in trial {i} ({trials.names[i]!r}, {n} frames); "
                           f"use a warm-up below {n} frames or longer trials")
+    if module.closed_form:
+        with _config_key("model", cfg.model):
+            module.encoder.check_training_trials(len(datamodule.split.train))
     for name, callback in callbacks.items():
         if isinstance(callback, ChecksBeforeFit):
             with _config_key(f"callbacks.{name}", cfg.callbacks[name]):
@@ -338,8 +341,24 @@ def _fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: EncoderModule, da
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
         test_r = module.channel_r["test"].tolist()
         metrics["test"] = {**_scores(test_r, list(datamodule.trials.channel_names)), **_test_summary(module, datamodule)}
+    if module.closed_form:
+        metrics["ridge"] = module.encoder.cv_summary(datamodule.trials.channel_names)
     metrics["wall_time_s"] = round(time.perf_counter() - start, 2)
     return metrics
+
+
+def _plot_ridge_cv(module: EncoderModule, run_dir: Path) -> Path:
+    """``ridge_cv.png``: the inner-CV curve of a closed-form ridge fit and the alphas it chose."""
+    import matplotlib.pyplot as plt
+
+    from .plots import plot_ridge_cv
+
+    encoder = module.encoder
+    figure = plot_ridge_cv(encoder.alphas.cpu().numpy(), encoder.cv_r.cpu().numpy(), encoder.alpha.cpu().numpy(),
+                           labels=module.hparams.channel_names)
+    figure.savefig(run_dir / "ridge_cv.png", dpi=100)
+    plt.close(figure)
+    return run_dir / "ridge_cv.png"
 
 
 def _outputs(run_dir: Path, metrics: dict) -> list[Path]:
@@ -455,9 +474,10 @@ def _run(cfg: DictConfig, run_dir: Path, state: JobState, start: float) -> dict:
                 write_json(run_dir / "metrics.json", metrics)
                 if datamodule.split.test:
                     _save_test_predictions(module, datamodule, run_dir / "test_predictions.npz")
+                extra = [_plot_ridge_cv(module, run_dir)] if module.closed_form else []
                 mark_done(run_dir, state, {"val_r_mean": metrics["val"]["r_mean"],
                                            "test_r_mean": metrics.get("test", {}).get("r_mean")},
-                          outputs=_outputs(run_dir, metrics))
+                          outputs=[*_outputs(run_dir, metrics), *extra])
                 _print_summary(metrics, run_dir)
         failed = False
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import random
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from ..metrics import PearsonR, pearson_r
+from ..models import ClosedFormEncoder
 
 __all__ = ["EncoderModule", "DataUnitsEncoder", "frame_mask"]
 
@@ -196,6 +198,11 @@ class EncoderModule(L.LightningModule):
         return DataUnitsEncoder(self)
 
     def setup(self, stage: str) -> None:
+        if self.closed_form:
+            # No optimiser and no training loss are what a closed-form fit means; Lightning's warnings about
+            # them would only alarm the user.
+            warnings.filterwarnings("ignore", message=r".*configure_optimizers. returned .None.")
+            warnings.filterwarnings("ignore", message=r".*training_step. returned .None.")
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is None:
             return
@@ -232,7 +239,28 @@ class EncoderModule(L.LightningModule):
             mask = mask & ~batch["pad"][:, None]
         return pred, batch["response"], mask, self._loss(pred, batch["response"], mask)
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    # -- closed-form encoders (RidgeSTRF) ---------------------------------------------------------------------
+    # Fitted once on the training trials when the fit starts (before the sanity check, which would otherwise
+    # score an unfitted model), then one epoch without optimisation, so the validation, checkpoints, test
+    # and every file of the run are those of any other model.
+    @property
+    def closed_form(self) -> bool:
+        return isinstance(self.encoder, ClosedFormEncoder)
+
+    def _fit_closed_form(self) -> None:
+        datamodule = self.trainer.datamodule
+        trials, s = datamodule.trials, datamodule.standardization
+        ids = datamodule.split.train
+        self.encoder.fit([s.stimulus(trials.stimuli[i]) for i in ids], [s.response(trials.responses[i]) for i in ids],
+                         warmup=self.warmup)
+
+    def on_train_epoch_end(self) -> None:
+        if self.closed_form:
+            self.trainer.should_stop = True  # the fit is done; one epoch validated and checkpointed it
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        if self.closed_form:
+            return None  # nothing to optimise: fitted in closed form at fit start
         _, _, _, loss = self._shared_step(batch)
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["lengths"]))
         return loss
@@ -306,6 +334,8 @@ class EncoderModule(L.LightningModule):
         self._rng_to_restore = checkpoint.get("dstrf_rng")
 
     def on_fit_start(self) -> None:
+        if self.closed_form and not self.encoder.fitted:
+            self._fit_closed_form()
         state = getattr(self, "_rng_to_restore", None)
         if state is not None:
             torch.set_rng_state(state["torch"])
@@ -316,6 +346,8 @@ class EncoderModule(L.LightningModule):
 
     # -- optimisation --------------------------------------------------------------------------------------------
     def configure_optimizers(self):
+        if self.closed_form:
+            return None  # fitted in closed form: no optimiser
         cls = torch.optim.AdamW if self.hparams.optimizer == "adamw" else torch.optim.RAdam
         kwargs = {"decoupled_weight_decay": True} if self.hparams.optimizer == "radam" else {}
         optimizer = cls(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay, **kwargs)

@@ -13,20 +13,46 @@ LNSTRF         LinearSTRF -> ParametricSoftplus                           lags (
 DeepEncoder    bias-free dilated causal 1-D CNN, exact dSTRF              1 + (k-1)*sum(dil) (65)
 ConvNet2D      deepSTRF 2-D CNN over (freq, time) -> per-frame MLP        1 + n_layers*(kt-1) (25)
 StateNet       locally connected spectral encoder -> GRU/LSTM             None
+RidgeSTRF      LinearSTRF fitted in closed form, alpha per channel by CV  lags (65)
 =============  =========================================================  ======================
+
+Most encoders are trained by gradient descent. Those fitted in closed form (:class:`ClosedFormEncoder`:
+RidgeSTRF) are fitted once on the training trials by ``fit`` and then used like any other.
 """
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
 
 from .cnn import ConvNet2D, DeepEncoder
 from .layers import ParametricSoftplus
 from .linear import LinearSTRF, LNSTRF
 from .recurrent import LocallyConnected1d, StateNet
+from .ridge import RidgeSTRF
+
+
+@runtime_checkable
+class ClosedFormEncoder(Protocol):
+    """An encoder fitted in closed form on whole training trials instead of by gradient descent."""
+
+    closed_form: bool
+
+    @property
+    def fitted(self) -> bool: ...
+
+    def fit(self, stimuli: Sequence[torch.Tensor], responses: Sequence[torch.Tensor],
+            warmup: int | None = None) -> torch.nn.Module: ...
+
 
 __all__ = [
+    "ClosedFormEncoder",
     "ConvNet2D",
     "DeepEncoder",
     "LinearSTRF",
     "LNSTRF",
     "LocallyConnected1d",
     "ParametricSoftplus",
+    "RidgeSTRF",
     "StateNet",
 ]

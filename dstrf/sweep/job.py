@@ -68,7 +68,7 @@ __all__ = [
 # Files and folders a job writes; everything else in the directory (e.g. a user's notes) stays in place.
 # (Hydra's train.log stays: its handler is already open on it for the new run.)
 JOB_OUTPUTS = (".hydra", "checkpoints", "csv", "wandb", "dstrf", "gradmap", "metrics.json", "test_predictions.npz",
-               "job.json", "fit.json", "done.json")
+               "ridge_cv.png", "job.json", "fit.json", "done.json")
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 

@@ -67,6 +67,9 @@ BAD_CONFIGS = [
     BadConfig("unknown-loss", ("module.loss=l1",), r"module\.loss"),
     BadConfig("duplicate-test-ids", ("split.test=[0,0]", "split.val=[1]"), r"split\.test"),
     BadConfig("test-size-one-float", ("split.test_size=1.0",), r"split\.test_size=1\.0"),
+    BadConfig("ridge-alpha-grid-not-positive", ("model=ridge_strf", "model.alphas=[1.0,0.0]"), r"model\.alphas"),
+    BadConfig("ridge-one-training-trial", ("model=ridge_strf", "split.test_size=3"),
+              r"model\.fallback_alpha=None and 1 training trial"),
     BadConfig("missing-data-file", ("data=file", "data.trials.path=no_such_file.h5"), r"data\.trials\.path"),
 ]
 

@@ -215,3 +215,34 @@ def test_flags_after_overrides_and_changed_data_rerun_every_job(tmp_path):
         old = json.loads((archived / "metrics.json").read_text())["data"]["data.trials.path"]["sha256"]
         new = json.loads((job / "metrics.json").read_text())["data"]["data.trials.path"]["sha256"]
         assert old != new and (job / "done.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_ridge_strf_sweep_is_inspected_aggregated_and_estimated_like_any_other(tmp_path):
+    from dstrf.inspect import load
+    from dstrf.models import RidgeSTRF
+    from dstrf.sweep.estimate import main as estimate_main
+
+    result = dstrf_train(["+sweep=cv", "experiment=quick", "data.trials.n_trials=8", "model=ridge_strf", "model.lags=20",
+                          "split.n_folds=2"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = only_sweep(tmp_path)
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert summary["complete"] and summary["n_done"] == 2
+    for job in load(sweep).jobs:
+        metrics = job.metrics
+        assert metrics["epochs"] == 1 and set(metrics["ridge"]["alpha"]) == set(metrics["channels"])
+        assert (job.dir / "ridge_cv.png").is_file()
+        assert "ridge_cv.png" in json.loads((job.dir / "done.json").read_text())["outputs"]
+        model = job.load_model()
+        assert isinstance(model, RidgeSTRF) and model.fitted
+    assert estimate_main([str(sweep), "--out", str(tmp_path / "dstrf"), "--times", "0:60"]) == 0
+    files = list((tmp_path / "dstrf").rglob("trial_*.h5"))
+    assert files
+    # a linear model's dSTRF is the same kernel at every frame past the warm-up
+    import h5py
+
+    with h5py.File(files[0], "r") as f:
+        mean = f["mean"][()]
+    assert mean.shape[0] == 60 and np.abs(mean[30]).max() > 0
+    np.testing.assert_allclose(mean[30], mean[50], atol=1e-6)

@@ -1,0 +1,240 @@
+"""Closed-form time-lagged ridge regression: the linear STRF of mTRF and MNE's ``ReceptiveField``.
+
+For a stimulus standardised per band and lags ``k = 0 .. L - 1``, the lagged design row of frame t is
+``x_t = [x_f(t - k)]_{f,k}`` (``D = F * L`` entries; frames before the trial start are 0). Over the scored
+frames of the training trials (``t >= warmup``, pooled over trials), with means removed (the bias absorbs
+them), per output channel n:
+
+    w_n(alpha) = (Cxx + alpha I)^-1 cxy_n,    b_n = mean(y_n) - mean(x)' w_n,
+
+with ``Cxx = sum_t (x_t - mean x)(x_t - mean x)'`` and ``cxy_n = sum_t (x_t - mean x)(y_n(t) - mean y_n)``.
+One eigendecomposition ``Cxx = V diag(lambda) V'`` serves every alpha and every channel:
+``w_n(alpha) = V diag(1 / (lambda + alpha)) V' cxy_n``.
+
+**Choosing alpha, per channel, from the training trials only.** The training trials are cut into K inner
+folds of whole trials (leave-one-trial-out when there are at most K); each fold's moments are the totals
+minus its own trials', so the lagged moments are accumulated once per trial. Each inner model is scored on
+its held-out trials by Pearson r per channel, from moments too (no prediction is materialised); the alpha
+with the best mean r over the inner folds is chosen per channel, and the final model is fitted on all
+training trials with it. Validation and test trials of the outer split never choose anything.
+
+Sums are in float64; the lagged design is built chunk by chunk in time (``chunk_size`` frames at a time), so
+memory is ``D^2`` floats plus one chunk, never a ``T x D`` matrix of a long trial.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .linear import LinearSTRF
+
+__all__ = ["RidgeSTRF", "lagged_moments", "DEFAULT_ALPHAS"]
+
+#: Wide enough for standardised data: Cxx's eigenvalues scale with the number of frames (1e3-1e6).
+DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 8, 21))
+
+
+@dataclass
+class _Moments:
+    """Sums over the scored frames of one trial (or of several: moments add)."""
+
+    n: float
+    sx: np.ndarray  # (D,)
+    sy: np.ndarray  # (N,)
+    xx: np.ndarray  # (D, D)
+    xy: np.ndarray  # (D, N)
+    yy: np.ndarray  # (N,)
+
+    def __add__(self, other: _Moments) -> _Moments:
+        return _Moments(self.n + other.n, self.sx + other.sx, self.sy + other.sy, self.xx + other.xx,
+                        self.xy + other.xy, self.yy + other.yy)
+
+    def __sub__(self, other: _Moments) -> _Moments:
+        return _Moments(self.n - other.n, self.sx - other.sx, self.sy - other.sy, self.xx - other.xx,
+                        self.xy - other.xy, self.yy - other.yy)
+
+    def centred(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(Cxx, cxy, mean x, mean y)``: the cross-products about the means."""
+        mx, my = self.sx / self.n, self.sy / self.n
+        return self.xx - self.n * np.outer(mx, mx), self.xy - self.n * np.outer(mx, my), mx, my
+
+
+def _lagged(x: np.ndarray, lags: int, start: int, stop: int) -> np.ndarray:
+    """Rows ``t = start .. stop - 1`` of the lagged design of ``x`` ``(F, T)``: ``(stop - start, F * L)``, the
+    entry ``(t, f * L + k)`` being ``x_f(t - k)`` (0 before the trial start), i.e. the flattening of ``(F, L)``."""
+    F_ = x.shape[0]
+    padded = np.concatenate([np.zeros((F_, lags - 1), dtype=x.dtype), x[:, :stop]], axis=1)
+    # window ending at t (padded index t + L - 1) reversed along lags: column k is frame t - k
+    windows = np.lib.stride_tricks.sliding_window_view(padded, lags, axis=1)[:, start:stop, ::-1]  # (F, n, L)
+    return np.ascontiguousarray(windows.transpose(1, 0, 2)).reshape(stop - start, F_ * lags)
+
+
+def lagged_moments(stimulus: np.ndarray, response: np.ndarray, lags: int, warmup: int = 0,
+                   chunk_size: int = 2048) -> _Moments:
+    """The moments of one trial over frames ``t >= warmup``: stimulus ``(F, T)``, response ``(N, T)``,
+    accumulated in float64 over chunks of ``chunk_size`` frames (memory: one chunk of the lagged design)."""
+    x = np.asarray(stimulus, dtype=np.float64)
+    y = np.asarray(response, dtype=np.float64)
+    D, N, T = x.shape[0] * lags, y.shape[0], x.shape[1]
+    m = _Moments(0.0, np.zeros(D), np.zeros(N), np.zeros((D, D)), np.zeros((D, N)), np.zeros(N))
+    for start in range(min(warmup, T), T, chunk_size):
+        stop = min(start + chunk_size, T)
+        X, Y = _lagged(x, lags, start, stop), y[:, start:stop].T
+        m.n += stop - start
+        m.sx += X.sum(0)
+        m.sy += Y.sum(0)
+        m.xx += X.T @ X
+        m.xy += X.T @ Y
+        m.yy += (Y * Y).sum(0)
+    return m
+
+
+def _inner_folds(n_trials: int, cv: int | str) -> list[list[int]]:
+    """Whole-trial inner folds of the training trials: leave-one-trial-out (``cv="loo"`` or at most ``cv``
+    trials), else ``cv`` contiguous groups."""
+    if cv == "loo" or n_trials <= int(cv):
+        return [[i] for i in range(n_trials)]
+    bounds = np.linspace(0, n_trials, int(cv) + 1).round().astype(int)
+    return [list(range(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _held_out_r(w: np.ndarray, b: np.ndarray, m: _Moments) -> np.ndarray:
+    """Pearson r per (alpha, channel) of the predictions ``X w + b`` on held-out moments ``m``, without
+    predicting: ``w`` ``(A, D, N)``, ``b`` ``(A, N)`` -> ``(A, N)``."""
+    n = m.n
+    sp = np.einsum("d,adn->an", m.sx, w) + n * b                      # sum of predictions
+    spp = (w * (m.xx @ w)).sum(1) + 2 * b * (sp - n * b) + n * b * b  # sum of squared predictions
+    spy = np.einsum("adn,dn->an", w, m.xy) + b * m.sy                 # sum of prediction x response
+    cov = spy - sp * m.sy / n
+    var_p = spp - sp * sp / n
+    var_y = m.yy - m.sy * m.sy / n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = cov / np.sqrt(var_p * var_y)
+    return np.where((var_p > 1e-12 * np.abs(spp)) & (var_y > 1e-12 * np.abs(m.yy)), r, np.nan)
+
+
+def _solve_all(m: _Moments, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge weights for every alpha: ``(A, D, N)`` and biases ``(A, N)`` (one eigendecomposition)."""
+    cxx, cxy, mx, my = m.centred()
+    lam, V = np.linalg.eigh(cxx)
+    lam = np.clip(lam, 0, None)  # a covariance is positive semi-definite; negatives are rounding
+    z = V.T @ cxy                                                      # (D, N)
+    w = V @ (z[None] / (lam[None, :, None] + alphas[:, None, None]))   # (A, D, N)
+    return w, my[None, :] - np.einsum("d,adn->an", mx, w)
+
+
+class RidgeSTRF(LinearSTRF):
+    """The linear STRF fitted in closed form by ridge regression, alpha chosen per channel by inner CV.
+
+    Same interface as :class:`LinearSTRF` (``.strf (N, F, L)``, ``.receptive_field``, causal forward), so
+    dSTRFs, gradient maps and figures treat it alike. Fitted by :meth:`fit` (the Lightning module calls it
+    on the training trials at the start of the fit, and trains no further); see the module docstring for the
+    estimator.
+
+    Args:
+        n_freqs, n_outputs, lags: as :class:`LinearSTRF`.
+        alphas: the regularisation grid, all > 0 (default :data:`DEFAULT_ALPHAS`, 1e-2 .. 1e8).
+        cv: inner folds of whole training trials (``"loo"``: one per trial).
+        fallback_alpha: with fewer than 2 training trials there is no inner CV: refuse (None, default), or use
+            this alpha for every channel, with a warning.
+        chunk_size: frames of the lagged design held at once.
+
+    After :meth:`fit`: ``alpha (N,)`` the chosen alphas, ``cv_r (A, N)`` the mean inner-CV r per alpha and
+    channel (NaN where undefined), ``alphas (A,)`` the grid; all buffers, so they travel with checkpoints.
+    """
+
+    closed_form = True
+
+    def __init__(self, n_freqs: int, n_outputs: int, lags: int = 65, alphas: Sequence[float] | None = None,
+                 cv: int | str = 5, fallback_alpha: float | None = None, chunk_size: int = 2048) -> None:
+        super().__init__(n_freqs, n_outputs, lags=lags)
+        grid = np.asarray(DEFAULT_ALPHAS if alphas is None else list(alphas), dtype=np.float64)
+        if grid.ndim != 1 or grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid <= 0):
+            raise ValueError(f"alphas must be a non-empty list of positive, finite numbers; got {list(grid)}")
+        if not (cv == "loo" or (isinstance(cv, int) and not isinstance(cv, bool) and cv >= 2)):
+            raise ValueError(f"cv must be 'loo' or a number of inner folds >= 2; got {cv!r}")
+        if fallback_alpha is not None and not float(fallback_alpha) > 0:
+            raise ValueError(f"fallback_alpha must be a positive number (or null: refuse); got {fallback_alpha}")
+        if int(chunk_size) < 1:
+            raise ValueError(f"chunk_size must be a positive number of frames; got {chunk_size}")
+        self.cv, self.fallback_alpha, self.chunk_size = cv, fallback_alpha, int(chunk_size)
+        with torch.no_grad():
+            self.weight.zero_()
+        self.weight.requires_grad_(False)
+        self.bias.requires_grad_(False)
+        self.register_buffer("alphas", torch.as_tensor(np.sort(grid)))
+        self.register_buffer("alpha", torch.full((self.n_outputs,), float("nan"), dtype=torch.float64))
+        self.register_buffer("cv_r", torch.full((len(grid), self.n_outputs), float("nan"), dtype=torch.float64))
+
+    @torch.no_grad()
+    def fit(self, stimuli: Sequence[torch.Tensor | np.ndarray], responses: Sequence[torch.Tensor | np.ndarray],
+            warmup: int | None = None) -> RidgeSTRF:
+        """Fit on training trials: ``stimuli[i]`` ``(F, T_i)``, ``responses[i]`` ``(N, T_i)`` (standardised as
+        the model will see them), scoring frames ``t >= warmup`` (default ``lags - 1``: full windows)."""
+        if len(stimuli) != len(responses) or not stimuli:
+            raise ValueError(f"fit needs as many stimuli as responses, at least one; got {len(stimuli)} and {len(responses)}")
+        warmup = self.lags - 1 if warmup is None else int(warmup)
+        moments = [lagged_moments(_numpy(x), _numpy(y), self.lags, warmup, self.chunk_size)
+                   for x, y in zip(stimuli, responses)]
+        total = sum(moments[1:], moments[0])
+        if total.n < 2:
+            raise ValueError(f"the training trials have {int(total.n)} frames past the warm-up of {warmup}; "
+                             "a ridge fit needs at least 2")
+        alphas = self.alphas.cpu().numpy()
+        self.check_training_trials(len(moments))
+        if len(moments) < 2:
+            warnings.warn(f"RidgeSTRF: {len(moments)} training trial, no inner cross-validation: alpha = "
+                          f"{self.fallback_alpha} for every channel", RuntimeWarning, stacklevel=2)
+            chosen = np.full(self.n_outputs, float(self.fallback_alpha))
+            curve = np.full((len(alphas), self.n_outputs), np.nan)
+        else:
+            scores = []
+            for fold in _inner_folds(len(moments), self.cv):
+                held = sum((moments[i] for i in fold[1:]), moments[fold[0]])
+                w, b = _solve_all(total - held, alphas)
+                scores.append(_held_out_r(w, b, held))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: a constant channel
+                curve = np.nanmean(np.stack(scores), axis=0)  # (A, N)
+            chosen = alphas[np.where(np.isfinite(curve), curve, -np.inf).argmax(axis=0)]
+        grid = np.unique(chosen)  # only the alphas some channel chose
+        w, b = _solve_all(total, grid)
+        index = np.searchsorted(grid, chosen)
+        W = w[index, :, np.arange(self.n_outputs)]  # (N, D)
+        B = b[index, np.arange(self.n_outputs)]
+        self.weight.copy_(torch.as_tensor(W.reshape(self.n_outputs, self.n_freqs, self.lags)))
+        self.bias.copy_(torch.as_tensor(B))
+        self.alpha.copy_(torch.as_tensor(chosen))
+        self.cv_r.copy_(torch.as_tensor(curve))
+        return self
+
+    def check_training_trials(self, n_trials: int) -> None:
+        """Refuse a fit whose alpha no inner cross-validation can choose (fewer than 2 training trials),
+        unless ``fallback_alpha`` is set."""
+        if n_trials < 2 and self.fallback_alpha is None:
+            raise ValueError(f"fallback_alpha=None and {n_trials} training trial: RidgeSTRF chooses alpha by "
+                             "cross-validation over the training trials, which needs at least 2; give more training "
+                             "trials, or set fallback_alpha to use one alpha for every channel")
+
+    @property
+    def fitted(self) -> bool:
+        """Whether :meth:`fit` has run (the chosen alphas are set)."""
+        return bool(torch.isfinite(self.alpha).all())
+
+    def cv_summary(self, channel_names: Sequence[str] | None = None) -> dict:
+        """The chosen alpha per channel and the inner-CV curve, for ``metrics.json``."""
+        names = list(channel_names) if channel_names is not None else [f"ch{n}" for n in range(self.n_outputs)]
+        return {"alphas": self.alphas.tolist(), "alpha": dict(zip(names, self.alpha.tolist())),
+                "cv": self.cv, "cv_r": self.cv_r.T.tolist()}
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", alphas={len(self.alphas)}, cv={self.cv!r}"
+
+
+def _numpy(value) -> np.ndarray:
+    return value.detach().cpu().numpy() if torch.is_tensor(value) else np.asarray(value)
