@@ -20,7 +20,7 @@ def options(group: str) -> list[str]:
 def test_config_groups_exist():
     for group in ("data", "model", "split", "trainer", "logger", "callbacks", "paths", "hydra", "experiment"):
         assert options(group), f"conf/{group}/ is empty"
-    assert options("model") == ["convnet2d", "deep_encoder", "linear_strf", "ln_strf", "statenet"]
+    assert options("model") == ["convnet2d", "deep_encoder", "linear_strf", "ln_strf", "ridge_strf", "statenet"]
 
 
 def small(overrides):
