@@ -33,7 +33,7 @@ import torch
 
 from .linear import LinearSTRF
 
-__all__ = ["RidgeSTRF", "lagged_moments", "DEFAULT_ALPHAS"]
+__all__ = ["RidgeSTRF", "lagged_moments", "laplacian", "DEFAULT_ALPHAS"]
 
 #: Wide enough for standardised data: Cxx's eigenvalues scale with the number of frames (1e3-1e6).
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 8, 21))
@@ -118,9 +118,29 @@ def _held_out_r(w: np.ndarray, b: np.ndarray, m: _Moments) -> np.ndarray:
     return np.where((var_p > 1e-12 * np.abs(spp)) & (var_y > 1e-12 * np.abs(m.yy)), r, np.nan)
 
 
-def _solve_all(m: _Moments, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ridge weights for every alpha: ``(A, D, N)`` and biases ``(A, N)`` (one eigendecomposition)."""
+def laplacian(n_freqs: int, lags: int) -> np.ndarray:
+    """The graph Laplacian of the (band, lag) grid, ``(D, D)`` in the lagged design's order (``f * L + k``):
+    ``w' Q w = sum over neighbouring bins (w_a - w_b)^2``, neighbours being adjacent lags of one band and
+    adjacent bands at one lag. As a penalty it favours smooth STRFs (MNE's ``reg_type="laplacian"``)."""
+
+    def path(n: int) -> np.ndarray:
+        q = 2 * np.eye(n) - np.eye(n, k=1) - np.eye(n, k=-1)
+        q[0, 0] = q[-1, -1] = 1 if n > 1 else 0
+        return q
+
+    return np.kron(np.eye(n_freqs), path(lags)) + np.kron(path(n_freqs), np.eye(lags))
+
+
+def _solve_all(m: _Moments, alphas: np.ndarray, penalty: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Weights for every alpha: ``(A, D, N)`` and biases ``(A, N)``. Ridge (``penalty`` None, the identity): one
+    eigendecomposition for all alphas; another penalty matrix Q: ``(Cxx + alpha Q) w = cxy`` by a Cholesky
+    factorisation per alpha."""
     cxx, cxy, mx, my = m.centred()
+    if penalty is not None:
+        import scipy.linalg
+
+        w = np.stack([scipy.linalg.cho_solve(scipy.linalg.cho_factor(cxx + a * penalty), cxy) for a in alphas])
+        return w, my[None, :] - np.einsum("d,adn->an", mx, w)
     lam, V = np.linalg.eigh(cxx)
     lam = np.clip(lam, 0, None)  # a covariance is positive semi-definite; negatives are rounding
     z = V.T @ cxy                                                      # (D, N)
@@ -143,6 +163,8 @@ class RidgeSTRF(LinearSTRF):
         fallback_alpha: with fewer than 2 training trials there is no inner CV: refuse (None, default), or use
             this alpha for every channel, with a warning.
         chunk_size: frames of the lagged design held at once.
+        penalty: ``"ridge"`` (``alpha |w|^2``) or ``"laplacian"`` (``alpha w' Q w``, Q the graph Laplacian of
+            the band x lag grid: :func:`laplacian`; smooth STRFs, solved by a Cholesky factorisation per alpha).
 
     After :meth:`fit`: ``alpha (N,)`` the chosen alphas, ``cv_r (A, N)`` the mean inner-CV r per alpha and
     channel (NaN where undefined), ``alphas (A,)`` the grid; all buffers, so they travel with checkpoints.
@@ -151,7 +173,8 @@ class RidgeSTRF(LinearSTRF):
     closed_form = True
 
     def __init__(self, n_freqs: int, n_outputs: int, lags: int = 65, alphas: Sequence[float] | None = None,
-                 cv: int | str = 5, fallback_alpha: float | None = None, chunk_size: int = 2048) -> None:
+                 cv: int | str = 5, fallback_alpha: float | None = None, chunk_size: int = 2048,
+                 penalty: str = "ridge") -> None:
         super().__init__(n_freqs, n_outputs, lags=lags)
         grid = np.asarray(DEFAULT_ALPHAS if alphas is None else list(alphas), dtype=np.float64)
         if grid.ndim != 1 or grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid <= 0):
@@ -162,6 +185,9 @@ class RidgeSTRF(LinearSTRF):
             raise ValueError(f"fallback_alpha must be a positive number (or null: refuse); got {fallback_alpha}")
         if int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be a positive number of frames; got {chunk_size}")
+        if penalty not in ("ridge", "laplacian"):
+            raise ValueError(f"penalty must be 'ridge' or 'laplacian'; got {penalty!r}")
+        self.penalty = penalty
         self.cv, self.fallback_alpha, self.chunk_size = cv, fallback_alpha, int(chunk_size)
         with torch.no_grad():
             self.weight.zero_()
@@ -186,6 +212,7 @@ class RidgeSTRF(LinearSTRF):
             raise ValueError(f"the training trials have {int(total.n)} frames past the warm-up of {warmup}; "
                              "a ridge fit needs at least 2")
         alphas = self.alphas.cpu().numpy()
+        Q = laplacian(self.n_freqs, self.lags) if self.penalty == "laplacian" else None
         self.check_training_trials(len(moments))
         if len(moments) < 2:
             warnings.warn(f"RidgeSTRF: {len(moments)} training trial, no inner cross-validation: alpha = "
@@ -196,14 +223,14 @@ class RidgeSTRF(LinearSTRF):
             scores = []
             for fold in _inner_folds(len(moments), self.cv):
                 held = sum((moments[i] for i in fold[1:]), moments[fold[0]])
-                w, b = _solve_all(total - held, alphas)
+                w, b = _solve_all(total - held, alphas, Q)
                 scores.append(_held_out_r(w, b, held))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: a constant channel
                 curve = np.nanmean(np.stack(scores), axis=0)  # (A, N)
             chosen = alphas[np.where(np.isfinite(curve), curve, -np.inf).argmax(axis=0)]
         grid = np.unique(chosen)  # only the alphas some channel chose
-        w, b = _solve_all(total, grid)
+        w, b = _solve_all(total, grid, Q)
         index = np.searchsorted(grid, chosen)
         W = w[index, :, np.arange(self.n_outputs)]  # (N, D)
         B = b[index, np.arange(self.n_outputs)]
@@ -230,10 +257,10 @@ class RidgeSTRF(LinearSTRF):
         """The chosen alpha per channel and the inner-CV curve, for ``metrics.json``."""
         names = list(channel_names) if channel_names is not None else [f"ch{n}" for n in range(self.n_outputs)]
         return {"alphas": self.alphas.tolist(), "alpha": dict(zip(names, self.alpha.tolist())),
-                "cv": self.cv, "cv_r": self.cv_r.T.tolist()}
+                "cv": self.cv, "penalty": self.penalty, "cv_r": self.cv_r.T.tolist()}
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", alphas={len(self.alphas)}, cv={self.cv!r}"
+        return super().extra_repr() + f", alphas={len(self.alphas)}, cv={self.cv!r}, penalty={self.penalty!r}"
 
 
 def _numpy(value) -> np.ndarray:

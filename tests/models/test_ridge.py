@@ -116,3 +116,28 @@ def test_it_is_a_linear_strf_to_everything_downstream():
     x = torch.tensor(xs[0][:, :40], dtype=torch.float32)
     W = dstrf(model, x)  # (T, N, F, L): the same kernel at every frame past the warm-up
     np.testing.assert_allclose(W[L_:].numpy(), np.broadcast_to(model.strf.numpy(), W[L_:].shape), atol=1e-6)
+
+
+def test_the_laplacian_is_the_sum_of_squared_neighbour_differences():
+    from dstrf.models.ridge import laplacian
+
+    w = np.random.default_rng(0).standard_normal((3, 4))  # (F, L)
+    expected = ((w[:, 1:] - w[:, :-1]) ** 2).sum() + ((w[1:] - w[:-1]) ** 2).sum()
+    np.testing.assert_allclose(w.ravel() @ laplacian(3, 4) @ w.ravel(), expected)
+
+
+def test_a_laplacian_penalty_solves_its_own_normal_equations_and_smooths():
+    from dstrf.models.ridge import laplacian
+
+    _, xs, ys = _data(noise=2.0)
+    model = RidgeSTRF(F_, N_, lags=L_, alphas=[300.0], penalty="laplacian").fit(xs, ys, warmup=L_ - 1)
+    X = np.concatenate([_lagged(x, L_, L_ - 1, x.shape[1]) for x in xs])
+    Y = np.concatenate([y[:, L_ - 1:].T for y in ys])
+    Xc, Yc = X - X.mean(0), Y - Y.mean(0)
+    w = np.linalg.solve(Xc.T @ Xc + 300.0 * laplacian(F_, L_), Xc.T @ Yc)
+    np.testing.assert_allclose(model.strf.numpy(), w.T.reshape(N_, F_, L_), rtol=1e-5, atol=1e-6)
+    ridge = RidgeSTRF(F_, N_, lags=L_, alphas=[300.0]).fit(xs, ys, warmup=L_ - 1)
+    roughness = lambda m: float(np.abs(np.diff(m.strf.numpy(), axis=-1)).sum())  # noqa: E731
+    assert roughness(model) < roughness(ridge)
+    with pytest.raises(ValueError, match="penalty must be 'ridge' or 'laplacian'"):
+        RidgeSTRF(F_, N_, penalty="l1")
