@@ -153,6 +153,8 @@ def _resolve_data_paths(cfg: DictConfig) -> None:
     """Write every data file path as an absolute path into the config, so the run's saved config (and
     ``dstrf.inspect``) finds the data from any directory."""
     for key, path in data_files(cfg).items():
+        if "[" in key:
+            continue  # a file a manifest lists: the manifest's own path is resolved
         with open_dict(cfg):
             OmegaConf.update(cfg, key, str(path), merge=False)
 

@@ -86,9 +86,30 @@ def _resolve_path(value: str) -> Path:
     return base / path
 
 
+# Loaders whose file lists other files (``_target_`` -> the function listing them): those files are data too.
+LISTED_FILES = {"dstrf.data.manifest.load_manifest": "dstrf.data.manifest.manifest_files"}
+
+
+def _listed(key: str, target: str, listing: Path) -> dict[str, Path]:
+    """``{"<key>[<file>]": file}`` for every file ``listing`` names (relative to its folder when inside it)."""
+    if not listing.is_file():
+        return {}  # its own key reports it missing
+    module, name = LISTED_FILES[target].rsplit(".", 1)
+    import importlib
+
+    entries = {}
+    for file in getattr(importlib.import_module(module), name)(listing):
+        try:
+            label = file.relative_to(listing.parent).as_posix()
+        except ValueError:
+            label = str(file)
+        entries[f"{key}[{label}]"] = file
+    return entries
+
+
 def data_files(cfg: DictConfig) -> dict[str, Path]:
     """Every data file of the config: ``{"data.trials.path": Path(...)}`` for each ``path`` key under ``data``
-    (resolved, absolute)."""
+    (resolved, absolute), and the files a manifest lists (``data.trials.path[stimuli/a.wav]``)."""
     found: dict[str, Path] = {}
 
     def walk(node: Any, key: str) -> None:
@@ -96,6 +117,8 @@ def data_files(cfg: DictConfig) -> dict[str, Path]:
             for k, v in node.items():
                 if k == "path" and isinstance(v, str):
                     found[f"{key}.{k}"] = _resolve_path(v)
+                    if node.get("_target_") in LISTED_FILES:
+                        found.update(_listed(f"{key}.{k}", node["_target_"], found[f"{key}.{k}"]))
                 else:
                     walk(v, f"{key}.{k}")
 
@@ -137,12 +160,18 @@ def _config_record(cfg: DictConfig) -> dict[str, Any]:
 
 def _identity(cfg: DictConfig) -> dict[str, Any]:
     container = _config_record(cfg)
+    listed = {}
     for key, record in data_fingerprint(cfg).items():
+        if "[" in key:  # a file a manifest lists: identified by its content, under the manifest's key
+            listed[key] = record["sha256"]
+            continue
         node = container
         *parents, leaf = key.split(".")
         for name in parents:
             node = node[name]
         node[leaf] = f"sha256:{record['sha256']}"  # the content, not where it lies
+    if listed:
+        container["listed_data_files"] = listed
     return container
 
 

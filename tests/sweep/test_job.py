@@ -153,3 +153,17 @@ def _try_lock(path):
     except JobLockedError as err:
         return str(err)
     return "locked"
+
+
+def test_the_files_a_manifest_lists_are_data_too(tmp_path):
+    (tmp_path / "a.wav").write_bytes(b"audio v1")
+    (tmp_path / "a.npy").write_bytes(b"response")
+    (tmp_path / "manifest.csv").write_text("audio,response\na.wav,a.npy\n")
+    node = cfg()
+    node.data = {"trials": {"_target_": "dstrf.data.manifest.load_manifest", "path": str(tmp_path / "manifest.csv")}}
+    from dstrf.sweep.job import data_files
+
+    assert sorted(data_files(node)) == ["data.trials.path", "data.trials.path[a.npy]", "data.trials.path[a.wav]"]
+    before = config_hash(node)
+    (tmp_path / "a.wav").write_bytes(b"audio v2")  # the manifest is unchanged, one of its files is not
+    assert config_hash(node) != before
