@@ -114,3 +114,30 @@ def test_more_folds_than_trials_is_an_error_before_training(tmp_path):
     assert result.returncode != 0
     assert "n_folds=12 but there are only 5 trials" in result.stderr
     assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_a_folder_of_wav_files_trains_a_ridge_strf_and_a_changed_recording_supersedes(tmp_path):
+    """The README's walkthrough: WAV files and response arrays listed in a manifest -> dstrf-train data=audio."""
+    soundfile = pytest.importorskip("soundfile")
+    rng = np.random.default_rng(0)
+    rows = ["audio,response,name"]
+    for i in range(5):
+        audio = rng.standard_normal(16000 * 3) * np.repeat(rng.random(30), 1600)  # 3 s of amplitude-modulated noise
+        soundfile.write(tmp_path / f"s{i}.wav", audio / 4, 16000)
+        np.save(tmp_path / f"r{i}.npy", rng.standard_normal((2, 300)).astype(np.float32))
+        rows.append(f"s{i}.wav,r{i}.npy,sent{i}")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    args = ["data=audio", "data.trials.path=manifest.csv", "data.trials.n_bands=16", "model=ridge_strf",
+            "model.lags=10", f"hydra.run.dir={tmp_path / 'run'}"]
+    first = train(args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["model"] == "RidgeSTRF" and len(metrics["channels"]) == 2 and metrics["sfreq"] == 100.0
+    assert set(metrics["data"]) == {"data.trials.path", *(f"data.trials.path[{k}{i}.{e}]" for i in range(5)
+                                                           for k, e in (("s", "wav"), ("r", "npy")))}
+    assert list((tmp_path / ".dstrf_cache").glob("*.npz"))  # spectrograms cached beside the manifest
+    assert "already holds this job's results" in train(args, cwd=tmp_path).stdout
+    soundfile.write(tmp_path / "s2.wav", rng.standard_normal(16000 * 3) / 4, 16000)  # a re-recorded stimulus
+    third = train(args, cwd=tmp_path)
+    assert third.returncode == 0 and "the config or the data changed" in third.stdout

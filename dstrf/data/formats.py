@@ -25,7 +25,7 @@ import scipy.io
 
 from .trials import Trials
 
-__all__ = ["load_mat", "from_mne", "from_naplib"]
+__all__ = ["load_mat", "from_mne", "from_naplib", "load_naplib_demo", "naplib_demo_path"]
 
 
 def _build(source: str, make: Callable[[], Trials]) -> Trials:
@@ -420,3 +420,51 @@ def from_naplib(data: Any, stimulus: str = "aud", response: str = "resp", sfreq:
     stimuli = [np.asarray(row[stimulus]).T for row in rows]
     responses = [np.asarray(row[response]).T for row in rows]
     return _build("naplib data", lambda: Trials(stimuli, responses, sfreq, names=names))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# naplib's demo data
+# ---------------------------------------------------------------------------------------------------------------
+def naplib_demo_path() -> Path:
+    """Where the installed naplib keeps its demo recording (``naplib/io/sample_data/demo_data.mat``), found
+    without importing naplib (whose import needs compiled extensions built for numpy < 2)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("naplib")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "naplib's demo data need the naplib package: `pip install --no-deps naplib` (dstrf reads only its "
+            "demo file; without --no-deps pip would downgrade numpy to < 2, which naplib pins)"
+        )
+    path = Path(spec.submodule_search_locations[0]) / "io" / "sample_data" / "demo_data.mat"
+    if not path.is_file():
+        raise FileNotFoundError(f"naplib is installed but its demo file {path} is missing")
+    return path
+
+
+def load_naplib_demo(path: str | os.PathLike | None = None) -> Trials:
+    """naplib's speech demo (``naplib.io.load_speech_task_data``) as Trials, read with h5py from its MATLAB
+    v7.3 file: 10 trials of speech, the ``'aud'`` spectrogram (128 bands) and the ``'resp'`` of 10 simulated
+    electrodes at ``'dataf'`` = 100 Hz (about 64 s each). ``path``: the file (default :func:`naplib_demo_path`).
+    """
+    path = Path(path) if path is not None else naplib_demo_path()
+
+    def text(f, ref) -> str:
+        return "".join(chr(c) for c in np.asarray(f[ref][()]).ravel())
+
+    try:
+        with h5py.File(path, "r") as f:
+            out = f["out"]
+            refs = {key: [r for r in np.asarray(out[key]).ravel()] for key in ("aud", "resp", "dataf", "name")}
+            stimuli = [np.asarray(f[r][()], dtype=np.float32).T for r in refs["aud"]]      # stored (T, F)
+            responses = [np.asarray(f[r][()], dtype=np.float32).T for r in refs["resp"]]   # stored (T, N)
+            # rounded: the file holds 100 and 99.99999999999999
+            rates = sorted({round(float(np.asarray(f[r][()]).ravel()[0]), 6) for r in refs["dataf"]})
+            names = [text(f, r) for r in refs["name"]]
+    except (OSError, KeyError) as error:
+        raise ValueError(f"{path} is not naplib's demo file (a MATLAB v7.3 struct 'out' with fields aud, resp, "
+                         f"dataf, name): {error}") from None
+    if len(rates) != 1:
+        raise ValueError(f"{path}: the trials have different frame rates {rates}")
+    return _build(str(path), lambda: Trials(stimuli, responses, rates[0], names=names,
+                                            channel_names=[f"elec{n}" for n in range(responses[0].shape[0])]))

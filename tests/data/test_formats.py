@@ -254,3 +254,25 @@ def test_naplib_stand_in_is_time_first():
     assert from_naplib(data, sfreq=50).sfreq == 50.0
     with pytest.raises(KeyError, match="trial 0 has no field\\(s\\) \\['spec'\\]"):
         from_naplib(data, stimulus="spec")
+
+
+def test_naplib_demo_is_read_from_its_own_file():
+    """The real demo recording naplib ships (installed with --no-deps: naplib pins numpy < 2)."""
+    pytest.importorskip("h5py")
+    from dstrf.data.formats import load_naplib_demo, naplib_demo_path
+
+    try:
+        naplib_demo_path()
+    except ModuleNotFoundError:
+        pytest.skip("naplib is not installed (pip install --no-deps naplib)")
+    trials = load_naplib_demo()
+    assert (trials.n_trials, trials.n_freqs, trials.n_channels, trials.sfreq) == (10, 128, 10, 100.0)
+    assert trials.lengths[:3] == [6197, 5203, 6430] and sum(trials.lengths) == 64441  # 644 s
+    assert trials.names[0] == "stim01"
+    # the spectrogram and the responses are time-aligned (simulated electrodes follow the stimulus energy)
+    from dstrf.models import RidgeSTRF
+
+    model = RidgeSTRF(128, 10, lags=10, alphas=[1e3]).fit(trials.stimuli[:3], trials.responses[:3])
+    prediction = model(trials.stimuli[3][None])[0]
+    r = [np.corrcoef(prediction[n, 9:].numpy(), trials.responses[3][n, 9:].numpy())[0, 1] for n in range(10)]
+    assert min(r) > 0.3
