@@ -73,6 +73,24 @@ def test_every_data_config_composes(data, tmp_path):
 
         path = save_trials(synthetic_trials(n_trials=3, n_frames=100, n_freqs=8), tmp_path / "t.h5")
         overrides.append(f"data.trials.path={path}")
+    elif data == "audio":
+        import numpy as np
+
+        soundfile = pytest.importorskip("soundfile")
+        rows = ["audio,response"]
+        for i in range(3):
+            soundfile.write(tmp_path / f"s{i}.wav", np.random.default_rng(i).standard_normal(8000) / 4, 8000)
+            np.save(tmp_path / f"r{i}.npy", np.zeros((2, 100), dtype=np.float32) + i)
+            rows.append(f"s{i}.wav,r{i}.npy")
+        (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+        overrides += [f"data.trials.path={tmp_path / 'manifest.csv'}", "data.trials.n_bands=16"]
+    elif data == "naplib_demo":
+        from dstrf.data.formats import naplib_demo_path
+
+        try:
+            naplib_demo_path()
+        except ModuleNotFoundError:
+            pytest.skip("naplib is not installed (pip install --no-deps naplib)")
     cfg = compose(overrides)
     dm = hydra.utils.instantiate(cfg.data, split=hydra.utils.instantiate(cfg.split))
     assert isinstance(dm, TrialDataModule) and len(dm.trials) >= 3
