@@ -325,6 +325,13 @@ def _load_test_outputs(job: JobEntry) -> _TestOutputs:
 # -------------------------------------------------------------------------------------------------------- summary
 
 
+def done_jobs(jobs: Sequence[JobEntry], unreadable: Sequence[tuple[JobEntry, str]]) -> list[JobEntry]:
+    """The one definition of "done" (see the module docstring): jobs with done.json whose outputs were read,
+    in ``jobs`` order."""
+    unread = {job.name for job, _ in unreadable}
+    return [job for job in jobs if job.status == "done" and job.name not in unread]
+
+
 @dataclass
 class GroupSummary:
     """One group's per-trial scores: arrays ``(n_trials, n_channels)``, rows in ``trials`` order.
@@ -348,9 +355,7 @@ class GroupSummary:
 
     @property
     def done(self) -> list[JobEntry]:
-        """Jobs with done.json whose outputs were read (the one definition of "done", see the module docstring)."""
-        unread = {job.name for job, _ in self.unreadable}
-        return [job for job in self.jobs if job.status == "done" and job.name not in unread]
+        return done_jobs(self.jobs, self.unreadable)
 
     @property
     def n_done(self) -> int:
@@ -405,9 +410,7 @@ class SweepSummary:
 
     @property
     def done(self) -> list[JobEntry]:
-        """Jobs with done.json whose outputs were read, in sweep order (see the module docstring)."""
-        unread = {job.name for job, _ in self.unreadable}
-        return [job for job in self.jobs if job.status == "done" and job.name not in unread]
+        return done_jobs(self.jobs, self.unreadable)
 
     @property
     def n_done(self) -> int:

@@ -150,6 +150,23 @@ def _fingerprint(jobs, options: dict, digest: Callable[[object], str]) -> str:
     return h.hexdigest()[:32]
 
 
+def _models_unless_finished(jobs_, jobs, options: dict, target: Path, what: str, entry: dict, index: dict,
+                            listing: str) -> tuple[list, str] | None:
+    """Every model of the set and the fingerprint of what they make, to compute ``target``; None when ``target`` is already finished from the same
+    models and options (recorded under ``index[listing]`` as kept) or a model cannot be had (recorded under
+    ``index["failed"]``: the whole set fails, never a mean of fewer models)."""
+    try:
+        digest = _fingerprint(jobs, options, jobs_.digest)
+        if _finished(target, digest, what, lambda: [jobs_.load(job) for job in jobs], entry["file"]):
+            index[listing].append(entry)
+            index["kept"] += 1
+            return None
+        return [jobs_.load(job) for job in jobs], digest
+    except _Failed as failure:
+        index["failed"].append(failure.record(entry))
+        return None
+
+
 def estimate_sweep(
     sweep_dir: str | Path,
     trials: Sequence[int] | None = None,
@@ -184,16 +201,11 @@ def estimate_sweep(
         target = out / (group or ".") / f"trial_{trial}.h5"
         entry = {"group": group, "trial": trial, "file": str(target.relative_to(out).as_posix()),
                  "models": [j.name for j in jobs]}
-        try:
-            digest = _fingerprint(jobs, {**options, "trial": trial}, jobs_.digest)
-            if _finished(target, digest, "dSTRFs", lambda: [jobs_.load(job) for job in jobs], entry["file"]):
-                index["trials"].append(entry)
-                index["kept"] += 1
-                continue
-            models = [jobs_.load(job) for job in jobs]  # every model of the set, or the trial fails
-        except _Failed as failure:
-            index["failed"].append(failure.record(entry))
+        todo = _models_unless_finished(jobs_, jobs, {**options, "trial": trial}, target, "dSTRFs", entry, index,
+                                       "trials")
+        if todo is None:
             continue
+        models, digest = todo
         stimulus = experiment.trials(jobs[0])[trial].stimulus  # the raw stimulus, in the data's units
         try:
             result = jackknife_dstrf(models, stimulus.to(device), lags=lags, q=q, channels=channels, times=times,
@@ -334,16 +346,11 @@ def estimate_gradmaps(
         target = out / (group or ".") / f"{stem}.h5"
         entry = {"group": group, "file": str(target.relative_to(out).as_posix()), "test_trials": tested,
                  "models": names}
-        try:
-            digest = _fingerprint(jobs, {**options, "kind": "gradmap"}, jobs_.digest)
-            if _finished(target, digest, "gradient maps", lambda: [jobs_.load(job) for job in jobs], entry["file"]):
-                index["folds"].append(entry)
-                index["kept"] += 1
-                continue
-            models = [jobs_.load(job) for job in jobs]  # every model of the fold, or the fold fails
-        except _Failed as failure:
-            index["failed"].append(failure.record(entry))
+        todo = _models_unless_finished(jobs_, jobs, {**options, "kind": "gradmap"}, target, "gradient maps", entry,
+                                       index, "folds")
+        if todo is None:
             continue
+        models, digest = todo
         data = experiment.trials(jobs[0])
         window = None
         if x0 is not None:
