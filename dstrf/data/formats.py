@@ -442,12 +442,15 @@ def naplib_demo_path() -> Path:
     return path
 
 
-def load_naplib_demo(path: str | os.PathLike | None = None) -> Trials:
+def load_naplib_demo(path: str | os.PathLike | None = None, n_bands: int | None = None) -> Trials:
     """naplib's speech demo (``naplib.io.load_speech_task_data``) as Trials, read with h5py from its MATLAB
     v7.3 file: 10 trials of speech, the ``'aud'`` spectrogram (128 bands) and the ``'resp'`` of 10 simulated
     electrodes at ``'dataf'`` = 100 Hz (about 64 s each). ``path``: the file (default :func:`naplib_demo_path`).
+    ``n_bands``: average groups of ``128 / n_bands`` adjacent bands (a divisor of 128; None keeps all 128).
     """
     path = Path(path) if path is not None else naplib_demo_path()
+    if n_bands is not None and not (isinstance(n_bands, int) and 0 < n_bands <= 128 and 128 % n_bands == 0):
+        raise ValueError(f"n_bands must divide naplib's 128 bands (1, 2, 4, ..., 64, 128) or be null; got {n_bands!r}")
 
     def text(f, ref) -> str:
         return "".join(chr(c) for c in np.asarray(f[ref][()]).ravel())
@@ -466,5 +469,7 @@ def load_naplib_demo(path: str | os.PathLike | None = None) -> Trials:
                          f"dataf, name): {error}") from None
     if len(rates) != 1:
         raise ValueError(f"{path}: the trials have different frame rates {rates}")
+    if n_bands is not None and n_bands != stimuli[0].shape[0]:
+        stimuli = [x.reshape(n_bands, -1, x.shape[1]).mean(axis=1) for x in stimuli]
     return _build(str(path), lambda: Trials(stimuli, responses, rates[0], names=names,
                                             channel_names=[f"elec{n}" for n in range(responses[0].shape[0])]))

@@ -276,3 +276,8 @@ def test_naplib_demo_is_read_from_its_own_file():
     prediction = model(trials.stimuli[3][None])[0]
     r = [np.corrcoef(prediction[n, 9:].numpy(), trials.responses[3][n, 9:].numpy())[0, 1] for n in range(10)]
     assert min(r) > 0.3
+    halved = load_naplib_demo(n_bands=64)
+    assert halved.n_freqs == 64 and halved.lengths == trials.lengths
+    np.testing.assert_allclose(halved.stimuli[0][5].numpy(), trials.stimuli[0][10:12].mean(0).numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="n_bands must divide naplib's 128 bands .* got 48"):
+        load_naplib_demo(n_bands=48)

@@ -40,6 +40,28 @@ def test_the_lagged_design_holds_past_frames_in_lag_order():
     np.testing.assert_array_equal(_lagged(x, 3, 2, 5), X[2:5])
 
 
+@pytest.mark.parametrize("n_freqs, lags, n_frames, warmup, chunk_size", [
+    (4, 6, 300, 5, 7),      # the default warm-up: full windows only
+    (4, 6, 300, 0, 2048),   # warm-up 0: zero-padded frames before the start enter the sums
+    (3, 5, 40, 7, 3),       # a core of a few frames
+    (3, 5, 12, 2, 2048),    # shorter than two receptive fields: the explicit design
+    (2, 1, 50, 0, 16),      # no lags
+    (5, 7, 100, 30, 1),     # a long warm-up, one frame per chunk
+])
+def test_lagged_moments_regrouped_by_lag_equal_the_sums_over_the_explicit_design(n_freqs, lags, n_frames, warmup,
+                                                                                 chunk_size):
+    rng = np.random.default_rng(n_frames)
+    x, y = rng.standard_normal((n_freqs, n_frames)), rng.standard_normal((2, n_frames))
+    m = lagged_moments(x, y, lags, warmup, chunk_size)
+    X, Y = _lagged(x, lags, warmup, n_frames), y[:, warmup:].T
+    assert m.n == n_frames - warmup
+    np.testing.assert_allclose(m.xx, X.T @ X, atol=1e-10)
+    np.testing.assert_allclose(m.sx, X.sum(0), atol=1e-10)
+    np.testing.assert_allclose(m.xy, X.T @ Y, atol=1e-10)
+    np.testing.assert_allclose(m.sy, Y.sum(0), atol=1e-10)
+    np.testing.assert_allclose(m.yy, (Y * Y).sum(0), atol=1e-10)
+
+
 @pytest.mark.parametrize("chunk_size", [1, 7, 2048])
 def test_a_single_alpha_fit_equals_the_textbook_ridge(chunk_size):
     _, xs, ys = _data()
@@ -141,3 +163,16 @@ def test_a_laplacian_penalty_solves_its_own_normal_equations_and_smooths():
     assert roughness(model) < roughness(ridge)
     with pytest.raises(ValueError, match="penalty must be 'ridge' or 'laplacian'"):
         RidgeSTRF(F_, N_, penalty="l1")
+
+
+def test_a_cholesky_per_alpha_and_one_eigendecomposition_for_all_give_the_same_weights():
+    from dstrf.models.ridge import _cholesky_is_cheaper
+
+    _, xs, ys = _data()
+    m = sum((lagged_moments(x, y, L_, L_ - 1) for x, y in zip(xs[1:], ys[1:])), lagged_moments(xs[0], ys[0], L_, L_ - 1))
+    many = np.logspace(-2, 6, 18)  # eigh
+    assert not _cholesky_is_cheaper(len(many), F_ * L_) and _cholesky_is_cheaper(3, F_ * L_)
+    w_eig, b_eig = _solve_all(m, many)
+    w_cho, b_cho = _solve_all(m, many[[0, 4, 8]])  # Cholesky
+    np.testing.assert_allclose(w_cho, w_eig[[0, 4, 8]], rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(b_cho, b_eig[[0, 4, 8]], rtol=1e-8, atol=1e-12)
