@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from .sweep.aggregate import AggregateError, JobEntry, find_jobs, is_job_dir, job_entry, read_manifest
-from .sweep.job import read_json
+from .runs.discovery import JobEntry, SweepDirectoryError, find_jobs, is_job_dir, job_entry, read_manifest
+from .runs.job import read_json
 
 if TYPE_CHECKING:  # torch / Lightning are imported only when a model or the data is needed
     import torch
@@ -288,7 +288,7 @@ class Experiment:
         try:
             self.manifest = read_manifest(path)
             entries = [] if self.manifest is None and is_job_dir(path) else find_jobs(path)
-        except AggregateError as err:
+        except SweepDirectoryError as err:
             raise NotAnExperimentError(str(err)) from None
         if self.manifest is None and (is_job_dir(path) or (path / ".hydra" / "config.yaml").is_file()):
             self.kind = "run"

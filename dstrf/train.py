@@ -35,11 +35,21 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from .config import CONFIG_DIR
 from .lit import EncoderModule, TrialDataModule
 from .lit.callbacks import ChecksBeforeFit
+from .lit.ddp import is_rank_zero_process, job_processes
 from .lit.divergence import DivergenceGuard
 from .metrics import cc_norm
-from .sweep.ddp import is_rank_zero_process, job_processes
-from .sweep.job import (JobState, data_files, lock_job, mark_done, mark_fitted, mark_started, prepare_job, read_json,
-                        relative_path, write_json)
+from .runs.job import (
+    JobState,
+    data_files,
+    lock_job,
+    mark_done,
+    mark_fitted,
+    mark_started,
+    prepare_job,
+    read_json,
+    relative_path,
+    write_json,
+)
 
 __all__ = ["ConfigError", "main", "run"]
 
@@ -84,7 +94,7 @@ def _config_key(prefix: str, node: Any = None, **more: Any) -> Iterator[None]:
     except (InstantiationException, ValueError, TypeError) as err:
         cause = _cause(err)
         if not isinstance(cause, (ValueError, TypeError)) or isinstance(cause, ConfigError):
-            raise cause if cause is not err else err
+            raise cause if cause is not err else err  # noqa: B904 -- the user's own error, re-raised as it was
         raise ConfigError(_name_keys(str(cause), {prefix: node, **more})) from cause
 
 
@@ -151,8 +161,10 @@ def _run_dir(cfg: DictConfig) -> Path:
 
 def _resolve_data_paths(cfg: DictConfig) -> None:
     """Write every data file path as an absolute path into the config, so the run's saved config (and
-    ``dstrf.inspect``) finds the data from any directory."""
-    for key, path in data_files(cfg).items():
+    ``dstrf.inspect``) finds the data from any directory. Relative paths are relative to where the command ran
+    (Hydra may have changed the working directory since)."""
+    cwd = HydraConfig.get().runtime.cwd if HydraConfig.initialized() else None
+    for key, path in data_files(cfg, base=cwd).items():
         if "[" in key:
             continue  # a file a manifest lists: the manifest's own path is resolved
         with open_dict(cfg):
@@ -395,7 +407,7 @@ def run(cfg: DictConfig) -> dict:
 
     A job directory that already holds this job's complete results is skipped; an interrupted one resumes
     from its newest readable checkpoint, or only recomputes its results when training had ended; results of
-    a different config or different data are moved to ``superseded/`` (see :mod:`dstrf.sweep.job`). Every
+    a different config or different data are moved to ``superseded/`` (see :mod:`dstrf.runs.job`). Every
     setting is checked against the model and the data before training starts.
     """
     start = time.perf_counter()

@@ -185,7 +185,7 @@ def ref_shape_change(W, max_shift, max_iter=20):
         X = W[:, n].astype(np.float64)
         used = np.nonzero([np.any(x != 0) for x in X])[0]
         mean, shifts = X[used].mean(0), np.zeros(len(X), dtype=int)
-        for it in range(1, max_iter + 1):
+        for it in range(1, max_iter + 1):  # noqa: B007 -- the count of passes is read after the loop
             new = np.zeros(len(X), dtype=int)
             for t in used:
                 best, best_s = -np.inf, 0

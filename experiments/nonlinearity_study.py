@@ -57,7 +57,7 @@ def main() -> None:
              f"{trained:.0f} s, dSTRFs + analysis {analysed:.0f} s on 2 CPUs.", "",
              "| neuron | model | complexity | gain change (CV) | temporal hold (frames) | shape change |",
              "|---|---|---:|---:|---:|---:|"]
-    for i, row in enumerate(tables["DeepEncoder"]):
+    for i in range(len(tables["DeepEncoder"])):
         for model in GROUPS:
             r = tables[model][i]
             lines.append(f"| {r['name']} | {model} | " + " | ".join(f"{float(r[m]):.2f}" for m in MEASURES) + " |")

@@ -179,7 +179,7 @@ def test_a_missing_best_checkpoint_is_an_error_not_another_checkpoint(sweep_dir,
     job = load(sweep)["fold0_jk0"]
     with pytest.raises(CheckpointError, match=rf"cannot read checkpoint {best} \(job fold0_jk0\): metrics.json names "
                                               r"it as the best checkpoint, but it is not there"):
-        job.checkpoint
+        _ = job.checkpoint
     with pytest.raises(CheckpointError):
         job.load_model()
 
@@ -194,9 +194,9 @@ def test_unreadable_metrics_of_a_done_job_are_an_error_and_listed_as_a_problem(s
     exp = load(sweep)
     job = exp["fold0_jk2"]
     with pytest.raises(ResultFileError, match=rf"cannot read file {metrics} \(job fold0_jk2\): JSONDecodeError: "):
-        job.metrics
+        _ = job.metrics
     with pytest.raises(ResultFileError):
-        job.split  # would otherwise be guessed from the config, and the best checkpoint from the file names
+        _ = job.split  # would otherwise be guessed from the config, and the best checkpoint from the file names
     assert exp["fold1_jk1"].metrics is None
     row = exp.table()[2]
     assert row["dir"] == "fold0_jk2" and row["epochs"] is None

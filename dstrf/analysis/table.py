@@ -21,8 +21,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .inputs import DEFAULT_CHUNK, check_alpha, positive_int
-from .measures import (GAIN_VARIANTS, _check_max_shift, _check_tau_max, _complexity, _gain_change, _opened,
-                       _shape_change, _temporal_hold)
+from .measures import (
+    GAIN_VARIANTS,
+    _check_max_shift,
+    _check_tau_max,
+    _complexity,
+    _gain_change,
+    _opened,
+    _shape_change,
+    _temporal_hold,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

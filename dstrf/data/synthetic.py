@@ -14,7 +14,6 @@ with mu_f the per-band mean over all trials, so d is linear in the stimulus with
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np

@@ -27,7 +27,7 @@ import torch
 
 from .cnn import ConvNet2D, DeepEncoder
 from .layers import ParametricSoftplus
-from .linear import LinearSTRF, LNSTRF
+from .linear import LNSTRF, LinearSTRF
 from .recurrent import LocallyConnected1d, StateNet
 from .ridge import RidgeSTRF
 

@@ -1,9 +1,7 @@
-"""Hydra side: job life cycle (skip, resume, archive), DDP processes per job, aggregation after a sweep.
+"""Hydra multirun side: what runs after a sweep's jobs (``dstrf-aggregate``, its Hydra callback) and over
+them (``dstrf-estimate``). The job life cycle and job discovery live in :mod:`dstrf.runs`; dstrf's sweeper
+is the Hydra plugin in ``hydra_plugins/dstrf_sweeper``.
 
-``dstrf.sweep.aggregate.aggregate(sweep_dir)`` summarises a sweep (the module name is kept free: Hydra
-configs refer to ``dstrf.sweep.aggregate.AggregateCallback``).
+``dstrf.sweep.aggregate.aggregate(sweep_dir)`` summarises a sweep (Hydra configs refer to
+``dstrf.sweep.aggregate.AggregateCallback``).
 """
-
-from .job import JobState, config_hash, mark_done, mark_started, prepare_job
-
-__all__ = ["JobState", "config_hash", "prepare_job", "mark_started", "mark_done"]

@@ -55,7 +55,7 @@ from ..analysis.table import by_channel, nonlinearities, plot_nonlinearities, st
 from ..estimate.checks import check_finite_parameters
 from ..estimate.gradmap import gradmap
 from ..estimate.jackknife import jackknife_dstrf, jackknife_se, sign_consistency_mask
-from .job import file_digest
+from ..runs.job import file_digest
 
 __all__ = ["estimate_sweep", "estimate_gradmaps", "analyze_sweep", "main"]
 

@@ -8,7 +8,7 @@ On top of the ordinary ``-m key=a,b`` cross product it
 - names every job's directory by what distinguishes it: ``fold3_jk1``, or ``model=linear_strf/fold3_jk1``
   when other settings are swept too; the names are deterministic, so running the same sweep command again
   lands in the same directories, where finished jobs are skipped and interrupted ones resume
-  (:mod:`dstrf.sweep.job`);
+  (:mod:`dstrf.runs.job`);
 - writes ``sweep.json`` (every expected job, its directory and overrides) before launching, which the
   aggregation and the inspector use to list missing and failed jobs;
 - refuses to start while another process runs a sweep in the same directory;
@@ -40,7 +40,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from dstrf.config import quote_override, register_resolvers
 from dstrf.data.splits import split_grid
-from dstrf.sweep.aggregate import CV_KEYS, aggregate
+from dstrf.runs.discovery import CV_KEYS
+from dstrf.sweep.aggregate import aggregate
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,18 @@ import torch
 from dstrf import analysis
 from dstrf.analysis import complexity, gain_change, inputs, shape_change, temporal_hold
 
-from .conftest import (brute_complexity, brute_hold, brute_shape, gains, held, linear, pure_gain, smooth_strf, switch,
-                       with_zero_frames)
+from .conftest import (
+    brute_complexity,
+    brute_hold,
+    brute_shape,
+    gains,
+    held,
+    linear,
+    pure_gain,
+    smooth_strf,
+    switch,
+    with_zero_frames,
+)
 
 F, L = 16, 40
 
@@ -130,6 +140,7 @@ def test_the_signed_rank_tests_equal_scipy_column_by_column():
     # all of scipy's cases: long columns (normal approximation, vectorised), short ones without ties (exact),
     # short ones with ties or zeros (up to 13: the exhaustive sign-flip test; 14 to 50: normal approximation)
     import scipy.stats
+
     from dstrf.analysis.measures import _wilcoxon_greater
 
     rng = np.random.default_rng(11)
@@ -296,7 +307,7 @@ def fit(model, stimuli, responses, steps, lr):
 def test_dstrfs_of_models_fitted_to_synthetic_neurons():
     from dstrf.data.synthetic import make_synthetic
     from dstrf.estimate import dstrf
-    from dstrf.models import DeepEncoder, LinearSTRF, LNSTRF
+    from dstrf.models import LNSTRF, DeepEncoder, LinearSTRF
 
     torch.manual_seed(0)
     data = make_synthetic(n_trials=4, n_frames=600, n_freqs=12, neurons=["linear", "ln", "temporal_hold"], lags=20,

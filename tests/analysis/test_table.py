@@ -5,8 +5,15 @@ import csv
 import numpy as np
 import pytest
 
-from dstrf.analysis import (NonlinearityTable, complexity, gain_change, nonlinearities, plot_nonlinearities, shape_change,
-                            temporal_hold)
+from dstrf.analysis import (
+    NonlinearityTable,
+    complexity,
+    gain_change,
+    nonlinearities,
+    plot_nonlinearities,
+    shape_change,
+    temporal_hold,
+)
 
 from .conftest import held, linear, pure_gain, switch
 

@@ -69,7 +69,7 @@ def test_shapes_dtypes_and_stimulus_statistics(data):
     assert all(r.shape == (4, 5, 1000) for r in t.repeats)
     assert all(s.shape == (5, 1000) for s in data.noiseless)
     assert data.filters["linear"].shape == (32, 40) and data.filters["shape_change"].shape == (2, 32, 40)
-    for name, w in data.filters.items():
+    for w in data.filters.values():
         for wi in w.reshape(-1, 32, 40):
             assert np.isclose(np.linalg.norm(wi), 1.0)
     x = cat(stim(data))

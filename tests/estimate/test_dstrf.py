@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from dstrf.estimate import dstrf
-from dstrf.models import ConvNet2D, DeepEncoder, LinearSTRF, LNSTRF, StateNet
+from dstrf.models import LNSTRF, ConvNet2D, DeepEncoder, LinearSTRF, StateNet
 
 from .stand_ins import Centered, WithoutWindows
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from dstrf.data.synthetic import make_stimuli
 from dstrf.estimate import InactiveGradmapWarning, OptimalStimulus, gradmap, optimal_stimulus
-from dstrf.models import ConvNet2D, DeepEncoder, LinearSTRF, LNSTRF, StateNet
+from dstrf.models import LNSTRF, ConvNet2D, DeepEncoder, LinearSTRF, StateNet
 
 from .stand_ins import Centered, WithoutWindows
 

@@ -9,7 +9,8 @@ import torch
 
 from dstrf.data.synthetic import synthetic_trials
 from dstrf.estimate import dstrf, open_dstrf
-from dstrf.lit import DSTRFCallback, EncoderModule, GradmapCallback
+from dstrf.lit import EncoderModule
+from dstrf.lit.callbacks import DSTRFCallback, GradmapCallback
 
 
 @pytest.mark.slow

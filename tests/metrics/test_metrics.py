@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from dstrf.metrics import (NoiseCeilingWarning, PearsonR, UndefinedCorrelationWarning, cc_max, cc_norm, pearson_r,
-                           signal_power)
+from dstrf.metrics import (
+    NoiseCeilingWarning,
+    PearsonR,
+    UndefinedCorrelationWarning,
+    cc_max,
+    cc_norm,
+    pearson_r,
+    signal_power,
+)
 
 
 def test_pearson_r_matches_numpy_per_channel_and_honours_the_mask():

@@ -11,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from dstrf.models import ConvNet2D, DeepEncoder, LinearSTRF, LNSTRF, ParametricSoftplus, StateNet
+from dstrf.models import LNSTRF, ConvNet2D, DeepEncoder, LinearSTRF, ParametricSoftplus, StateNet
 
 F_, N_, B_ = 16, 3, 2
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "model"

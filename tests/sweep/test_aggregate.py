@@ -16,8 +16,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from dstrf.metrics import UndefinedCorrelationWarning
-from dstrf.sweep.aggregate import (AggregateCallback, GroupSummary, aggregate, find_jobs, jackknife_se, main,
-                                   pearson_r)
+from dstrf.runs.discovery import find_jobs
+from dstrf.sweep.aggregate import AggregateCallback, GroupSummary, aggregate, jackknife_se, main, pearson_r
 
 from .conftest import JOBS, job_dir_name
 

@@ -101,3 +101,19 @@ def test_the_task_function_pickles_for_launchers_that_run_jobs_in_other_processe
     release_after_job = sweeper_module().ReleaseAfterJob
     task = pickle.loads(pickle.dumps(release_after_job(len)))
     assert isinstance(task, release_after_job) and task("abc") == 3
+
+
+def test_the_private_hydra_sweeper_dstrf_builds_on_has_what_it_uses():
+    """DstrfSweeper subclasses hydra._internal's BasicSweeper (pinned by hydra-core>=1.3,<1.4): a Hydra that
+    moves or changes it fails here, not in a user's sweep."""
+    import inspect as pyinspect
+    from importlib.metadata import version
+
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    major, minor = (int(v) for v in version("hydra-core").split(".")[:2])
+    assert (major, minor) == (1, 3)
+    assert list(pyinspect.signature(BasicSweeper.__init__).parameters)[1:3] == ["max_batch_size", "params"]
+    assert {"hydra_context", "task_function", "config"} <= set(pyinspect.signature(BasicSweeper.setup).parameters)
+    sweeper = BasicSweeper(max_batch_size=None, params=None)
+    assert {"config", "launcher", "hydra_context", "max_batch_size"} <= set(vars(sweeper))

@@ -4,8 +4,16 @@ import zipfile
 import pytest
 from omegaconf import OmegaConf
 
-from dstrf.sweep.job import (JobLockedError, checkpoint_problem, config_hash, lock_job, mark_done, mark_fitted,
-                             mark_started, prepare_job)
+from dstrf.runs.job import (
+    JobLockedError,
+    checkpoint_problem,
+    config_hash,
+    lock_job,
+    mark_done,
+    mark_fitted,
+    mark_started,
+    prepare_job,
+)
 
 
 def cfg(epochs=3, output_dir="/somewhere", data_path=None):
@@ -161,7 +169,7 @@ def test_the_files_a_manifest_lists_are_data_too(tmp_path):
     (tmp_path / "manifest.csv").write_text("audio,response\na.wav,a.npy\n")
     node = cfg()
     node.data = {"trials": {"_target_": "dstrf.data.manifest.load_manifest", "path": str(tmp_path / "manifest.csv")}}
-    from dstrf.sweep.job import data_files
+    from dstrf.runs.job import data_files
 
     assert sorted(data_files(node)) == ["data.trials.path", "data.trials.path[a.npy]", "data.trials.path[a.wav]"]
     before = config_hash(node)

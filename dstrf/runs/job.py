@@ -75,15 +75,10 @@ _DIGESTS: dict[tuple[str, int, int], str] = {}
 # ------------------------------------------------------------------------------------------------------ identity
 
 
-def _resolve_path(value: str) -> Path:
-    """A data path as the run sees it: relative paths are relative to the directory the command ran in."""
+def _resolve_path(value: str, base: Path | None) -> Path:
+    """A data path as the run sees it: a relative path is relative to ``base`` (default: the current directory)."""
     path = Path(value).expanduser()
-    if path.is_absolute():
-        return path
-    from hydra.core.hydra_config import HydraConfig
-
-    base = Path(HydraConfig.get().runtime.cwd) if HydraConfig.initialized() else Path.cwd()
-    return base / path
+    return path if path.is_absolute() else (base if base is not None else Path.cwd()) / path
 
 
 # Loaders whose file lists other files (``_target_`` -> the function listing them): those files are data too.
@@ -107,16 +102,18 @@ def _listed(key: str, target: str, listing: Path) -> dict[str, Path]:
     return entries
 
 
-def data_files(cfg: DictConfig) -> dict[str, Path]:
+def data_files(cfg: DictConfig, base: str | Path | None = None) -> dict[str, Path]:
     """Every data file of the config: ``{"data.trials.path": Path(...)}`` for each ``path`` key under ``data``
-    (resolved, absolute), and the files a manifest lists (``data.trials.path[stimuli/a.wav]``)."""
+    (absolute; a relative path is taken relative to ``base``, default the current directory: the entry point
+    passes the directory the command ran in), and the files a manifest lists (``data.trials.path[stimuli/a.wav]``)."""
+    base = Path(base) if base is not None else None
     found: dict[str, Path] = {}
 
     def walk(node: Any, key: str) -> None:
         if isinstance(node, dict):
             for k, v in node.items():
                 if k == "path" and isinstance(v, str):
-                    found[f"{key}.{k}"] = _resolve_path(v)
+                    found[f"{key}.{k}"] = _resolve_path(v, base)
                     if node.get("_target_") in LISTED_FILES:
                         found.update(_listed(f"{key}.{k}", node["_target_"], found[f"{key}.{k}"]))
                 else:
