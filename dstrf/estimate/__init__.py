@@ -3,9 +3,9 @@
 Works on plain ``torch.nn.Module``s and tensors, without Lightning or Hydra.
 """
 
-from .dstrf import dstrf
 from .gradmap import InactiveGradmapWarning, OptimalStimulus, gradmap, optimal_stimulus
 from .jackknife import JackknifeDSTRF, jackknife_dstrf, jackknife_se, quantile, sign_consistency_mask
+from .jacobian import dstrf
 from .storage import DSTRFFile, DSTRFFileError, open_dstrf
 
 __all__ = ["dstrf", "gradmap", "optimal_stimulus", "OptimalStimulus", "InactiveGradmapWarning", "DSTRFFile",

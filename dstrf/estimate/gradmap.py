@@ -14,7 +14,7 @@ GradMap paper (Rancon et al. 2025) differentiates ``-R_n`` instead; ``convention
 
 For an LN model ``r = s(W x + b)`` the map at the null stimulus is ``s'(b) W``: the STRF up to a positive
 factor. For a deep model it is the first-order linearisation at ``x0``, i.e. the dSTRF (see
-:mod:`dstrf.estimate.dstrf`) of the last output frame of ``x0``.
+:mod:`dstrf.estimate.jacobian`) of the last output frame of ``x0``.
 
 How it is computed: ONE forward pass of the single stimulus (batch 1), then the N responses are
 differentiated with respect to the input window by batched backward passes (one-hot cotangents over chunks
@@ -59,7 +59,7 @@ import torch
 from torch import nn
 
 from .checks import check_finite_result, check_model, positive_int
-from .dstrf import _as_input, _check_causal, _select, _windowed, eval_mode
+from .jacobian import _as_input, _check_causal, _select, _windowed, eval_mode
 
 try:  # a dependency of Lightning; the bar is optional
     from tqdm.auto import tqdm as _tqdm
@@ -182,7 +182,7 @@ def _neuron_set(values, n_outputs: int) -> np.ndarray:
 
 
 class _Restore:
-    """Eval mode inside (:func:`dstrf.estimate.dstrf.eval_mode`: every submodule's own mode back afterwards, also
+    """Eval mode inside (:func:`dstrf.estimate.jacobian.eval_mode`: every submodule's own mode back afterwards, also
     on exceptions); gradients enabled."""
 
     def __init__(self, model: nn.Module) -> None:

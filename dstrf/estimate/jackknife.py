@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .checks import check_model, check_stimulus, positive_int
-from .dstrf import _select, dstrf
+from .jacobian import _select, dstrf
 
 __all__ = ["JackknifeDSTRF", "jackknife_dstrf", "jackknife_se", "sign_consistency_mask", "quantile"]
 

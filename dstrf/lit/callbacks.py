@@ -15,7 +15,7 @@ import torch
 
 from ..analysis.inputs import FrameView
 from ..analysis.table import by_channel, nonlinearities, plot_nonlinearities, stack_tables
-from ..estimate.dstrf import dstrf
+from ..estimate import dstrf
 from ..estimate.gradmap import gradmap, optimal_stimulus
 from ..estimate.storage import DSTRFFile
 from ..plots import animate_dstrf, frames_past_warmup, plot_dstrf, plot_optimal_stimuli, plot_receptive_fields

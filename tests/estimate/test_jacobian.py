@@ -145,3 +145,19 @@ def test_data_units_wrapper_of_an_encoder_without_a_window_path_uses_its_plain_f
     for t in (lags, 20, 29):
         window = expected[:, t, :, t - lags + 1: t + 1].flip(-1)
         torch.testing.assert_close(W[t], window)
+
+
+def test_no_module_shadows_the_function_dstrf_estimate_dstrf():
+    """The engine's module is ``jacobian``. With a module ``dstrf/estimate/dstrf.py``, any ``import
+    dstrf.estimate.dstrf`` (or a tool importing every submodule) rebound ``dstrf.estimate.dstrf`` to the module."""
+    import importlib
+    import importlib.util
+    import types
+
+    estimate = importlib.import_module("dstrf.estimate")
+    for name in ("dstrf.inspect", "dstrf.lit.callbacks", "dstrf.sweep.estimate", "dstrf.estimate.jacobian",
+                 "dstrf.estimate.gradmap", "dstrf.estimate.jackknife"):
+        importlib.import_module(name)
+    assert importlib.util.find_spec("dstrf.estimate.dstrf") is None
+    assert callable(estimate.dstrf) and not isinstance(estimate.dstrf, types.ModuleType)
+    assert estimate.dstrf is importlib.import_module("dstrf.estimate.jacobian").dstrf
