@@ -157,4 +157,5 @@ class TrialDataModule(L.LightningDataModule):
         return self._loader(self.split.test, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
+        """The test trials, for ``trainer.predict`` (:meth:`EncoderModule.predict_step`)."""
         return self._loader(self.split.test, shuffle=False)

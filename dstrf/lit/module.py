@@ -289,6 +289,15 @@ class EncoderModule(L.LightningModule):
             if not pad:
                 self.test_predictions[trial] = pred[row, :, :length].detach().cpu()
 
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[int, torch.Tensor]:
+        """``trainer.predict(module, datamodule=dm)``: per batch, ``{trial id: prediction (N, T_i)}`` for the
+        test trials, in the model's (standardised) units, every frame (warm-up frames included)."""
+        pred = self(batch["stimulus"])
+        pads = batch["pad"].tolist() if "pad" in batch else [False] * len(batch["trial"])
+        return {trial: pred[row, :, :length].detach().cpu()
+                for row, (trial, length, pad) in enumerate(zip(batch["trial"].tolist(), batch["lengths"].tolist(), pads))
+                if not pad}
+
     def on_test_epoch_start(self) -> None:
         self.test_predictions = {}
 

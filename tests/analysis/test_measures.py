@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from dstrf import analysis
 from dstrf.analysis import complexity, gain_change, inputs, shape_change, temporal_hold
 
 from .conftest import (
@@ -280,12 +279,6 @@ def test_bad_parameters_are_refused_naming_the_value(W):
         temporal_hold(W[..., :1])
     with pytest.raises(TypeError, match="must be real"):
         complexity(torch.from_numpy(W).to(torch.complex64))
-
-
-def test_the_analysis_api_is_importable_from_the_package():
-    for name in ("complexity", "gain_change", "temporal_hold", "shape_change", "nonlinearities", "plot_nonlinearities",
-                 "NonlinearityTable"):
-        assert hasattr(analysis, name)
 
 
 # --- dSTRFs of fitted models ------------------------------------------------------------------------------------

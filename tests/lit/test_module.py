@@ -111,6 +111,18 @@ def test_test_predictions_and_trial_scores(small_trials, tmp_path):
     np.testing.assert_allclose(scores[4], expected.numpy())
 
 
+def test_trainer_predict_gives_the_test_trials_predictions(small_trials, tmp_path):
+    dm = TrialDataModule(small_trials, Split([0, 1], [2], [3, 4]), batch_size=1)
+    module = EncoderModule(LINEAR, 8, 2, lr=0.05)
+    trainer = fit(module, dm, tmp_path, epochs=2)
+    batches = trainer.predict(module, datamodule=dm)
+    predictions = {trial: pred for batch in batches for trial, pred in batch.items()}
+    assert sorted(predictions) == [3, 4] and predictions[3].shape == (2, 90) and predictions[4].shape == (2, 110)
+    with torch.no_grad():
+        expected = module(dm.standardization.stimulus(small_trials[4].stimulus)[None])[0]
+    torch.testing.assert_close(predictions[4], expected)
+
+
 def test_a_single_channel_gives_per_channel_arrays(small_trials, tmp_path):
     one = small_trials.subset(range(5))
     one = type(one)([t.stimulus for t in one], [t.response[:1] for t in one], sfreq=100.0)
