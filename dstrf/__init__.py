@@ -9,7 +9,7 @@ contracts in ``pyproject.toml``):
 - ``plots`` | ``analysis``: figures; nonlinearity measures;
 - ``estimate``: dSTRFs, gradient maps, jackknife, storage;
 - ``metrics`` | ``models``;
-- ``data`` | ``config``.
+- ``data`` | ``config`` | ``validation`` (whole numbers, options, dtype names: one definition each).
 
 The estimation core (``data``, ``models``, ``metrics``, ``estimate``, ``analysis``) imports neither Lightning
 nor Hydra.

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dstrf.estimate.storage import DSTRFFile
+from ..estimate.storage import DSTRFFile
+from ..validation import positive_int
 
 __all__ = ["DSTRFSource", "ChannelData", "FrameView", "CHANNEL_CACHE_BYTES", "DEFAULT_CHUNK"]
 
@@ -28,13 +29,6 @@ __all__ = ["DSTRFSource", "ChannelData", "FrameView", "CHANNEL_CACHE_BYTES", "DE
 CHANNEL_CACHE_BYTES = 1 << 30
 #: Frames per block read from a source that is not cached.
 DEFAULT_CHUNK = 1024
-
-
-def positive_int(value, name: str, low: int = 1) -> int:
-    """``value`` as an int >= low, or a ValueError that names it."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
-    return int(value)
 
 
 def check_alpha(alpha) -> float:

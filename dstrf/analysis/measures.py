@@ -46,7 +46,8 @@ import scipy.stats
 import torch
 from numpy.lib.stride_tricks import as_strided
 
-from .inputs import DEFAULT_CHUNK, ChannelData, DSTRFSource, check_alpha, positive_int
+from ..validation import positive_int
+from .inputs import DEFAULT_CHUNK, ChannelData, DSTRFSource, check_alpha
 
 __all__ = ["complexity", "gain_change", "temporal_hold", "shape_change", "GAIN_VARIANTS", "ComplexityDetails",
            "GainChangeDetails", "TemporalHoldDetails", "ShapeChangeDetails"]
@@ -656,7 +657,7 @@ def _shape_change(channel: ChannelData, max_shift: int | None, max_iter: int,
 def _check_max_shift(max_shift, n_lags: int) -> int:
     if max_shift is None:
         return n_lags // 2
-    max_shift = positive_int(max_shift, "max_shift", low=0)
+    max_shift = positive_int(max_shift, "max_shift", minimum=0)
     if max_shift > n_lags - 1:
         raise ValueError(f"max_shift must be at most L - 1 = {n_lags - 1}; got {max_shift}")
     return max_shift

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .inputs import DEFAULT_CHUNK, check_alpha, positive_int
+from ..validation import positive_int
+from .inputs import DEFAULT_CHUNK, check_alpha
 from .measures import (
     GAIN_VARIANTS,
     _check_max_shift,

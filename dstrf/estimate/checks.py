@@ -11,22 +11,14 @@ stimuli, so a bad input gets the same error wherever it enters.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["check_model", "check_finite_parameters", "check_stimulus", "check_finite_result", "positive_int",
+from ..validation import positive_int
+
+__all__ = ["check_model", "check_finite_parameters", "check_stimulus", "check_finite_result",
            "first_non_finite"]
-
-
-def positive_int(value, name: str, unit: str) -> int:
-    """``value`` as an int, or a ValueError naming ``name`` if it is not a whole number >= 1 of ``unit``."""
-    whole = (isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer()))
-    if isinstance(value, bool) or not whole or int(value) < 1:
-        raise ValueError(f"{name} must be a positive whole number of {unit}; got {value!r}")
-    return int(value)
 
 
 def first_non_finite(values: torch.Tensor) -> tuple[int, tuple[int, ...]] | None:

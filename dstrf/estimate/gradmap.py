@@ -58,7 +58,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checks import check_finite_result, check_model, positive_int
+from ..validation import positive_int
+from .checks import check_finite_result, check_model
 from .jacobian import _as_input, _check_causal, _select, _windowed, eval_mode
 
 try:  # a dependency of Lightning; the bar is optional

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checks import check_model, check_stimulus, positive_int
+from ..validation import positive_int
+from .checks import check_model, check_stimulus
 from .jacobian import _select, dstrf
 
 __all__ = ["JackknifeDSTRF", "jackknife_dstrf", "jackknife_se", "sign_consistency_mask", "quantile"]

@@ -41,7 +41,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checks import check_finite_result, check_model, check_stimulus, positive_int
+from ..validation import positive_int
+from .checks import check_finite_result, check_model, check_stimulus
 from .storage import DSTRFFile, _Writer, fingerprint
 
 __all__ = ["dstrf"]

@@ -16,9 +16,10 @@ import torch
 from ..analysis.inputs import FrameView
 from ..analysis.table import by_channel, nonlinearities, plot_nonlinearities, stack_tables
 from ..estimate import dstrf
-from ..estimate.gradmap import gradmap, optimal_stimulus
+from ..estimate.gradmap import CONVENTIONS, READOUTS, gradmap, optimal_stimulus
 from ..estimate.storage import DSTRFFile
 from ..plots import animate_dstrf, frames_past_warmup, plot_dstrf, plot_optimal_stimuli, plot_receptive_fields
+from ..validation import dtype_named, option
 from .loggers import log_media
 from .module import EncoderModule
 
@@ -48,7 +49,6 @@ def _best_module(trainer: L.Trainer, pl_module: EncoderModule) -> tuple[EncoderM
     module = EncoderModule.load_from_checkpoint(best, map_location=pl_module.device) if best else pl_module
     return module, best
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "float64": torch.float64}
 
 
 class DSTRFCallback(L.Callback):
@@ -95,8 +95,7 @@ class DSTRFCallback(L.Callback):
                  dtype: str = "float32", dirpath: str | None = None, figures: bool = True,
                  figure_channels: Sequence[int] | None = None, figure_times: Sequence[int] | None = None,
                  animation: bool = False, animation_frames: int = 100, analyze: bool = False) -> None:
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}; got {dtype!r}")
+        dtype_named(dtype)
         if times is not None and len(times) != 2:
             raise ValueError(f"times must be [start, stop] frames; got {list(times)}")
         if int(animation_frames) < 1:
@@ -136,7 +135,7 @@ class DSTRFCallback(L.Callback):
         mine = sorted(stimuli)[rank::world_size]
         for trial in mine:
             dstrf(model, stimuli[trial].to(module.device), lags=self.lags, channels=self.channels, times=self.times,
-                  chunk_size=self.chunk_size, dtype=_DTYPES[self.dtype], out=out / f"trial_{trial}.h5").close()
+                  chunk_size=self.chunk_size, dtype=dtype_named(self.dtype)[0], out=out / f"trial_{trial}.h5").close()
         return mine
 
     def draw(self, module: EncoderModule, trials, trial_ids: Sequence[int], out: Path, loggers=()) -> list[Path]:
@@ -246,10 +245,8 @@ class GradmapCallback(L.Callback):
                  x0: Sequence[int] | None = None, optimal_stimuli: Sequence[int] | None = None, steps: int = 1500,
                  lr: float = 0.05, constraint: Sequence | None = ("range", -3.0, 3.0),
                  dirpath: str | None = None) -> None:
-        if readout not in ("last", "mean"):
-            raise ValueError(f"readout must be 'last' or 'mean'; got {readout!r}")
-        if convention not in ("excitatory", "paper"):
-            raise ValueError(f"convention must be 'excitatory' or 'paper'; got {convention!r}")
+        option(readout, "readout", READOUTS)
+        option(convention, "convention", CONVENTIONS)
         if x0 is not None and len(x0) != 2:
             raise ValueError(f"x0 must be [trial, frame] (the window of that trial ending at that frame); got {list(x0)}")
         self.lags, self.readout, self.convention = lags, readout, convention

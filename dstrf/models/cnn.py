@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ParametricSoftplus, check_dropout, check_input, int_tuple, positive_int
+from ..validation import positive_int
+from .layers import ParametricSoftplus, check_dropout, check_input, int_tuple
 
 __all__ = ["DeepEncoder", "ConvNet2D"]
 

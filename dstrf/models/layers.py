@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ParametricSoftplus", "check_dropout", "check_input", "int_tuple", "positive_int"]
+from ..validation import positive_int
+
+__all__ = ["ParametricSoftplus", "check_dropout", "check_input", "int_tuple"]
 
 
 def check_input(x: torch.Tensor, n_freqs: int, name: str) -> None:
@@ -23,19 +25,6 @@ def check_input(x: torch.Tensor, n_freqs: int, name: str) -> None:
         raise ValueError(
             f"{name} expects input (batch, {n_freqs} freqs, time); got shape {tuple(x.shape)}"
         )
-
-
-def positive_int(value: object, name: str, minimum: int = 1) -> int:
-    """``int(value)``, checked to be >= ``minimum`` (Hydra may hand over strings or floats like 5.0)."""
-    try:
-        out = int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}") from None
-    if out != value and not isinstance(value, str):
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    if out < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return out
 
 
 def int_tuple(values: Iterable[object] | int, name: str, length: int | None = None) -> tuple[int, ...]:

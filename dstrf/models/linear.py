@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ParametricSoftplus, check_input, positive_int
+from ..validation import positive_int
+from .layers import ParametricSoftplus, check_input
 
 __all__ = ["LinearSTRF", "LNSTRF"]
 

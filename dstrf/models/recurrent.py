@@ -7,7 +7,8 @@ import math
 import torch
 from torch import nn
 
-from .layers import ParametricSoftplus, check_input, positive_int
+from ..validation import positive_int
+from .layers import ParametricSoftplus, check_input
 
 __all__ = ["LocallyConnected1d", "StateNet"]
 

@@ -53,13 +53,13 @@ from tqdm.auto import tqdm
 from ..analysis.inputs import FrameView
 from ..analysis.table import by_channel, nonlinearities, plot_nonlinearities, stack_tables
 from ..estimate.checks import check_finite_parameters
-from ..estimate.gradmap import gradmap
+from ..estimate.gradmap import CONVENTIONS, READOUTS, gradmap
 from ..estimate.jackknife import jackknife_dstrf, jackknife_se, sign_consistency_mask
 from ..runs.job import file_digest
+from ..validation import DTYPES, dtype_named
 
 __all__ = ["estimate_sweep", "estimate_gradmaps", "analyze_sweep", "main"]
 
-DTYPES = {"float32": (torch.float32, np.float32), "float16": (torch.float16, np.float16), "float64": (torch.float64, np.float64)}
 
 
 class _Failed(Exception):
@@ -185,8 +185,7 @@ def estimate_sweep(
     ``index["failed"]`` the trials that could not be written, each with the job, the file and the reason (see
     the module docstring); the other trials are written all the same.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}; got {dtype!r}")
+    dtype_named(dtype)
     experiment, plan, broken = _held_out_models(sweep_dir, trials)
     out = Path(out) if out is not None else experiment.dir / "dstrf"
     jobs_ = _Jobs(experiment.dir, device)
@@ -209,7 +208,7 @@ def estimate_sweep(
         stimulus = experiment.trials(jobs[0])[trial].stimulus  # the raw stimulus, in the data's units
         try:
             result = jackknife_dstrf(models, stimulus.to(device), lags=lags, q=q, channels=channels, times=times,
-                                     dtype=DTYPES[dtype][0])
+                                     dtype=dtype_named(dtype)[0])
         except ValueError as err:  # the options or the data: the same for every trial, a usage error
             raise ValueError(f"trial {trial}{f' of group {group}' if group else ''}: {err}") from err
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -520,8 +519,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="output folder (default SWEEP_DIR/dstrf, or SWEEP_DIR/gradmap)")
     parser.add_argument("--gradmap", action="store_true",
                         help="per fold, the jackknife-aggregated gradient maps at the null stimulus instead of dSTRFs")
-    parser.add_argument("--readout", default="last", choices=["last", "mean"], help="gradmap readout (default last)")
-    parser.add_argument("--convention", default="excitatory", choices=["excitatory", "paper"],
+    parser.add_argument("--readout", default="last", choices=READOUTS, help="gradmap readout (default last)")
+    parser.add_argument("--convention", default="excitatory", choices=CONVENTIONS,
                         help="gradmap sign (default excitatory: positive where more energy raises the response)")
     parser.add_argument("--analyze", action="store_true",
                         help="also the nonlinearity measures of every trial's dSTRF (nonlinearities.csv, per channel, figure)")

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from dstrf.estimate import dstrf, gradmap, jackknife_dstrf, optimal_stimulus
-from dstrf.estimate.checks import positive_int
 from dstrf.models import DeepEncoder, LinearSTRF
+from dstrf.validation import positive_int
 
 from .stand_ins import Overflow, WithoutWindows
 
