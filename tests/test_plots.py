@@ -64,6 +64,7 @@ def test_plot_dstrf_bad_input(example):
         plot_dstrf(w, x[:5])
 
 
+@pytest.mark.slow
 def test_animation_has_one_frame_per_time_point_and_the_map_changes(example, tmp_path):
     model, x, w = example
     path = animate_dstrf(w, x, tmp_path / "movie.mp4", channel=0, times=range(66, 74), format="gif", fps=5)

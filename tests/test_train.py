@@ -14,6 +14,9 @@ from dstrf.data.synthetic import synthetic_trials
 from dstrf.lit import EncoderModule
 from dstrf.metrics import pearson_r
 
+# end-to-end: real dstrf-train runs and sweeps (the fast tier, -m "not slow", skips them)
+pytestmark = pytest.mark.slow
+
 
 def train(args, cwd, env=None, command=(sys.executable, "-m", "dstrf.train")):
     full_env = {**os.environ, "WANDB_MODE": "disabled", **(env or {})}
@@ -96,7 +99,6 @@ def test_wandb_logger_goes_offline_without_a_key_and_never_hangs(tmp_path):
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
 
 
-@pytest.mark.slow
 def test_default_run_of_the_console_script(tmp_path):
     """`dstrf-train` with no overrides: the DeepEncoder on the default synthetic data, on CPU."""
     result = train([], cwd=tmp_path, env={"DSTRF_ROOT": str(tmp_path)}, command=("dstrf-train",))
@@ -115,7 +117,6 @@ def test_more_folds_than_trials_is_an_error_before_training(tmp_path):
     assert not (tmp_path / "r" / "checkpoints").exists()
 
 
-@pytest.mark.slow
 def test_a_folder_of_wav_files_trains_a_ridge_strf_and_a_changed_recording_supersedes(tmp_path):
     """The README's walkthrough: WAV files and response arrays listed in a manifest -> dstrf-train data=audio."""
     soundfile = pytest.importorskip("soundfile")

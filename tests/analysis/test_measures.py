@@ -135,6 +135,7 @@ def test_equal_to_brute_force_on_random_structured_dstrfs(chunk_size, cached, mo
         np.testing.assert_array_equal(shapes[n].shifts, expected_shifts)
 
 
+@pytest.mark.slow
 def test_the_signed_rank_tests_equal_scipy_column_by_column():
     # all of scipy's cases: long columns (normal approximation, vectorised), short ones without ties (exact),
     # short ones with ties or zeros (up to 13: the exhaustive sign-flip test; 14 to 50: normal approximation)
@@ -297,6 +298,7 @@ def fit(model, stimuli, responses, steps, lr):
     return model.eval()
 
 
+@pytest.mark.slow
 def test_dstrfs_of_models_fitted_to_synthetic_neurons():
     from dstrf.data.synthetic import make_synthetic
     from dstrf.estimate import dstrf

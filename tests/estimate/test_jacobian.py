@@ -43,6 +43,18 @@ def test_equals_the_autograd_jacobian(name):
     torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", list(encoders()))
+def test_on_a_gpu_equals_the_cpu_result(name):
+    model = encoders()[name].double().eval()
+    x = torch.randn(F, T, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    lags = model.receptive_field or 12
+    cpu = dstrf(model, x, lags=lags, chunk_size=17, batch_size=7, dtype=torch.float64)
+    gpu = dstrf(model.cuda(), x.cuda(), lags=lags, chunk_size=17, batch_size=7, dtype=torch.float64)
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", ["deep", "linear"])
 def test_output_is_exactly_bias_plus_dstrf_times_window(name):
     model = encoders()[name]

@@ -85,6 +85,7 @@ def test_a_damaged_chunk_is_an_error_naming_the_file_not_wrong_numbers(model, tm
         assert stored[:10].shape == (10, N, F, 15)
 
 
+@pytest.mark.slow
 def test_peak_memory_is_bounded_by_the_chunk_not_the_trial(tmp_path):
     """A 60000-frame trial whose in-memory dSTRF would take 1.2 GB streams in a fraction of that."""
     script = f"""

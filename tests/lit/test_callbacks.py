@@ -69,6 +69,7 @@ def test_bad_settings_are_refused():
         DSTRFCallback(dtype="int8")
 
 
+@pytest.mark.slow
 def test_figures_and_animation_are_written_and_logged_to_wandb(tmp_path):
     run_dir = tmp_path / "run"
     args = ["experiment=quick", "callbacks=dstrf", "callbacks.dstrf.times=[60,120]", "callbacks.dstrf.channels=[1,2]",
@@ -97,6 +98,7 @@ def test_figure_channels_must_be_computed():
         DSTRFCallback(animation_frames=0)
 
 
+@pytest.mark.slow
 def test_gradmap_callback_after_fitting_writes_maps_optimal_stimuli_and_logs_them(tmp_path):
     from dstrf.estimate import gradmap
 
@@ -142,6 +144,7 @@ def test_gradmap_callback_reference_window_from_the_data(tmp_path):
         GradmapCallback(x0=[1])
 
 
+@pytest.mark.slow
 def test_analyze_writes_the_nonlinearity_tables_of_the_test_trials(tmp_path):
     import csv
 

@@ -123,6 +123,7 @@ def test_auto_is_online_with_a_key_and_a_server_on_its_port(auto_env, refusing_s
     assert wandb_mode("auto") == "online"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("probe", ["real", "passes"])
 def test_a_refused_api_key_sends_the_run_offline_with_a_warning(auto_env, refusing_server, tmp_path, caplog, probe):
     import wandb

@@ -21,6 +21,9 @@ from dstrf.sweep.aggregate import AggregateCallback, GroupSummary, aggregate, ja
 
 from .conftest import JOBS, job_dir_name
 
+# end-to-end: real dstrf-train runs and sweeps (the fast tier, -m "not slow", skips them)
+pytestmark = pytest.mark.slow
+
 CHANNELS = ["linear", "ln", "gain_change", "temporal_hold", "shape_change"]
 
 

@@ -10,6 +10,9 @@ import torch
 from dstrf.estimate import dstrf
 from dstrf.inspect import load
 
+# end-to-end: real dstrf-train runs and sweeps (the fast tier, -m "not slow", skips them)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def estimated(sweep_dir, tmp_path_factory):

@@ -10,12 +10,16 @@ import time
 from pathlib import Path
 
 import h5py
+import pytest
 import torch
 
 from dstrf.sweep import estimate as estimate_module
 from dstrf.sweep.estimate import main
 
 from .conftest import copy_sweep
+
+# end-to-end: real dstrf-train runs and sweeps (the fast tier, -m "not slow", skips them)
+pytestmark = pytest.mark.slow
 
 FAST = ["--times", "60:70", "--channels", "0"]  # a few frames of one channel: the tests are about the files
 CKPT = "checkpoints/best-epoch001.ckpt"
