@@ -22,9 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..validation import DTYPES
+
 __all__ = ["DSTRFFile", "DSTRFFileError", "open_dstrf", "fingerprint"]
 
-_DTYPES = {torch.float32: np.float32, torch.float16: np.float16, torch.float64: np.float64}
+_DTYPES = dict(DTYPES.values())  # torch dtype -> the numpy dtype stored on disk
 
 
 def fingerprint(model: nn.Module, x: torch.Tensor, lags: int, channels: np.ndarray, times: np.ndarray, dtype: torch.dtype) -> str:

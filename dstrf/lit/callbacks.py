@@ -50,7 +50,6 @@ def _best_module(trainer: L.Trainer, pl_module: EncoderModule) -> tuple[EncoderM
     return module, best
 
 
-
 class DSTRFCallback(L.Callback):
     """After fitting, the dSTRFs of the job's test trials from its best checkpoint, in ``<run dir>/dstrf/``.
 

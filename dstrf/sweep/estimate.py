@@ -61,7 +61,6 @@ from ..validation import DTYPES, dtype_named
 __all__ = ["estimate_sweep", "estimate_gradmaps", "analyze_sweep", "main"]
 
 
-
 class _Failed(Exception):
     """One trial (or fold) cannot be written: which job (None when it is not a job's fault), which file (relative
     to the sweep for a job's file, to the output folder for an output file), and the message that says why.
