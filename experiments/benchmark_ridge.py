@@ -49,18 +49,28 @@ def load_data():
     return load_naplib_demo(n_bands=BANDS)
 
 
+def _time_first(trials) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The trials as the reference tools take them: float64 stimuli ``(T, F)`` and responses ``(T, N)``."""
+    return ([x.numpy().T.astype(np.float64) for x in trials.stimuli],
+            [y.numpy().T.astype(np.float64) for y in trials.responses])
+
+
+def _leave_one_out(n: int):
+    """``(held-out trial, the other trials)`` for each of ``n`` trials: the outer loop of both references."""
+    for i in range(n):
+        yield i, [j for j in range(n) if j != i]
+
+
 def run_mtrf(trials) -> dict:
     """Nested CV with mtrf's own API: per held-out trial, ``TRF.train`` chooses lambda per channel
     (``reg_per_y_channel``) by leave-one-trial-out CV over the other 9, then ``TRF.predict`` scores the held-out
     trial per channel. (``mtrf.stats.nested_crossval`` averages over channels, so it cannot give per-channel r.)"""
     from mtrf.model import TRF
 
-    stimulus = [x.numpy().T.astype(np.float64) for x in trials.stimuli]   # (T, F)
-    response = [y.numpy().T.astype(np.float64) for y in trials.responses]  # (T, N)
+    stimulus, response = _time_first(trials)
     start = time.perf_counter()
     r, lambdas = [], []
-    for i in range(len(stimulus)):
-        rest = [j for j in range(len(stimulus)) if j != i]
+    for i, rest in _leave_one_out(len(stimulus)):
         trf = TRF(direction=1)
         trf.train([stimulus[j] for j in rest], [response[j] for j in rest], fs=int(trials.sfreq), tmin=0.0,
                   tmax=(LAGS - 1) / trials.sfreq, regularization=ALPHAS, k=-1, verbose=False, reg_per_y_channel=True)
@@ -76,12 +86,10 @@ def run_mne(trials) -> dict:
     from mne.decoding import ReceptiveField
     from sklearn.linear_model import RidgeCV
 
-    stimulus = [x.numpy().T.astype(np.float64) for x in trials.stimuli]   # (T, F)
-    response = [y.numpy().T.astype(np.float64) for y in trials.responses]  # (T, N)
+    stimulus, response = _time_first(trials)
     start = time.perf_counter()
     r, alphas = [], []
-    for i in range(len(stimulus)):
-        rest = [j for j in range(len(stimulus)) if j != i]
+    for i, rest in _leave_one_out(len(stimulus)):
         rf = ReceptiveField(tmin=0.0, tmax=(LAGS - 1) / trials.sfreq, sfreq=trials.sfreq,
                             estimator=RidgeCV(alphas=ALPHAS, alpha_per_target=True), scoring="corrcoef", n_jobs=1)
         rf.fit(np.concatenate([stimulus[j] for j in rest]), np.concatenate([response[j] for j in rest]))
