@@ -16,6 +16,7 @@ import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, overload
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -33,7 +34,11 @@ __all__ = ["plot_dstrf", "animate_dstrf", "plot_receptive_fields", "plot_optimal
 CMAP = "RdBu_r"
 
 
-def _numpy(a) -> np.ndarray | None:
+@overload
+def _numpy(a: None) -> None: ...
+@overload
+def _numpy(a: object) -> np.ndarray: ...
+def _numpy(a: object) -> np.ndarray | None:
     if a is None:
         return None
     if isinstance(a, torch.Tensor):
@@ -113,8 +118,9 @@ def _stimulus_and_response(figure: Figure, stim_spec, resp_spec, stimulus: np.nd
                    extent=(seconds[0], seconds[-1] + 1 / sfreq, -0.5, stimulus.shape[0] - 0.5))
     _freq_ticks(ax_stim, freqs, stimulus.shape[0])
     ax_resp = figure.add_subplot(resp_spec, sharex=ax_stim)
-    for trace, label, style in ((response, "response", dict(color="0.3", lw=1.0)),
-                                (prediction, "prediction", dict(color="C0", lw=1.2))):
+    traces: tuple[tuple[Any, str, dict[str, Any]], ...] = ((response, "response", dict(color="0.3", lw=1.0)),
+                                                           (prediction, "prediction", dict(color="C0", lw=1.2)))
+    for trace, label, style in traces:
         trace = _numpy(trace)
         if trace is not None:
             trace = trace[channel] if trace.ndim == 2 else trace
@@ -192,6 +198,7 @@ def plot_dstrf(
         if k:
             ax.set_ylabel("")
             ax.set_yticklabels([])
+    assert image is not None  # times is not empty
     figure.colorbar(image, ax=figure.axes[-n:], shrink=0.9, label="d response / d stimulus")
     return figure
 
@@ -325,6 +332,7 @@ def plot_receptive_fields(
             ax.set_yticklabels([])
         if i < n - columns:
             ax.set_xlabel("")
+    assert image is not None  # n >= 1: plt.subplots refuses 0 rows
     figure.colorbar(image, ax=axes, shrink=0.8, label="d response / d stimulus")
     if title:
         figure.suptitle(title)

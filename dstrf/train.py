@@ -13,14 +13,15 @@ import csv
 import gc
 import json
 import logging
+import math
 import os
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import hydra
 import lightning as L
@@ -29,7 +30,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .config import CONFIG_DIR
@@ -50,6 +51,10 @@ from .runs.job import (
     relative_path,
     write_json,
 )
+from .tables import format_table
+
+if TYPE_CHECKING:
+    from lightning.pytorch.loggers import WandbLogger
 
 __all__ = ["ConfigError", "main", "run"]
 
@@ -145,8 +150,8 @@ def _check_against_data(cfg: DictConfig, module: EncoderModule, datamodule: Tria
 
 def _instantiate_group(node: DictConfig | None) -> dict[str, Any]:
     """Instantiate every entry with a ``_target_`` of a mapping group such as ``callbacks``, by key."""
-    built = {}
-    for key, value in (node or {}).items():
+    built: dict[str, Any] = {}
+    for key, value in cast(Mapping[str, Any], node or {}).items():  # a config group: its keys are names
         if value is not None and "_target_" in value:
             with _config_key(f"callbacks.{key}", value):
                 built[key] = hydra.utils.instantiate(value)
@@ -161,7 +166,7 @@ def _run_dir(cfg: DictConfig) -> Path:
 
 def _resolve_data_paths(cfg: DictConfig) -> None:
     """Write every data file path as an absolute path into the config, so the run's saved config (and
-    ``dstrf.inspect``) finds the data from any directory. Relative paths are relative to where the command ran
+    ``dstrf.inspect.load``) finds the data from any directory. Relative paths are relative to where the command ran
     (Hydra may have changed the working directory since)."""
     cwd = HydraConfig.get().runtime.cwd if HydraConfig.initialized() else None
     for key, path in data_files(cfg, base=cwd).items():
@@ -247,37 +252,26 @@ def _save_test_predictions(module: EncoderModule, datamodule: TrialDataModule, p
         arrays[f"trial_{i}"] = (pred * s.response_std[:, None] + s.response_mean[:, None]).numpy()
         arrays[f"response_{i}"] = datamodule.trials.responses[i].numpy()
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, channel_names=np.asarray(datamodule.trials.channel_names), warmup=module.warmup, **arrays)
+    np.savez(tmp, channel_names=np.asarray(datamodule.trials.channel_names), warmup=module.warmup,
+             **arrays)  # type: ignore[arg-type]  # numpy's stub: a ** dict could hold allow_pickle
     tmp.replace(path)
-
-
-def _fmt(value: float | None) -> str:
-    return f"{'-':>7}" if value is None or value != value else f"{value:7.3f}"
 
 
 def _print_summary(metrics: dict, run_dir: Path) -> None:
     names = metrics["channels"]
     val, test = metrics["val"]["r"], metrics.get("test", {}).get("r")
     ccn = metrics.get("test", {}).get("cc_norm")
-    width = max(8, *(len(n) for n in names))
+    columns = {"channel": "channel", "val_r": "val r", "test_r": "test r"} | ({"cc_norm": "cc_norm"} if ccn else {})
+    # r is None (null in metrics.json) where it is undefined: a constant channel
+    rows = [{"channel": name, "val_r": _nan_if_none(val[n]), "test_r": _nan_if_none(test[n]) if test else None,
+             "cc_norm": _nan_if_none(ccn[n]) if ccn else None} for n, name in enumerate(names)]
+    mean = {"channel": "mean", "val_r": metrics["val"]["r_mean"], "test_r": metrics["test"]["r_mean"] if test else None}
     lines = [
         f"dstrf: {metrics['model']} (receptive field {metrics['receptive_field']} frames), "
         f"{metrics['epochs']} epochs, best checkpoint {metrics['best_checkpoint']}",
-        f"{'channel':<{width}}  {'val r':>7}  {'test r':>7}" + (f"  {'cc_norm':>7}" if ccn else ""),
+        # a table of 1000 electrodes helps nobody; the full one is in metrics.json
+        format_table(rows, columns, max_rows=20, footer=[mean]),
     ]
-    rows = list(range(len(names)))
-    if len(rows) > 20:  # a table of 1000 electrodes helps nobody; the full one is in metrics.json
-        rows = rows[:10] + [-1] + rows[-5:]
-    for n in rows:
-        if n == -1:
-            lines.append(f"{'...':<{width}}")
-            continue
-        line = f"{names[n]:<{width}}  {_fmt(val[n])}  " + (_fmt(test[n]) if test else f"{'-':>7}")
-        if ccn:
-            line += f"  {_fmt(ccn[n])}"
-        lines.append(line)
-    lines.append(f"{'mean':<{width}}  {_fmt(metrics['val']['r_mean'])}  "
-                 + (_fmt(metrics['test']['r_mean']) if test else f"{'-':>7}"))
     for split in ("val", "test"):
         nan = metrics.get(split, {}).get("nan_channels")
         if nan:
@@ -285,6 +279,10 @@ def _print_summary(metrics: dict, run_dir: Path) -> None:
                          f"of the mean: {', '.join(nan[:10])}{' ...' if len(nan) > 10 else ''}")
     lines.append(f"run directory: {run_dir}")
     _say("\n".join(lines))
+
+
+def _nan_if_none(value: float | None) -> float:
+    return math.nan if value is None else value
 
 
 def _scores(r: list[float], names: list[str]) -> dict[str, Any]:
@@ -313,7 +311,8 @@ class _JobMarkers(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and self.state.action != "finish":
-            checkpoint = trainer.checkpoint_callback
+            # lightning types it as the Checkpoint base class; the one dstrf configures is a ModelCheckpoint
+            checkpoint = cast("ModelCheckpoint | None", trainer.checkpoint_callback)
             mark_fitted(self.run_dir, self.state, checkpoint.best_model_path if checkpoint else None,
                         checkpoint.last_model_path if checkpoint else None, trainer.current_epoch)
 
@@ -325,7 +324,8 @@ def _fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: EncoderModule, da
     resume_from = str(state.resume_from) if state.resume_from else None
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
 
-    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    callbacks = trainer.callbacks  # type: ignore[attr-defined]  # set on the Trainer by lightning, undeclared
+    checkpoint = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     ckpt_path = best if best else None  # no checkpoint callback: score the final weights
     fitted = read_json(run_dir / "fit.json") or {}
@@ -458,17 +458,17 @@ def _run(cfg: DictConfig, run_dir: Path, state: JobState, start: float) -> dict:
     trials = datamodule.trials
     with _config_key("module", cfg.module, model=cfg.model):
         module = EncoderModule(
-            encoder=OmegaConf.to_container(cfg.model, resolve=True),
+            encoder=cast(dict[str, Any], OmegaConf.to_container(cfg.model, resolve=True)),
             n_freqs=trials.n_freqs,
             n_outputs=trials.n_channels,
             channel_names=trials.channel_names,
             sfreq=trials.sfreq,
-            **OmegaConf.to_container(cfg.module, resolve=True),
+            **cast(dict[str, Any], OmegaConf.to_container(cfg.module, resolve=True)),
         )
     callbacks = _instantiate_group(cfg.get("callbacks"))
     _check_against_data(cfg, module, datamodule, callbacks)
 
-    logger = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
+    logger: Logger | Literal[False] = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
     guards = [DivergenceGuard(), _JobMarkers(run_dir, state)]
     with _config_key("trainer", cfg.trainer):
         trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[*callbacks.values(), *guards], logger=logger)
@@ -476,7 +476,7 @@ def _run(cfg: DictConfig, run_dir: Path, state: JobState, start: float) -> dict:
     try:
         if logger:
             history = _csv_history(str(state.resume_from) if state.resume_from else None, trainer.loggers)
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            logger.log_hyperparams(cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)))
             _carry_csv_history(history)
 
         overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
@@ -496,7 +496,8 @@ def _run(cfg: DictConfig, run_dir: Path, state: JobState, start: float) -> dict:
         failed = False
     finally:
         if logger and type(logger).__name__ == "WandbLogger" and getattr(logger, "_experiment", None) is not None:
-            logger.experiment.finish(exit_code=1 if failed else 0)  # a failed job's run is not left open
+            wandb_logger = cast("WandbLogger", logger)  # by its type's name above
+            wandb_logger.experiment.finish(exit_code=1 if failed else 0)  # a failed job's run is not left open
     return metrics
 
 

@@ -318,7 +318,7 @@ def full_trial(T: int, N: int, measured: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trial-channels", type=int, default=64, help="channels of the 64 analysed in part 2")
+    parser.add_argument("--trial-channels", type=int, default=64, help="channels of the 64 analyzed in part 2")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     load_before = os.getloadavg()

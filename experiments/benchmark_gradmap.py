@@ -3,7 +3,7 @@
 Models with random weights (seed 0), 64 bands, 100 outputs, fp32, CPU, one thread:
 ``ConvNet2D(64, 100)`` (receptive field 25 frames: map over the last 25 frames) and ``StateNet(64, 100)``
 (GRU, recurrent: map over the last 100 frames, ``lags=100``, and over all 1000, ``lags=1000``). The reference stimulus ``x0`` is a 1000-frame window
-of a speech-like synthetic trial (:func:`dstrf.data.synthetic.make_stimuli`), standardised per band.
+of a speech-like synthetic trial (:func:`dstrf.data.synthetic.make_stimuli`), standardized per band.
 
 - **batch of N** (as deepSTRF computes gradmaps): ``x0`` repeated N times as a batch that requires grad, one
   forward pass, the sum of the diagonal responses ``r_n`` of row n at the last frame, one ``.backward()``; the
@@ -102,7 +102,7 @@ def main() -> None:
     (RESULTS / "gradmap_benchmark.json").write_text(json.dumps({"machine": info, "n_freqs": N_FREQS, "n_outputs": N_OUTPUTS,
                                                                 "x0_frames": N_FRAMES, "rows": rows}, indent=2))
     lines = [
-        f"Gradient maps of {N_OUTPUTS} neurons, {N_FREQS} bands, x0 of {N_FRAMES} frames (standardised synthetic speech), "
+        f"Gradient maps of {N_OUTPUTS} neurons, {N_FREQS} bands, x0 of {N_FRAMES} frames (standardized synthetic speech), "
         f"random weights, fp32, 1 thread ({info['cpus']} CPUs), torch {info['torch']}. Batch of N = deepSTRF's approach "
         "(x0 repeated once per neuron, one forward and one backward pass); peak = resident memory growth, its own "
         "subprocess; time = best of 3.",

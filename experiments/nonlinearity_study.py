@@ -41,7 +41,7 @@ def main() -> None:
         start = time.perf_counter()
         subprocess.run(["dstrf-estimate", str(sweep), "--analyze", "--baseline", GROUPS["LinearSTRF"]],
                        env=env, check=True)
-        analysed = time.perf_counter() - start
+        analyzed = time.perf_counter() - start
         tables = {}
         for model, group in GROUPS.items():
             with open(sweep / "dstrf" / group / "nonlinearities_by_channel.csv") as f:
@@ -50,11 +50,11 @@ def main() -> None:
         RESULTS.mkdir(exist_ok=True)
         shutil.copy(sweep / "dstrf" / GROUPS["DeepEncoder"] / "nonlinearities.png", RESULTS / "nonlinearity_study.png")
     (RESULTS / "nonlinearity_study.json").write_text(json.dumps(
-        {"tables": tables, "train_s": round(trained, 1), "estimate_and_analyze_s": round(analysed, 1),
+        {"tables": tables, "train_s": round(trained, 1), "estimate_and_analyze_s": round(analyzed, 1),
          "summary_keys": sorted(summary)}, indent=2))
     lines = ["Per channel, mean over the 10 test trials of the measures of each trial's sign-consistent jackknife "
              "dSTRF (the 7 models of its fold, q = 0.95), 5-fold CV x jackknife; training "
-             f"{trained:.0f} s, dSTRFs + analysis {analysed:.0f} s on 2 CPUs.", "",
+             f"{trained:.0f} s, dSTRFs + analysis {analyzed:.0f} s on 2 CPUs.", "",
              "| neuron | model | complexity | gain change (CV) | temporal hold (frames) | shape change |",
              "|---|---|---:|---:|---:|---:|"]
     for i in range(len(tables["DeepEncoder"])):

@@ -28,7 +28,7 @@ def test_linear_strf_recovers_the_true_strf_and_reaches_the_noise_ceiling(tmp_pa
     # enough data and some shrinkage (here 16 trials and AdamW's weight decay), exactly as with ridge.
     data = make_synthetic(n_trials=16, n_frames=2000, n_freqs=16, neurons=["linear"], snr=4.0, seed=1)
     module, dm = fit(data, {"_target_": "dstrf.models.LinearSTRF", "lags": 40}, 60, tmp_path, lr=1e-2, weight_decay=1.0)
-    # the kernel acts on standardised bands: divide by the band std to get it in the stimulus' units
+    # the kernel acts on standardized bands: divide by the band std to get it in the stimulus' units
     estimated = module.encoder.strf.detach()[0] / dm.standardization.stimulus_std[:, None]
     true = torch.as_tensor(data.filters["linear"])
     assert np.corrcoef(estimated.flatten(), true.flatten())[0, 1] >= 0.9

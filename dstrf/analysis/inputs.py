@@ -99,7 +99,7 @@ class DSTRFSource:
                                       dtype=np.int64)
         self.times = np.asarray(np.arange(self.n_frames) if stored_times is None else stored_times, dtype=np.int64)
 
-    def select(self, channels: Sequence[int] | None) -> list[tuple[int, int]]:
+    def select(self, channels: Sequence[int] | int | None) -> list[tuple[int, int]]:
         """``(channel id, position along N)`` of the chosen channels (all by default), in the order given."""
         if channels is None:
             return [(int(c), i) for i, c in enumerate(self.channel_ids)]

@@ -214,6 +214,9 @@ class _Spectrum:
     neither Gram matrix and are dropped.
     """
 
+    rows: list[np.ndarray]
+    gram: np.ndarray | None
+
     def __init__(self, dim: int) -> None:
         self.dim, self.rows, self.n_rows, self.gram = dim, [], 0, None
 
@@ -339,7 +342,7 @@ def gain_change(W, variant: str = "norm_cv", channels: Sequence[int] | None = No
 
     - ``"norm_cv"`` (default): ``std_t ||W_t||_F / mean_t ||W_t||_F``, the coefficient of variation of the
       Frobenius norm. Scale-free: dSTRFs are in units of response per stimulus unit, which change with
-      standardisation, the response's scale and jackknife averaging; the CV does not (multiplying W by c
+      standardization, the response's scale and jackknife averaging; the CV does not (multiplying W by c
       leaves it unchanged), so channels, models and subjects can be compared. It is 0 for a constant gain
       and, for ``W_t = g(t) W``, exactly the CV of g.
     - ``"norm_std"`` (alias ``"naplab"``): ``std_t ||W_t||_F``, as naplab/DSTRF; in W's units.

@@ -1,7 +1,7 @@
 """All four nonlinearity measures per channel as one table, and a figure that compares channels.
 
 ``nonlinearities(W)`` reads every channel once and computes complexity, gain change, temporal hold and shape
-change from it; the result is a small table (a list of dict rows, no pandas) with ``to_csv``.
+change from it; the result is a small table (a :class:`pandas.DataFrame` inside, with ``to_csv``).
 ``plot_nonlinearities(table)`` draws complexity against gain change, temporal hold against shape change and,
 given each channel's prediction r of a linear and a deep model, the deep model's prediction gain
 ``r_deep - r_linear`` against complexity, as Keshishian et al. (eLife 2020) relate them.
@@ -9,17 +9,16 @@ given each channel's prediction r of a linear and a deep model, the deep model's
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
+import pandas as pd
 
+from ..tables import format_table
 from ..validation import positive_int
 from .inputs import DEFAULT_CHUNK, check_alpha
 from .measures import (
@@ -36,67 +35,73 @@ from .measures import (
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from .measures import ComplexityDetails, GainChangeDetails, ShapeChangeDetails, TemporalHoldDetails
+
+    _Details = ComplexityDetails | GainChangeDetails | TemporalHoldDetails | ShapeChangeDetails
+
 __all__ = ["NonlinearityTable", "nonlinearities", "plot_nonlinearities", "stack_tables", "by_channel", "MEASURES"]
 
 #: The measure columns, in table order.
 MEASURES = ("complexity", "gain_change", "temporal_hold", "shape_change")
 
 
-@dataclass
 class NonlinearityTable:
     """One row per channel: ``channel`` (its number), ``name``, ``frames`` (nonzero frames), the four
     measures and, when given, ``r_linear``, ``r_deep`` and ``prediction_gain = r_deep - r_linear``.
 
-    ``settings`` records the parameters (gain-change variant, tau_max, alpha, max_shift); ``details`` maps each
-    measure to its per-channel details objects when asked for.
+    ``frame`` is the table as a :class:`pandas.DataFrame` (``groupby``, ``merge`` and plotting come with it);
+    ``rows`` the same as a list of dicts. ``settings`` records the parameters (gain-change variant, tau_max,
+    alpha, max_shift); ``details`` maps each measure to its per-channel details objects when asked for.
     """
 
-    rows: list[dict]
-    settings: dict = field(default_factory=dict)
-    details: dict[str, list] | None = None
+    def __init__(self, rows: pd.DataFrame | Sequence[Mapping] = (), settings: dict | None = None,
+                 details: dict[str, list] | None = None) -> None:
+        self.frame = (rows.reset_index(drop=True) if isinstance(rows, pd.DataFrame)
+                      else pd.DataFrame.from_records(list(rows)))
+        self.settings = dict(settings or {})
+        self.details = details
+
+    @property
+    def rows(self) -> list[dict]:
+        return self.frame.to_dict("records")
 
     @property
     def columns(self) -> list[str]:
-        return list(self.rows[0]) if self.rows else []
+        return [str(c) for c in self.frame.columns]
 
     def column(self, name: str) -> np.ndarray:
         """One column as an array (float64 for numbers)."""
-        if name not in self.columns:
+        if name not in self.frame.columns:
             raise KeyError(f"no column {name!r}; columns: {self.columns}")
-        values = [row[name] for row in self.rows]
-        return np.asarray(values, dtype=object if isinstance(values[0], str) else np.float64)
+        values = self.frame[name]
+        text = values.map(lambda v: isinstance(v, str)).any()
+        return values.to_numpy(dtype=object if text else np.float64)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.frame)
+
+    def __repr__(self) -> str:
+        return f"NonlinearityTable({len(self)} rows, columns {self.columns})"
 
     def to_csv(self, path: str | os.PathLike) -> Path:
-        """Write the rows as CSV (a header line, full-precision floats); returns the path."""
+        """Write the rows as CSV (a header line, full-precision floats, NaN as ``nan``); returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
+        self.frame.to_csv(path, index=False, na_rep="nan")
         return path
 
     def __str__(self) -> str:
-        cells = [[_fmt(row[c]) for c in self.columns] for row in self.rows]
-        widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(self.columns)]
-        lines = ["  ".join(c.rjust(w) for c, w in zip(self.columns, widths))]
-        lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
-        return "\n".join(lines)
+        return format_table(self.frame, float_format=".4g")
 
     def plot(self, path: str | os.PathLike | None = None) -> Figure:
         """:func:`plot_nonlinearities` of this table."""
         return plot_nonlinearities(self, path=path)
 
 
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4g}"
-    return str(value)
-
-
+@overload
+def _per_channel(values: None, n: int, name: str) -> None: ...
+@overload
+def _per_channel(values: object, n: int, name: str) -> np.ndarray: ...
 def _per_channel(values, n: int, name: str) -> np.ndarray | None:
     if values is None:
         return None
@@ -150,16 +155,18 @@ def nonlinearities(W, channels: Sequence[int] | None = None, *, names: Sequence[
         if names is not None and len(names) != len(chosen):
             raise ValueError(f"names must hold one name per chosen channel ({len(chosen)}); got {len(names)}")
         r_linear, r_deep = _per_channel(r_linear, len(chosen), "r_linear"), _per_channel(r_deep, len(chosen), "r_deep")
-        rows, found = [], {m: [] for m in MEASURES}
+        rows: list[dict[str, Any]] = []
+        found: dict[str, list[_Details]] = {m: [] for m in MEASURES}
         bar = tqdm(chosen, desc="nonlinearities", unit="channel", leave=False, disable=not progress or len(chosen) < 2)
         for i, (channel, position) in enumerate(bar):
             data = source.channel(channel, position, chunk_size)
-            results = {"complexity": _complexity(data),
-                       "gain_change": _gain_change(data, GAIN_VARIANTS[gain_variant], False),
-                       "temporal_hold": _temporal_hold(data, tau_max, alpha)}
-            results["shape_change"] = _shape_change(data, max_shift, max_iter, unaligned=results["complexity"])
+            complexity = _complexity(data)
+            gain_change = _gain_change(data, GAIN_VARIANTS[gain_variant], False)
+            results: dict[str, _Details] = {"complexity": complexity, "gain_change": gain_change,
+                                            "temporal_hold": _temporal_hold(data, tau_max, alpha)}
+            results["shape_change"] = _shape_change(data, max_shift, max_iter, unaligned=complexity)
             row = {"channel": channel, "name": str(names[i]) if names is not None else str(channel),
-                   "frames": int(results["gain_change"].used.sum())}
+                   "frames": int(gain_change.used.sum())}
             row.update({m: results[m].value for m in MEASURES})
             if r_linear is not None:
                 row["r_linear"] = float(r_linear[i])
@@ -183,8 +190,10 @@ def stack_tables(tables: Mapping[int, NonlinearityTable]) -> NonlinearityTable:
     settings = {json.dumps(t.settings, sort_keys=True) for t in tables.values()}
     if len(settings) > 1:
         raise ValueError(f"the tables were computed with different settings: {sorted(settings)}")
-    rows = [{"trial": int(trial), **row} for trial in sorted(tables) for row in tables[trial].rows]
-    return NonlinearityTable(rows, dict(next(iter(tables.values())).settings))
+    frames = [tables[trial].frame.assign(trial=int(trial)) for trial in sorted(tables)]
+    stacked = pd.concat(frames, ignore_index=True)
+    stacked = stacked[["trial", *(c for c in stacked.columns if c != "trial")]]
+    return NonlinearityTable(stacked, dict(next(iter(tables.values())).settings))
 
 
 def by_channel(table: NonlinearityTable) -> NonlinearityTable:
@@ -195,20 +204,12 @@ def by_channel(table: NonlinearityTable) -> NonlinearityTable:
     """
     if not len(table):
         raise ValueError("the table has no rows")
-    groups: dict[int, list[dict]] = {}
-    for row in table.rows:
-        groups.setdefault(int(row["channel"]), []).append(row)
-    numeric = [c for c in table.columns if c not in ("trial", "channel", "name")]
-    rows = []
-    for channel in sorted(groups):
-        members = groups[channel]
-        row = {"channel": channel, "name": members[0]["name"], "trials": len(members)}
-        for column in numeric:
-            values = np.asarray([m[column] for m in members], dtype=np.float64)
-            finite = values[np.isfinite(values)]
-            row[column] = float(finite.mean()) if finite.size else math.nan
-        rows.append(row)
-    return NonlinearityTable(rows, dict(table.settings))
+    frame = table.frame.assign(channel=table.frame["channel"].astype(int))
+    numeric = [c for c in frame.columns if c not in ("trial", "channel", "name")]
+    groups = frame.groupby("channel", sort=True)
+    summary = pd.concat([groups["name"].first(), groups.size().rename("trials"),
+                         groups[numeric].mean().astype(np.float64)], axis=1).reset_index()
+    return NonlinearityTable(summary, dict(table.settings))
 
 
 def plot_nonlinearities(table: NonlinearityTable, r_linear=None, r_deep=None,
@@ -236,8 +237,8 @@ def plot_nonlinearities(table: NonlinearityTable, r_linear=None, r_deep=None,
     FigureCanvasAgg(fig)
     names = [row["name"] for row in table.rows]
     axes = fig.subplots(1, len(panels) + (gain is not None), squeeze=False)[0]
-    for ax, (x, y, xlabel, ylabel) in zip(axes, panels):
-        _scatter(ax, table.column(x), table.column(y), names)
+    for ax, (x_column, y_column, xlabel, ylabel) in zip(axes, panels):
+        _scatter(ax, table.column(x_column), table.column(y_column), names)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
     if gain is not None:

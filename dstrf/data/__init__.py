@@ -1,4 +1,4 @@
-"""Trials, their validation and standardisation, loaders, splits and the built-in synthetic ground truth.
+"""Trials, their validation and standardization, loaders, splits and the built-in synthetic ground truth.
 
 Audio front-ends are in :mod:`dstrf.data.audio` (imported on its own: it loads scipy.signal and librosa)."""
 

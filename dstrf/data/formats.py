@@ -365,7 +365,7 @@ def from_mne(
     ``picks`` follows MNE (channel names, types, indices); None means the data channels (EEG, MEG, ...), leaving
     out stimulus/trigger channels; as in MNE, channels in ``info['bads']`` are kept (drop them first if unwanted).
     ``tmin * sfreq`` is rounded to the nearest sample. Channel names are the picked ``ch_names``. Responses are in
-    MNE's units (V, T): the standardisation fitted before training makes the scale irrelevant.
+    MNE's units (V, T): the standardization fitted before training makes the scale irrelevant.
     Errors: a count of events (epochs) different from the number of stimuli; a trial reaching outside the
     recording (naming the event and the sample range).
     """

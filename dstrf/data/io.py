@@ -50,7 +50,7 @@ def save_trials(trials: Trials, path: str | os.PathLike, overwrite: bool = False
                 else:
                     f.create_dataset(key, data=value)
     elif path.suffix == ".npz":
-        np.savez(path, **arrays)
+        np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy's stub: a ** dict could hold allow_pickle
     else:
         raise ValueError(f"unknown trials file type {path.suffix!r} for {path}; use .h5, .hdf5 or .npz")
     return path

@@ -156,18 +156,22 @@ def _resolve(value: str, base: Path) -> Path:
 def _row(path: Path, i: int, record: dict[str, Any], first_line: int | None) -> _Row:
     """Validate row ``i``: the required columns are present and non-empty, ``sfreq`` is a positive number."""
     where = f"{path}, row {i}" + (f" (line {first_line + i})" if first_line is not None else "")
+    required: dict[str, str] = {}
     for column in _REQUIRED:
         if column not in record:
             raise ValueError(
                 f"{where}: no {column!r} column; a manifest needs columns {list(_REQUIRED)} (optional "
                 f"{list(_OPTIONAL)}); the columns present are {list(record)}"
             )
-        if _cell(record, column) is None:
+        value = _cell(record, column)
+        if value is None:
             raise ValueError(f"{where}: the {column!r} cell is empty; give the path of the trial's {column} file")
-    audio = _resolve(_cell(record, "audio"), path.parent)
+        required[column] = value
+    audio = _resolve(required["audio"], path.parent)
     name = _cell(record, "name") or audio.stem
     label = f"{where} ({name!r})"
     sfreq = _cell(record, "sfreq")
+    rate: float | None = None
     if sfreq is not None:
         try:
             rate = float(sfreq)
@@ -175,17 +179,16 @@ def _row(path: Path, i: int, record: dict[str, Any], first_line: int | None) -> 
             raise ValueError(f"{label}: sfreq must be the response's sampling rate in Hz; got {sfreq!r}") from None
         if not math.isfinite(rate) or rate <= 0:
             raise ValueError(f"{label}: sfreq must be a positive sampling rate in Hz; got {sfreq!r}")
-        sfreq = rate
     repeats = _cell(record, "repeats")
     return _Row(
         label=label,
         name=name,
         audio=audio,
-        response=_resolve(_cell(record, "response"), path.parent),
+        response=_resolve(required["response"], path.parent),
         key=_cell(record, "key"),
         repeats=_resolve(repeats, path.parent) if repeats is not None else None,
         repeats_key=_cell(record, "repeats_key"),
-        sfreq=sfreq,
+        sfreq=rate,
     )
 
 
@@ -409,7 +412,7 @@ def _stimulus(row: _Row, params: dict[str, Any], cache_dir: Path | None) -> tupl
             return cached
     waveform, sample_rate = _audio.load_audio(row.audio)
     stimulus, freqs = _audio.spectrogram(waveform, sample_rate, **params)
-    if file is not None:
+    if file is not None and key is not None:  # both set together, with a cache_dir
         _write_cache(file, key, stimulus, freqs, sample_rate)
     return stimulus, freqs, sample_rate
 

@@ -3,7 +3,7 @@
 Everything is seeded and deterministic (numpy ``Generator`` streams ``[seed, 0]`` for stimuli, ``[seed, 1]`` for
 filters, ``[seed, 2]`` for noise, so changing the noise never changes the stimuli or filters), fast and offline.
 
-Conventions (DESIGN.md section 2): stimuli ``(F, T)``, responses ``(N, T)``, repeats ``(R, N, T)``, filters
+Conventions (README, "Conventions"): stimuli ``(F, T)``, responses ``(N, T)``, repeats ``(R, N, T)``, filters
 ``(F, L)`` with lag index k = k frames in the past (k = 0 is the current frame). Frames before a trial start are
 silence, i.e. the stimulus floor 0. The drive of a filter W is
 
@@ -27,7 +27,7 @@ NOISE_TYPES = ("gaussian", "poisson")
 CONTEXT_S = 0.2  # window (s) of the causal running means of stimulus energy (gain_change, shape_change)
 LN_QUANTILE = 0.6  # "ln" threshold theta: this quantile of its drive (fires ~40% of the frames)
 GAIN_C = 4.0  # gain_change: s = d / (1 + GAIN_C * e), e = energy / its 95th percentile -> factor 1 .. ~5
-GATE_K = 4.0  # shape_change: g = sigmoid(GATE_K * z), z = standardised low-minus-high band energy
+GATE_K = 4.0  # shape_change: g = sigmoid(GATE_K * z), z = standardized low-minus-high band energy
 
 
 def _lengths(n_trials, n_frames) -> list[int]:
@@ -189,7 +189,7 @@ def make_synthetic(n_trials=10, n_frames=2000, n_freqs=32, sfreq=100.0, neurons=
     - ``temporal_hold``: ``s = max_{0 <= j < hold} max(d_j, 0)``, d_j the drive of the filter delayed by j
       lags (the returned filter is j = 0; its last ``hold - 1`` lags are zero so every shift fits);
     - ``shape_change``: ``s = g d_A + (1 - g) d_B``, ``g = sigmoid(4 z)``, z = ``c_low - c_high``
-      standardised over all frames; A is tuned to low and B to high frequencies.
+      standardized over all frames; A is tuned to low and B to high frequencies.
 
     Each s is divided by its standard deviation over all trials (no mean removed, so linear stays affine).
     Noise: ``"gaussian"``: repeat ``y_r = s + eps / sqrt(snr)``, eps ~ N(0, 1); ``"poisson"``: ``y_r ~

@@ -37,10 +37,10 @@ class Trial:
 def _as_float_tensor(value, what: str) -> torch.Tensor:
     """Convert array-like data to a float32 tensor; refuse non-numeric data and NaN/Inf with a clear message."""
     if isinstance(value, torch.Tensor):
-        array = value.detach().cpu()
-        if array.dtype == torch.bool or array.is_complex():
-            raise TypeError(f"{what} must be real numbers; got a tensor of dtype {array.dtype}")
-        tensor = array.to(torch.float32)
+        source = value.detach().cpu()
+        if source.dtype == torch.bool or source.is_complex():
+            raise TypeError(f"{what} must be real numbers; got a tensor of dtype {source.dtype}")
+        tensor = source.to(torch.float32)
     else:
         try:
             array = np.asarray(value)
@@ -145,7 +145,7 @@ class Trials(Sequence):
         self,
         stimuli: Sequence,
         responses: Sequence,
-        sfreq: float,
+        sfreq: float | np.ndarray,
         freqs: Sequence[float] | np.ndarray | None = None,
         channel_names: Sequence[str] | None = None,
         repeats: Sequence | None = None,
@@ -210,6 +210,7 @@ class Trials(Sequence):
                     raise ValueError(
                         f"repeats of {label} must have shape (repeats, {y.shape[0]}, {y.shape[1]}); got {tuple(r.shape)}"
                     )
+                assert self.repeats is not None  # a list whenever repeats is given (above)
                 self.repeats.append(r)
         self._warn_wide_stimuli()
 
@@ -241,7 +242,7 @@ class Trials(Sequence):
     def __len__(self) -> int:
         return len(self.stimuli)
 
-    def __getitem__(self, i: int) -> Trial:
+    def __getitem__(self, i: int) -> Trial:  # type: ignore[override]  # by design no slices (TypeError: use .subset)
         if not isinstance(i, (int, np.integer)):
             raise TypeError(f"trials are indexed by integer trial id; got {type(i).__name__} (use .subset for several)")
         if not -len(self) <= i < len(self):
@@ -332,7 +333,7 @@ def _pooled_moments(arrays: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch
 
     which, unlike sum(z^2) - n m^2, loses no precision when the mean is large against the spread. A row whose
     values are all equal (min == max) gets std 1 exactly: rounding of the means must not turn "no variance"
-    into a tiny std that the standardisation would divide by.
+    into a tiny std that the standardization would divide by.
     """
     count, mean, m2, low, high = 0, None, None, None, None
     for tensor in arrays:
@@ -343,7 +344,7 @@ def _pooled_moments(arrays: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch
         np.square(deviation, out=deviation)
         m2_i = deviation.sum(axis=1)
         del deviation
-        if mean is None:
+        if mean is None or m2 is None or low is None or high is None:  # the first array (sets all four at once)
             count, mean, m2, low, high = n, m, m2_i, z.min(axis=1), z.max(axis=1)
             continue
         delta = m - mean
@@ -352,6 +353,7 @@ def _pooled_moments(arrays: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch
         m2 = m2 + m2_i + delta**2 * (count * n / total)
         count = total
         low, high = np.minimum(low, z.min(axis=1)), np.maximum(high, z.max(axis=1))
+    assert mean is not None and m2 is not None and low is not None and high is not None  # callers pass >= 1 array
     std = np.sqrt(m2 / count)
     std = np.where((high > low) & (std > 0), std, 1.0)
     return torch.from_numpy(mean.astype(np.float32)), torch.from_numpy(std.astype(np.float32))
@@ -375,9 +377,9 @@ class Standardization:
     @classmethod
     def fit(cls, trials: Trials, ids: Sequence[int]) -> Standardization:
         """Means and population stds of the trials ``ids`` (all their frames pooled), streamed trial by trial."""
-        ids = trials.check_ids(ids, "standardisation trial ids")
+        ids = trials.check_ids(ids, "standardization trial ids")
         if not ids:
-            raise ValueError("standardisation needs at least one training trial")
+            raise ValueError("standardization needs at least one training trial")
         x_mean, x_std = _pooled_moments(trials.stimuli[i] for i in ids)
         y_mean, y_std = _pooled_moments(trials.responses[i] for i in ids)
         return cls(x_mean, x_std, y_mean, y_std)
@@ -390,7 +392,7 @@ class Standardization:
         return (x - self.stimulus_mean[:, None]) / self.stimulus_std[:, None]
 
     def response(self, y: torch.Tensor) -> torch.Tensor:
-        """Standardise ``(N, T)`` or repeats ``(R, N, T)``."""
+        """Standardize ``(N, T)`` or repeats ``(R, N, T)``."""
         return (y - self.response_mean[:, None]) / self.response_std[:, None]
 
     def apply(self, trials: Trials) -> Trials:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models import encoder_capabilities
 from ..validation import positive_int
 
 __all__ = ["check_model", "check_finite_parameters", "check_stimulus", "check_finite_result",
@@ -35,12 +36,12 @@ def first_non_finite(values: torch.Tensor) -> tuple[int, tuple[int, ...]] | None
     count = int(bad.sum())
     if not count:
         return None
-    first = bad.flatten().nonzero()[0, 0].item()
+    first = int(bad.flatten().nonzero()[0, 0])
     return count, tuple(int(i) for i in np.unravel_index(first, tuple(values.shape)))
 
 
 def check_finite_parameters(model: nn.Module) -> None:
-    """A ValueError naming the first parameter (then buffer, e.g. standardisation statistics) with NaN or Inf."""
+    """A ValueError naming the first parameter (then buffer, e.g. standardization statistics) with NaN or Inf."""
     named = [("parameter", n, v) for n, v in model.named_parameters()] + \
             [("buffer", n, v) for n, v in model.named_buffers()]
     for kind, name, value in named:
@@ -61,9 +62,10 @@ def check_finite_parameters(model: nn.Module) -> None:
 
 def check_model(model: nn.Module, lags) -> tuple[int | None, int]:
     """(receptive field or None, lags) after checking them against each other and the weights for NaN/Inf."""
-    receptive_field = getattr(model, "receptive_field", "missing")
+    capabilities = encoder_capabilities(model)
+    receptive_field = capabilities.receptive_field
     name = type(model).__name__
-    if receptive_field == "missing":
+    if not capabilities.has_receptive_field:
         raise TypeError(f"{name} has no receptive_field attribute; dstrf needs a causal encoder with one (None if recurrent)")
     if receptive_field is None and lags is None:
         raise ValueError(f"{name} is recurrent (receptive_field is None): pass lags=L, the number of past frames to keep")
@@ -84,7 +86,7 @@ def check_stimulus(model: nn.Module, x, what: str = "x") -> torch.Tensor:
     shape = tuple(x.shape)
     if x.ndim != 2:
         raise ValueError(f"{what} must be one trial's stimulus (freqs, frames); got shape {shape}")
-    n_freqs = getattr(model, "n_freqs", None)
+    n_freqs = encoder_capabilities(model).n_freqs
     if n_freqs is not None and shape[0] != n_freqs:
         raise ValueError(f"{type(model).__name__} takes {n_freqs} frequency bands; {what} has {shape[0]} "
                          f"(shape {shape})")

@@ -1,7 +1,7 @@
 """Gradient maps (GradMap) and optimal stimuli ("Dreams") of encoders, at a reference stimulus.
 
 **Gradient map.** For an encoder with responses ``r_n(t)`` and a reference stimulus ``x0`` (default: the null
-stimulus, zeros in the model's standardised input space), the map of neuron n over the last L frames is
+stimulus, zeros in the model's standardized input space), the map of neuron n over the last L frames is
 
     G[n, f, k] = d R_n / d x_f(T - 1 - k),      k = 0 .. L-1 (k = 0: the last frame of x0),
 
@@ -28,7 +28,7 @@ window once without a graph, so the backward passes cover only the L frames of t
 
 **The null stimulus and the frames before the window.** By default the reference is a window of exactly
 ``lags`` frames of the null stimulus. The frames before it (when the receptive field is longer than the
-window, or the mean readout reaches back) are the model's own causal padding, zeros in standardised units:
+window, or the mean readout reaches back) are the model's own causal padding, zeros in standardized units:
 the same value, so the result is the gradient at an infinitely long null stimulus. A model that says what it
 pads with (a ``padding_value`` attribute, like :class:`dstrf.lit.DataUnitsEncoder`, which takes raw units
 and pads with the training mean) has that value as its null stimulus. A recurrent model starts its state
@@ -48,19 +48,20 @@ nonlinear generalisation of the gradient map (the GradMap paper's "Dreams").
 
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..models import encoder_capabilities
 from ..validation import positive_int
 from .checks import check_finite_result, check_model
-from .jacobian import _as_input, _check_causal, _select, _windowed, eval_mode
+from .jacobian import _as_input, _check_causal, _select, eval_mode
 
 try:  # a dependency of Lightning; the bar is optional
     from tqdm.auto import tqdm as _tqdm
@@ -89,7 +90,7 @@ def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 
 
 def _n_freqs(model: nn.Module, x0) -> int:
-    n_freqs = getattr(model, "n_freqs", None)
+    n_freqs = encoder_capabilities(model).n_freqs
     if n_freqs is None:
         if x0 is None:
             raise ValueError(f"{type(model).__name__} has no n_freqs attribute: pass x0 (freqs, frames) explicitly")
@@ -99,7 +100,7 @@ def _n_freqs(model: nn.Module, x0) -> int:
 
 def _padding(model: nn.Module, n_freqs: int, n_frames: int, device, dtype) -> torch.Tensor:
     """``(F, n_frames)`` of the value the model pads with (its null stimulus): zeros unless it says otherwise."""
-    value = torch.as_tensor(getattr(model, "padding_value", 0.0), device=device, dtype=dtype)
+    value = torch.as_tensor(encoder_capabilities(model).padding_value, device=device, dtype=dtype)
     if value.ndim:
         return value.reshape(-1, 1).expand(n_freqs, n_frames)
     return value.expand(n_freqs, n_frames)
@@ -140,17 +141,18 @@ def _responses(model: nn.Module, context: torch.Tensor, window: torch.Tensor, re
     """``(N,)``: every neuron's readout of the stimulus ``[context, window]`` (one forward pass, batch 1)."""
     lags = window.shape[1]
     x = torch.cat([context, window], dim=1)
-    if receptive_field is not None and _windowed(model):
+    capabilities = encoder_capabilities(model)
+    if receptive_field is not None and capabilities.windowed:
         # Run exactly the frames the readout needs, without causal padding: prepend the padding value instead.
         need = receptive_field if readout == "last" else lags + receptive_field - 1
         if x.shape[1] < need:
             x = torch.cat([_padding(model, x.shape[0], need - x.shape[1], x.device, x.dtype), x], dim=1)
         if readout == "last":
-            if hasattr(model, "window_output"):
-                return model.window_output(x[None])[0]
+            if capabilities.window_output:
+                return cast(Callable[[torch.Tensor], torch.Tensor], model.window_output)(x[None])[0]
             return model(x[None], causal_padding=False)[0, :, -1]
         return model(x[None], causal_padding=False)[0].mean(-1)
-    if receptive_field is None and context.shape[1] and _takes_state(model):
+    if receptive_field is None and context.shape[1] and capabilities.stateful:
         # A recurrent model that can start from a state: run the context without a graph, then only the window
         # with one, so the backward passes cover L frames rather than the whole of x0.
         with torch.no_grad():
@@ -159,11 +161,6 @@ def _responses(model: nn.Module, context: torch.Tensor, window: torch.Tensor, re
     else:
         output = model(x[None])[0]  # (N, T)
     return output[:, -1] if readout == "last" else output[:, -lags:].mean(-1)
-
-
-def _takes_state(model: nn.Module) -> bool:
-    parameters = inspect.signature(model.forward).parameters
-    return "state" in parameters and "return_state" in parameters
 
 
 def _probe_causality(model: nn.Module, receptive_field: int | None, lags: int, n_freqs: int, device, dtype) -> None:
@@ -238,7 +235,7 @@ def _inactive_message(model: nn.Module, what: str, monitor: _ReLUMonitor, defaul
     where = "the null stimulus (x0=None)" if default_x0 else "this x0"
     fix = (f" Fix: the reference stimulus, {where}, sits where {name} is locally flat (a bias-free ReLU network, "
            f"such as DeepEncoder, is entirely off at the null stimulus): pass x0=a typical stimulus window, e.g. "
-           f"frames of a standardised trial from the data")
+           f"frames of a standardized trial from the data")
     if readout == "last" and (not monitor.calls or len(off) < len(monitor.calls)):
         fix += ", or use readout='mean' (the response averaged over the window)"
     return message + fix + "."
@@ -302,7 +299,7 @@ def gradmap(
         L, frames of the map (the current one included). Default: the receptive field. Required for recurrent
         models (``receptive_field is None``); more than the receptive field is an error.
     x0 : ``(F, T)``, optional
-        The reference stimulus, as the model takes it (standardised), ``T >= L``; the map is over its last L
+        The reference stimulus, as the model takes it (standardized), ``T >= L``; the map is over its last L
         frames. Default: the null stimulus, L frames of zeros (or of the model's ``padding_value``); the frames
         before it are the model's padding, the same value.
     readout : {"last", "mean"}
@@ -503,15 +500,15 @@ def optimal_stimulus(
     steps : int
         Adam steps (the paper uses about 1500).
     lr : float
-        Adam's learning rate, in stimulus units per step (standardised units for dstrf's models).
+        Adam's learning rate, in stimulus units per step (standardized units for dstrf's models).
     x0 : ``(F, T)``, optional
         Starting point, ``T >= L``. Default: the null stimulus (zeros). A bias-free ReLU network (DeepEncoder)
         has zero gradient there and cannot move: start from a data window then.
     constraint : tuple or None
         Keeps the stimulus in the data's range, enforced after every step (and on x0):
         ``("range", lo, hi)`` clamps every value to [lo, hi] (default ``("range", -3, 3)``: three standard
-        deviations of each band in standardised units); ``("norm", radius)`` bounds the L2 norm of the window
-        minus the null stimulus (a typical standardised window of L frames has norm about ``sqrt(F * L)``);
+        deviations of each band in standardized units); ``("norm", radius)`` bounds the L2 norm of the window
+        minus the null stimulus (a typical standardized window of L frames has norm about ``sqrt(F * L)``);
         None leaves it free (the response of an unbounded model then grows without limit).
     lags : int, optional
         L, frames of the window; default the receptive field, required for recurrent models.
@@ -588,6 +585,7 @@ def optimal_stimulus(
             monitor.remove()
             if bar is not None:
                 bar.close()
+    assert selected is not None  # set in the first step, and there is one (steps >= 0)
     return OptimalStimulus(
         stimulus=stimulus.detach().cpu().clone(),
         response=curve,

@@ -88,7 +88,7 @@ def jackknife_dstrf(
     if not models:
         raise ValueError("jackknife_dstrf needs at least one model")
     chunk_size = positive_int(chunk_size, "chunk_size", "output frames")
-    lag_counts = {}
+    lag_counts: dict[int, int] = {}
     for k, model in enumerate(models):  # every model checked (finite weights too) before any is computed
         try:
             lag_counts.setdefault(check_model(model, lags)[1], k)
@@ -106,11 +106,12 @@ def jackknife_dstrf(
         rows = slice(start, start + chunk_size)
         stack = torch.stack([dstrf(m, x, lags=lags, channels=channels, times=times_[rows], dtype=torch.float64)
                              for m in models])
-        if mean is None:
+        if mean is None or se is None or mask is None:  # the first chunk (sets all three at once)
             shape = (len(times_), *stack.shape[2:])
             mean, se = torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)
             mask = torch.zeros(shape, dtype=torch.bool)
         mean[rows] = stack.mean(0).to(dtype)
         se[rows] = jackknife_se(stack).to(dtype)
         mask[rows] = sign_consistency_mask(stack, q)
+    assert mean is not None and se is not None and mask is not None  # times_ is not empty: one chunk at least
     return JackknifeDSTRF(mean, se, mask, len(models), q)

@@ -31,16 +31,17 @@ Frames before the start of the trial are padding, not data: W is 0 there (k > t)
 
 from __future__ import annotations
 
-import inspect
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast, overload
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..models import encoder_capabilities
 from ..validation import positive_int
 from .checks import check_finite_result, check_model, check_stimulus
 from .storage import DSTRFFile, _Writer, fingerprint
@@ -104,12 +105,27 @@ def _check_causal(model: nn.Module, x: torch.Tensor, receptive_field: int | None
         )
 
 
+@overload
+def dstrf(model: nn.Module, x: torch.Tensor | np.ndarray, lags: int | None = None,
+          channels: Sequence[int] | None = None, times: Sequence[int] | np.ndarray | slice | None = None,
+          chunk_size: int | None = None, batch_size: int = 1024, dtype: torch.dtype = torch.float32,
+          out: None = None) -> torch.Tensor: ...
+@overload
+def dstrf(model: nn.Module, x: torch.Tensor | np.ndarray, lags: int | None = None,
+          channels: Sequence[int] | None = None, times: Sequence[int] | np.ndarray | slice | None = None,
+          chunk_size: int | None = None, batch_size: int = 1024, dtype: torch.dtype = torch.float32, *,
+          out: str | os.PathLike) -> DSTRFFile: ...
+@overload
+def dstrf(model: nn.Module, x: torch.Tensor | np.ndarray, lags: int | None = None,
+          channels: Sequence[int] | None = None, times: Sequence[int] | np.ndarray | slice | None = None,
+          chunk_size: int | None = None, batch_size: int = 1024, dtype: torch.dtype = torch.float32,
+          out: str | os.PathLike | None = None) -> torch.Tensor | DSTRFFile: ...
 def dstrf(
     model: nn.Module,
     x: torch.Tensor | np.ndarray,
     lags: int | None = None,
     channels: Sequence[int] | None = None,
-    times: Sequence[int] | slice | None = None,
+    times: Sequence[int] | np.ndarray | slice | None = None,
     chunk_size: int | None = None,
     batch_size: int = 1024,
     dtype: torch.dtype = torch.float32,
@@ -123,7 +139,7 @@ def dstrf(
         A causal encoder ``(B, F, T) -> (B, N, T)`` with ``receptive_field`` (dstrf's models, or any such
         module). It runs in eval mode; its mode, parameters and their ``.grad`` are left as they were.
     x : ``(F, T)``
-        The stimulus of one trial, as the model sees it (standardised).
+        The stimulus of one trial, as the model sees it (standardized).
     lags : int, optional
         L, the number of past frames (current one included). Default: the receptive field; required for
         recurrent models, where it truncates the window. More than the receptive field is an error.
@@ -174,9 +190,10 @@ def dstrf(
             _check_causal(model, x, receptive_field, lags)
             shape = (len(times_), len(channels_), n_freqs, lags)
             if out is not None:
-                sink = _open_output(Path(out), model, x, lags, receptive_field, channels_, times_, dtype, shape)
-                if isinstance(sink, DSTRFFile):
-                    return sink  # this very result is on disk already
+                opened = _open_output(Path(out), model, x, lags, receptive_field, channels_, times_, dtype, shape)
+                if isinstance(opened, DSTRFFile):
+                    return opened  # this very result is on disk already
+                sink = opened
             else:
                 sink = torch.zeros(shape, dtype=dtype)
             span = receptive_field or lags
@@ -210,25 +227,25 @@ def dstrf(
 
 
 def _windowed(model: nn.Module) -> bool:
-    """Whether the model can run windows without its causal padding. A wrapper says so itself (``windowed``,
-    as :class:`dstrf.lit.DataUnitsEncoder`, whose ``window_output`` exists whatever the encoder it wraps)."""
-    flag = getattr(model, "windowed", None)
-    if flag is not None:
-        return bool(flag)
-    return hasattr(model, "window_output") or "causal_padding" in inspect.signature(model.forward).parameters
+    """Whether the model can run windows without its causal padding (see :func:`dstrf.models.encoder_capabilities`:
+    a wrapper such as :class:`dstrf.lit.DataUnitsEncoder` says so itself, since its ``window_output`` exists
+    whatever the encoder it wraps)."""
+    return encoder_capabilities(model).windowed
 
 
 def _window_chunk(model: nn.Module, x: torch.Tensor, receptive_field: int, lags: int, channels: np.ndarray,
                   times: np.ndarray, batch_size: int, dtype: torch.dtype) -> torch.Tensor:
     """W for the output frames ``times``, one batch element per output window (see the module docstring)."""
     n_freqs = x.shape[0]
-    pad = torch.as_tensor(getattr(model, "padding_value", 0.0), dtype=x.dtype, device=x.device)
+    capabilities = encoder_capabilities(model)
+    pad = torch.as_tensor(capabilities.padding_value, dtype=x.dtype, device=x.device)
     before = pad.reshape(-1, 1).expand(n_freqs, receptive_field - 1) if pad.ndim else pad.expand(n_freqs, receptive_field - 1)
     padded = torch.cat([before, x], dim=1)  # frame t of x is column t + R - 1
     index = torch.as_tensor(times, device=x.device)[:, None] + torch.arange(receptive_field, device=x.device)
     windows = padded[:, index].permute(1, 0, 2).detach().requires_grad_(True)  # (Tc, F, R), oldest frame first
-    if hasattr(model, "window_output"):  # the model computes just the last output's cone
-        output = model.window_output(windows)  # (Tc, N): each window's own output
+    if capabilities.window_output:  # the model computes just the last output's cone
+        window_output = cast(Callable[[torch.Tensor], torch.Tensor], model.window_output)
+        output = window_output(windows)  # (Tc, N): each window's own output
     else:
         output = model(windows, causal_padding=False)[:, :, -1]
     result = torch.zeros((len(times), len(channels), n_freqs, lags), dtype=dtype)

@@ -1,27 +1,27 @@
-"""Lightning callbacks that analyse the fitted model after fitting: dSTRFs of the held-out trials, gradient maps
-and optimal stimuli. Both load the best checkpoint and write into the run directory."""
+"""Lightning callbacks that analyze the fitted model after fitting: dSTRFs of the held-out trials, gradient maps
+and optimal stimuli. Both load the best checkpoint and write into the run directory.
+
+They are adapters: they check their settings, pick the best checkpoint's module, share the work among DDP ranks
+and log the figures to the run's loggers; the work itself is :mod:`dstrf.postfit`, which ``dstrf-estimate``
+(:mod:`dstrf.sweep.posthoc`) calls too."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 
 import lightning as L
-import matplotlib.pyplot as plt
-import numpy as np
 import torch
 
-from ..analysis.inputs import FrameView
-from ..analysis.table import by_channel, nonlinearities, plot_nonlinearities, stack_tables
-from ..estimate import dstrf
-from ..estimate.gradmap import CONVENTIONS, READOUTS, gradmap, optimal_stimulus
-from ..estimate.storage import DSTRFFile
-from ..plots import animate_dstrf, frames_past_warmup, plot_dstrf, plot_optimal_stimuli, plot_receptive_fields
+from .. import postfit
+from ..estimate.gradmap import CONVENTIONS, READOUTS
 from ..validation import dtype_named, option
 from .loggers import log_media
 from .module import EncoderModule
+
+if TYPE_CHECKING:
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
 __all__ = ["ChecksBeforeFit", "DSTRFCallback", "GradmapCallback"]
 
@@ -43,9 +43,16 @@ def _check_lags(lags: int | None, module: EncoderModule) -> None:
         raise ValueError(f"lags must be a positive number of frames; got {lags}")
 
 
+def _encoder_module(pl_module: L.LightningModule, callback: L.Callback) -> EncoderModule:
+    if not isinstance(pl_module, EncoderModule):
+        raise TypeError(f"{type(callback).__name__} works on dstrf's EncoderModule; got {type(pl_module).__name__}")
+    return pl_module
+
+
 def _best_module(trainer: L.Trainer, pl_module: EncoderModule) -> tuple[EncoderModule, str]:
     """The best checkpoint's module (the fitted one when there is no checkpoint) and the checkpoint path."""
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    checkpoint = cast("ModelCheckpoint | None", trainer.checkpoint_callback)  # typed as the base class
+    best = checkpoint.best_model_path if checkpoint is not None else ""
     module = EncoderModule.load_from_checkpoint(best, map_location=pl_module.device) if best else pl_module
     return module, best
 
@@ -129,63 +136,36 @@ class DSTRFCallback(L.Callback):
 
     def compute(self, module: EncoderModule, stimuli: dict[int, torch.Tensor], out: Path, rank: int = 0,
                 world_size: int = 1) -> list[int]:
-        """Write the dSTRFs of this rank's share of ``stimuli`` (trial id -> raw stimulus); their trial ids."""
-        model = module.data_units()
-        mine = sorted(stimuli)[rank::world_size]
-        for trial in mine:
-            dstrf(model, stimuli[trial].to(module.device), lags=self.lags, channels=self.channels, times=self.times,
-                  chunk_size=self.chunk_size, dtype=dtype_named(self.dtype)[0], out=out / f"trial_{trial}.h5").close()
-        return mine
+        """Write the dSTRFs of this rank's share of ``stimuli`` (trial id -> raw stimulus); their trial ids
+        (:func:`dstrf.postfit.write_dstrfs`)."""
+        return postfit.write_dstrfs(module.data_units(), stimuli, out, lags=self.lags, channels=self.channels,
+                                    times=self.times, chunk_size=self.chunk_size, dtype=self.dtype, rank=rank,
+                                    world_size=world_size)
 
     def draw(self, module: EncoderModule, trials, trial_ids: Sequence[int], out: Path, loggers=()) -> list[Path]:
-        """Figures (and animations) of the finished dSTRF files in ``out``; the paths written."""
-        model = module.data_units()
-        sfreq = module.hparams.get("sfreq") or trials.sfreq
-        written = []
-        for trial in trial_ids:
-            stimulus, response = trials[trial].stimulus, trials[trial].response
-            with torch.no_grad():
-                prediction = model(stimulus[None].to(module.device))[0].cpu()
-            with DSTRFFile(out / f"trial_{trial}.h5") as dstrfs:
-                channels = self.figure_channels or [int(dstrfs.channels[0])]
-                for channel in channels:
-                    name = f"trial_{trial}_channel_{channel}"
-                    figure = plot_dstrf(dstrfs, stimulus, channel=channel, times=self.figure_times, response=response,
-                                        prediction=prediction, sfreq=sfreq, freqs=trials.freqs,
-                                        title=f"trial {trial}, channel {channel}")
-                    figure.savefig(out / f"{name}.png", dpi=100)
-                    plt.close(figure)
-                    written.append(out / f"{name}.png")
-                    if self.animation:
-                        past = frames_past_warmup(dstrfs) or list(map(int, dstrfs.times))
-                        written.append(animate_dstrf(dstrfs, stimulus, out / name, channel=channel,
-                                                     times=past[: self.animation_frames], response=response,
-                                                     prediction=prediction, sfreq=sfreq, freqs=trials.freqs))
+        """Figures (and animations) of the finished dSTRF files in ``out``, logged; the paths written
+        (:func:`dstrf.postfit.dstrf_figures`)."""
+        written = postfit.dstrf_figures(module.data_units(), trials, trial_ids, out, channels=self.figure_channels,
+                                        times=self.figure_times, animation=self.animation,
+                                        animation_frames=self.animation_frames,
+                                        sfreq=module.hparams.get("sfreq") or trials.sfreq)
         for path in written:
             log_media(loggers, f"dstrf/{path.stem}", path)
         return written
 
-    def analyse(self, trials, trial_ids: Sequence[int], out: Path, loggers=()) -> Path:
-        """Nonlinearity measures of the dSTRF files in ``out``, per trial and per channel; the per-trial CSV."""
-        tables = {}
-        for trial in trial_ids:
-            with DSTRFFile(out / f"trial_{trial}.h5") as dstrfs:
-                past = frames_past_warmup(dstrfs)
-                if len(past) < 3:
-                    raise ValueError(f"DSTRFCallback analyze: trial {trial} has {len(past)} frames past the warm-up "
-                                     f"({dstrfs.shape[-1] - 1} frames); computed times must reach further")
-                names = [trials.channel_names[int(c)] for c in dstrfs.channels]
-                tables[trial] = nonlinearities(FrameView(dstrfs, len(dstrfs.times) - len(past)), names=names)
-        per_trial = stack_tables(tables)
-        per_trial.to_csv(out / "nonlinearities.csv")
-        summary = by_channel(per_trial)
-        summary.to_csv(out / "nonlinearities_by_channel.csv")
-        plot_nonlinearities(summary, path=out / "nonlinearities.png")
-        log_media(loggers, "dstrf/nonlinearities", out / "nonlinearities.png")
-        return out / "nonlinearities.csv"
+    def nonlinearities(self, trials, trial_ids: Sequence[int], out: Path, loggers=()) -> Path:
+        """Nonlinearity measures of the dSTRF files in ``out``, per trial and per channel, the figure logged;
+        the per-trial CSV (:func:`dstrf.postfit.analyze_dstrfs`)."""
+        files = {trial: postfit.trial_file(out, trial) for trial in trial_ids}
+        written = postfit.analyze_dstrfs(files, out, trials.channel_names,
+                                         label="DSTRFCallback analyze: trial {trial} has",
+                                         remedy="computed times must reach further")
+        log_media(loggers, "dstrf/nonlinearities", written["figure"])
+        return written["per_trial"]
 
-    def on_fit_end(self, trainer: L.Trainer, pl_module: EncoderModule) -> None:
-        datamodule = trainer.datamodule
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module = _encoder_module(pl_module, self)
+        datamodule = trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning, not declared
         trial_ids = self.trials if self.trials is not None else list(datamodule.split.test)
         if not trial_ids:
             return
@@ -198,12 +178,12 @@ class DSTRFCallback(L.Callback):
         trainer.strategy.barrier("dstrf")
         if trainer.is_global_zero:
             index = {"checkpoint": Path(best).name if best else None, "units": "response units per stimulus unit",
-                     "trials": {str(t): f"trial_{t}.h5" for t in sorted(trial_ids)}}
-            (out / "index.json").write_text(json.dumps(index, indent=2))
+                     "trials": {str(t): postfit.trial_file(out, t).name for t in sorted(trial_ids)}}
+            postfit.write_index(out, index)
             if self.figures or self.animation:
                 self.draw(module, datamodule.trials, sorted(trial_ids), out, trainer.loggers)
             if self.analyze:
-                self.analyse(datamodule.trials, sorted(trial_ids), out, trainer.loggers)
+                self.nonlinearities(datamodule.trials, sorted(trial_ids), out, trainer.loggers)
 
 
 class GradmapCallback(L.Callback):
@@ -212,13 +192,13 @@ class GradmapCallback(L.Callback):
     Writes to ``<run dir>/gradmap/``: ``gradmaps.npz`` (``maps`` ``(N, F, L)`` in response units per stimulus
     unit, ``channels``, ``channel_names``, ``sfreq``, ``freqs``, ``lags``) and ``gradmaps.png`` (one panel per
     output: lag in ms, frequency in Hz, a diverging colour map centred on zero); with ``optimal_stimuli``,
-    ``optimal_stimuli.npz`` (``stimuli`` ``(K, F, L)`` in the data's units, ``standardised`` in the model's,
+    ``optimal_stimuli.npz`` (``stimuli`` ``(K, F, L)`` in the data's units, ``standardized`` in the model's,
     ``responses`` ``(K, steps + 1)``, ``neurons``) and ``optimal_stimuli.png``. Figures go to the configured
     logger. Under DDP only rank 0 computes (a gradient map is one forward pass).
 
     The maps are :func:`dstrf.estimate.gradmap` of the encoder between the data's units
     (:class:`dstrf.lit.DataUnitsEncoder`), at the null stimulus: the training mean of every band, i.e. zeros
-    in standardised units. A bias-free ReLU network (``DeepEncoder``) is flat there and its map is all zeros:
+    in standardized units. A bias-free ReLU network (``DeepEncoder``) is flat there and its map is all zeros:
     the callback then warns, and ``x0=[trial, frame]`` takes the reference window from the data instead.
 
     Parameters
@@ -233,7 +213,7 @@ class GradmapCallback(L.Callback):
         Reference window: the ``lags`` frames of trial ``trial`` ending at ``frame``. Default: the null stimulus.
     optimal_stimuli : list of int, optional
         Neurons whose optimal stimulus (:func:`dstrf.estimate.optimal_stimulus`) is synthesised, each from the
-        reference window, in the model's standardised units under ``constraint``.
+        reference window, in the model's standardized units under ``constraint``.
     steps, lr, constraint
         As in :func:`dstrf.estimate.optimal_stimulus`; ``constraint`` as a list (``["range", -3, 3]``).
     dirpath : path, optional
@@ -258,7 +238,8 @@ class GradmapCallback(L.Callback):
     def check(self, module: EncoderModule, trials) -> None:
         """Before the fit: lags for a recurrent model, a reference window and neurons that exist."""
         _check_lags(self.lags, module)
-        lags = int(self.lags or module.receptive_field)
+        lags = self.lags or module.receptive_field
+        assert lags is not None  # _check_lags refused a recurrent model without lags
         if self.x0 is not None:
             trials.window(*self.x0, lags)  # raises naming the trial and frame when the window does not exist
         n = module.hparams.n_outputs
@@ -270,51 +251,32 @@ class GradmapCallback(L.Callback):
             raise ValueError(f"steps must be >= 1 and lr > 0; got steps={self.steps}, lr={self.lr}")
 
     def compute(self, module: EncoderModule, trials, out: Path, loggers=()) -> dict[str, Path]:
-        """Write the maps (and optimal stimuli) of ``module`` into ``out``; the files written by name."""
-        out.mkdir(parents=True, exist_ok=True)
+        """Write the maps (and optimal stimuli) of ``module`` into ``out`` (:func:`dstrf.postfit.write_gradmaps`,
+        :func:`dstrf.postfit.write_optimal_stimuli`), the figures logged; the files written by name."""
         model = module.data_units()
         lags = self.lags or model.receptive_field
         if lags is None:
             raise ValueError("GradmapCallback: the model is recurrent (no finite receptive field); set lags")
-        x0 = None if self.x0 is None else trials.window(*self.x0, lags).to(module.device)
-        maps = gradmap(model, lags=lags, x0=x0, readout=self.readout, convention=self.convention)
         names = list(module.hparams.get("channel_names") or trials.channel_names)
         sfreq = module.hparams.get("sfreq") or trials.sfreq
-        written = {"gradmaps": out / "gradmaps.npz"}
-        np.savez(written["gradmaps"], maps=maps.numpy(), channels=np.arange(maps.shape[0]), channel_names=names,
-                 sfreq=sfreq, freqs=trials.freqs, lags=lags, readout=self.readout, convention=self.convention,
-                 x0=np.asarray(self.x0 if self.x0 else [-1, -1]))
-        where = "null stimulus" if self.x0 is None else f"trial {self.x0[0]}, frame {self.x0[1]}"
-        figure = plot_receptive_fields(maps, sfreq=sfreq, freqs=trials.freqs, labels=names,
-                                       title=f"gradient maps at the {where} (readout {self.readout})")
-        written["gradmaps_figure"] = out / "gradmaps.png"
-        figure.savefig(written["gradmaps_figure"], dpi=100)
-        plt.close(figure)
+        written = postfit.write_gradmaps(model, trials, out, lags=lags, x0=self.x0, readout=self.readout,
+                                         convention=self.convention, channel_names=names, sfreq=sfreq)
         if self.optimal_stimuli:
-            encoder = module.encoder  # standardised units: the constraint's range is in standard deviations
-            z0 = None if x0 is None else (x0 - module.stimulus_mean[:, None]) / module.stimulus_std[:, None]
-            results = [optimal_stimulus(encoder, n, steps=self.steps, lr=self.lr, x0=z0, constraint=self.constraint,
-                                        lags=lags, readout=self.readout, progress=False) for n in self.optimal_stimuli]
-            standardised = torch.stack([r.stimulus for r in results])
-            mean, std = module.stimulus_mean.cpu()[:, None], module.stimulus_std.cpu()[:, None]
-            stimuli = standardised * std + mean
-            written["optimal_stimuli"] = out / "optimal_stimuli.npz"
-            np.savez(written["optimal_stimuli"], stimuli=stimuli.numpy(), standardised=standardised.numpy(),
-                     responses=np.stack([r.response for r in results]), neurons=np.asarray(self.optimal_stimuli),
-                     sfreq=sfreq, freqs=trials.freqs)
-            figure = plot_optimal_stimuli(stimuli, np.stack([r.response for r in results]), sfreq=sfreq,
-                                          freqs=trials.freqs, labels=[names[n] for n in self.optimal_stimuli])
-            written["optimal_stimuli_figure"] = out / "optimal_stimuli.png"
-            figure.savefig(written["optimal_stimuli_figure"], dpi=100)
-            plt.close(figure)
+            # the standardized encoder: the constraint's range is in standard deviations
+            written.update(postfit.write_optimal_stimuli(
+                module.encoder, self.optimal_stimuli, trials, out, mean=module.stimulus_mean,
+                std=module.stimulus_std, lags=lags, x0=self.x0, readout=self.readout, steps=self.steps, lr=self.lr,
+                constraint=self.constraint, channel_names=names, sfreq=sfreq))
         for key in ("gradmaps_figure", "optimal_stimuli_figure"):
             if key in written:
                 log_media(loggers, f"gradmap/{written[key].stem}", written[key])
         return written
 
-    def on_fit_end(self, trainer: L.Trainer, pl_module: EncoderModule) -> None:
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module = _encoder_module(pl_module, self)
         if trainer.is_global_zero:
             module, _ = _best_module(trainer, pl_module)
             out = Path(self.dirpath or Path(trainer.default_root_dir) / "gradmap")
-            self.compute(module, trainer.datamodule.trials, out, trainer.loggers)
+            datamodule = trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning, not declared
+            self.compute(module, datamodule.trials, out, trainer.loggers)
         trainer.strategy.barrier("gradmap")

@@ -15,7 +15,7 @@ __all__ = ["TrialDataModule", "TrialDataset", "EvalShardSampler", "collate_trial
 
 
 class TrialDataset(Dataset):
-    """Whole standardised trials ``ids`` of ``trials``; item ``k`` is a dict with ``stimulus (F, T)``,
+    """Whole standardized trials ``ids`` of ``trials``; item ``k`` is a dict with ``stimulus (F, T)``,
     ``response (N, T)`` and the integer ``trial`` id (its position in the full container)."""
 
     def __init__(self, trials: Trials, ids: tuple[int, ...], standardization: Standardization) -> None:
@@ -74,7 +74,7 @@ def collate_trials(items: list[dict]) -> dict:
 
 
 class TrialDataModule(L.LightningDataModule):
-    """Splits ``trials`` by whole trials and serves standardised, padded batches.
+    """Splits ``trials`` by whole trials and serves standardized, padded batches.
 
     Parameters
     ----------

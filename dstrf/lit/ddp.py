@@ -53,6 +53,7 @@ def processes_to_start(trainer: L.Trainer) -> int:
         return 0  # single device, or ddp_spawn/ddp_fork, which start workers in-process
     if trainer.num_nodes != 1 or trainer.num_devices < 2:
         return 0
+    assert strategy.cluster_environment is not None  # the Trainer's accelerator connector has set it
     if strategy.cluster_environment.creates_processes_externally:
         return 0  # SLURM tasks, torchrun, or we are a rank > 0 process ourselves
     return trainer.num_devices

@@ -147,7 +147,7 @@ class DivergenceGuard(L.Callback):
         clipping = ("clip gradients (trainer.gradient_clip_val=1.0)" if not clip else
                     f"clip gradients harder (trainer.gradient_clip_val={_fmt_number(float(clip))} now)")
         return (f"the fit diverged {where}: {what}. Lower the learning rate ({lower}), check that the data are "
-                f"standardised ({standardize}) and finite, or {clipping}")
+                f"standardized ({standardize}) and finite, or {clipping}")
 
 
 def _fmt_value(value: torch.Tensor) -> str:

@@ -12,6 +12,7 @@ import os
 import socket
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Literal, cast
 from urllib.parse import urlparse
 
 import numpy as np
@@ -145,7 +146,7 @@ def wandb_logger(
             reason = f"could not start an online run at {_base_url()} ({type(error).__name__}: {error})"
             logger = make("offline")
     _ = logger.experiment  # the offline run's directory, for the message
-    if rank_zero_only.rank == 0:
+    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # lightning sets .rank on the function at import
         message = f"wandb is offline: {reason}. The run is kept on disk; upload it later with `{_sync_hint(logger)}`"
         log.log(logging.WARNING if probed else logging.INFO, message)
     return logger
@@ -163,12 +164,14 @@ def log_media(loggers: Sequence[Logger], key: str, path: str | os.PathLike) -> l
         if isinstance(logger, WandbLogger):
             import wandb
 
-            media = wandb.Image(str(path)) if path.suffix == ".png" else wandb.Video(str(path), format=path.suffix[1:])
+            video_format = cast("Literal['gif', 'mp4', 'webm', 'ogg']", path.suffix[1:])  # animations: .gif, .mp4
+            media = wandb.Image(str(path)) if path.suffix == ".png" else wandb.Video(str(path), format=video_format)
             logger.experiment.log({key: media})
             logged.append("wandb")
         elif path.suffix == ".png" and hasattr(getattr(logger, "experiment", None), "add_image"):
             from PIL import Image
 
-            logger.experiment.add_image(key, np.asarray(Image.open(path).convert("RGB")), dataformats="HWC")
+            experiment = cast(Any, logger).experiment  # a TensorBoard SummaryWriter (or alike): checked above
+            experiment.add_image(key, np.asarray(Image.open(path).convert("RGB")), dataformats="HWC")
             logged.append(type(logger).__name__)
     return logged

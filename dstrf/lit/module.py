@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import inspect
 import random
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import hydra.utils
 import lightning as L
@@ -16,7 +15,10 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from ..metrics import PearsonR, pearson_r
-from ..models import ClosedFormEncoder
+from ..models import ClosedFormEncoder, encoder_capabilities
+
+if TYPE_CHECKING:
+    from lightning.fabric.utilities.data import AttributeDict
 
 __all__ = ["EncoderModule", "DataUnitsEncoder", "frame_mask"]
 
@@ -38,11 +40,16 @@ def frame_mask(lengths: torch.Tensor, n_frames: int, warmup: int) -> torch.Tenso
 class DataUnitsEncoder(torch.nn.Module):
     """The encoder between the data's units: raw stimulus ``(B, F, T)`` -> response ``(B, N, T)``.
 
-    ``y = encoder((x - mu) / sd) * sd_y + mu_y`` with the training standardisation. Its dSTRF is in response
+    ``y = encoder((x - mu) / sd) * sd_y + mu_y`` with the training standardization. Its dSTRF is in response
     units per stimulus unit, so dSTRFs of models trained on different trials (different statistics, as the
     jackknife replicates of a fold) are comparable and can be averaged. An affine map of input and output
     keeps a piecewise-linear encoder exactly piecewise linear.
     """
+
+    stimulus_mean: torch.Tensor  # buffers (register_buffer in __init__)
+    stimulus_std: torch.Tensor
+    response_mean: torch.Tensor
+    response_std: torch.Tensor
 
     def __init__(self, module: EncoderModule) -> None:
         super().__init__()
@@ -53,7 +60,7 @@ class DataUnitsEncoder(torch.nn.Module):
         self.n_freqs = module.hparams.n_freqs
         # The dSTRF engine may run windows without causal padding when the encoder can; the raw value that
         # stands for the encoder's zero padding is then the training mean of each band.
-        self.windowed = "causal_padding" in inspect.signature(self.encoder.forward).parameters
+        self.windowed = encoder_capabilities(self.encoder).causal_padding
 
     @property
     def padding_value(self) -> torch.Tensor:
@@ -62,7 +69,7 @@ class DataUnitsEncoder(torch.nn.Module):
     def window_output(self, windows: torch.Tensor) -> torch.Tensor:
         """Each window's last output ``(B, N)`` in the data's units (the encoder's cheap path when it has one)."""
         z = (windows - self.stimulus_mean[:, None]) / self.stimulus_std[:, None]
-        if hasattr(self.encoder, "window_output"):
+        if encoder_capabilities(self.encoder).window_output:
             y = self.encoder.window_output(z)
         else:
             y = self.encoder(z, causal_padding=False)[:, :, -1]
@@ -105,6 +112,15 @@ class EncoderModule(L.LightningModule):
         always has every channel.
     """
 
+    stimulus_mean: torch.Tensor  # buffers (register_buffer in __init__)
+    stimulus_std: torch.Tensor
+    response_mean: torch.Tensor
+    response_std: torch.Tensor
+
+    if TYPE_CHECKING:  # lightning types it AttributeDict | MutableMapping; save_hyperparameters made the former
+        @property
+        def hparams(self) -> AttributeDict: ...
+
     def __init__(
         self,
         encoder: Mapping[str, Any],
@@ -122,7 +138,7 @@ class EncoderModule(L.LightningModule):
     ) -> None:
         super().__init__()
         if isinstance(encoder, DictConfig):
-            encoder = OmegaConf.to_container(encoder, resolve=True)
+            encoder = cast(dict[str, Any], OmegaConf.to_container(encoder, resolve=True))  # a DictConfig: a dict
         if not isinstance(encoder, Mapping) or "_target_" not in encoder:
             raise TypeError(f"encoder must be a config mapping with a _target_ (e.g. dstrf.models.DeepEncoder); got {encoder!r}")
         if loss not in LOSSES:
@@ -147,14 +163,14 @@ class EncoderModule(L.LightningModule):
             "log_channels": int(log_channels),
         })
         self.encoder = hydra.utils.instantiate(dict(encoder), n_freqs=int(n_freqs), n_outputs=int(n_outputs))
-        if loss == "poisson" and not getattr(self.encoder, "positive_output", False):
+        if loss == "poisson" and not encoder_capabilities(self.encoder).positive_output:
             raise ValueError(
                 f"loss='poisson' needs an encoder whose output is a positive rate; {type(self.encoder).__name__} "
                 "outputs any real value. Use loss='mse', or LNSTRF, ConvNet2D or StateNet (softplus outputs)."
             )
         rf = self.receptive_field
         self.warmup = int(warmup) if warmup is not None else (rf - 1 if rf is not None else 0)
-        # Standardisation statistics of the training trials travel with the weights, so a checkpoint alone can
+        # Standardization statistics of the training trials travel with the weights, so a checkpoint alone can
         # predict raw stimuli (see predict()). Filled from the DataModule in setup().
         self.register_buffer("stimulus_mean", torch.zeros(n_freqs))
         self.register_buffer("stimulus_std", torch.ones(n_freqs))
@@ -171,14 +187,14 @@ class EncoderModule(L.LightningModule):
         return self.encoder.receptive_field
 
     def forward(self, stimulus: torch.Tensor) -> torch.Tensor:
-        """Standardised stimulus ``(B, F, T)`` -> standardised response ``(B, N, T)``."""
+        """Standardized stimulus ``(B, F, T)`` -> standardized response ``(B, N, T)``."""
         return self.encoder(stimulus)
 
     @torch.no_grad()
     def predict(self, stimulus: torch.Tensor) -> torch.Tensor:
         """Raw stimulus ``(F, T)`` (units of the data) -> predicted response ``(N, T)`` in the data's units.
 
-        Applies the training standardisation stored with the model; the first ``warmup`` frames see the
+        Applies the training standardization stored with the model; the first ``warmup`` frames see the
         causal padding and are less reliable.
         """
         stimulus = torch.as_tensor(stimulus, dtype=torch.float32, device=self.stimulus_mean.device)
@@ -248,7 +264,7 @@ class EncoderModule(L.LightningModule):
         return isinstance(self.encoder, ClosedFormEncoder)
 
     def _fit_closed_form(self) -> None:
-        datamodule = self.trainer.datamodule
+        datamodule = self.trainer.datamodule  # type: ignore[attr-defined]  # lightning sets it at fit, undeclared
         trials, s = datamodule.trials, datamodule.standardization
         ids = datamodule.split.train
         self.encoder.fit([s.stimulus(trials.stimuli[i]) for i in ids], [s.response(trials.responses[i]) for i in ids],
@@ -291,7 +307,7 @@ class EncoderModule(L.LightningModule):
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[int, torch.Tensor]:
         """``trainer.predict(module, datamodule=dm)``: per batch, ``{trial id: prediction (N, T_i)}`` for the
-        test trials, in the model's (standardised) units, every frame (warm-up frames included)."""
+        test trials, in the model's (standardized) units, every frame (warm-up frames included)."""
         pred = self(batch["stimulus"])
         pads = batch["pad"].tolist() if "pad" in batch else [False] * len(batch["trial"])
         return {trial: pred[row, :, :length].detach().cpu()
@@ -304,7 +320,7 @@ class EncoderModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # every rank scored its shard of the test trials; rank 0 writes them all
-            shards = [None] * torch.distributed.get_world_size()
+            shards: list[Any] = [None] * torch.distributed.get_world_size()  # filled with every rank's dict
             torch.distributed.all_gather_object(shards, self.test_predictions)
             self.test_predictions = {k: v for shard in shards for k, v in shard.items()}
         r = self.test_r.compute().reshape(-1)
@@ -320,7 +336,7 @@ class EncoderModule(L.LightningModule):
 
     def trial_scores(self, responses: Mapping[int, torch.Tensor]) -> dict[int, list[float]]:
         """Per test trial, Pearson r per channel of the stored test predictions against ``responses[trial]``
-        ``(N, T)`` (standardised like the predictions), over frames past the warm-up."""
+        ``(N, T)`` (standardized like the predictions), over frames past the warm-up."""
         scores = {}
         for trial, pred in sorted(self.test_predictions.items()):
             mask = torch.arange(pred.shape[-1]) >= self.warmup
@@ -332,7 +348,7 @@ class EncoderModule(L.LightningModule):
     # checkpoint is only loaded), so a resumed job draws the same batch order as one never interrupted. It is
     # restored at fit start: a resumed fit creates its first training iterator before on_train_start.
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        np_state = np.random.get_state()
+        np_state = cast(tuple[Any, ...], np.random.get_state())  # the legacy tuple: the global generator is MT19937
         checkpoint["dstrf_rng"] = {
             "torch": torch.get_rng_state(),
             "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],

@@ -153,7 +153,7 @@ def pearson_r(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | Non
     w = _expand_mask(mask, p)
     dims = tuple(i for i in range(p.ndim) if i != p.ndim - 2)
     # Centre on the mean of the scored frames first: the sums then hold no large common offset to cancel, so
-    # data in raw units (a response of 50 +- 0.01) are scored as accurately as standardised data.
+    # data in raw units (a response of 50 +- 0.01) are scored as accurately as standardized data.
     return _r_from_moments(_moments(_centred(p, w, dims), _centred(y, w, dims), w, dims))
 
 
@@ -175,6 +175,10 @@ class PearsonR(Metric):
 
     full_state_update = False
     higher_is_better = True
+    min_x: torch.Tensor  # states (add_state in __init__)
+    max_x: torch.Tensor
+    min_y: torch.Tensor
+    max_y: torch.Tensor
 
     def __init__(self, n_channels: int, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -1,12 +1,13 @@
 """Convolutional encoders: naplab/DSTRF's bias-free dilated 1-D CNN and a deepSTRF-style 2-D CNN.
 
 Both are causal with a finite receptive field. Frames before the start of a trial are zeros, i.e. the
-training mean of the per-band standardised stimulus (see :mod:`dstrf.models.layers`).
+training mean of the per-band standardized stimulus (see :mod:`dstrf.models.layers`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -14,13 +15,14 @@ from torch import nn
 
 from ..validation import positive_int
 from .layers import ParametricSoftplus, check_dropout, check_input, int_tuple
+from .protocol import EncoderBase
 
 __all__ = ["DeepEncoder", "ConvNet2D"]
 
 _ACTIVATIONS = ("relu", "leaky_relu")
 
 
-class DeepEncoder(nn.Module):
+class DeepEncoder(EncoderBase):
     """Stack of causal dilated 1-D convolutions over time, frequency bands as input channels.
 
     Layer i (``i = 1 .. len(dilations)``), with ``h_0 = x``::
@@ -55,6 +57,7 @@ class DeepEncoder(nn.Module):
     """
 
     positive_output = False  # any real value: MSE loss only
+    windowed = True  # forward(x, causal_padding=False), and window_output(windows) for the last frame's cone
 
     def __init__(
         self,
@@ -135,13 +138,13 @@ class DeepEncoder(nn.Module):
             stride = nxt // s if nxt is not None else 1
             n = h.shape[-1]
             trim = (n - span) % stride if nxt is not None else n - span  # keep outputs aligned on the end
-            h = F.conv1d(h[..., trim:], conv.weight, None, stride=stride, dilation=dilation)
+            h = F.conv1d(h[..., trim:], cast(nn.Conv1d, conv).weight, None, stride=stride, dilation=dilation)
             h = self.drop(self.act(h))
             s = nxt if nxt is not None else s
         return self.readout(h)[:, :, -1]
 
 
-class ConvNet2D(nn.Module):
+class ConvNet2D(EncoderBase):
     """deepSTRF-style 2-D CNN over (frequency, time) with a per-frame readout and output nonlinearity.
 
     The spectrogram is one image ``(1, F, T)``. Each of ``n_layers`` blocks is::
@@ -176,6 +179,7 @@ class ConvNet2D(nn.Module):
     """
 
     positive_output = True  # ends in a parametric softplus: a positive rate, so the Poisson loss applies
+    windowed = True  # forward(x, causal_padding=False)
 
     def __init__(
         self,
@@ -210,7 +214,7 @@ class ConvNet2D(nn.Module):
         self.freqs_out = self.n_freqs - self.n_layers * (kf - 1)
 
         self.convs = nn.ModuleList(
-            nn.Conv2d(1 if i == 0 else self.channels, self.channels, self.kernel_size)
+            nn.Conv2d(1 if i == 0 else self.channels, self.channels, (kf, kt))
             for i in range(self.n_layers)
         )
         self.norms = nn.ModuleList(nn.LayerNorm(self.channels) for _ in range(self.n_layers))

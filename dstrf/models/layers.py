@@ -1,7 +1,7 @@
 """Building blocks shared by the encoders: input checks, argument coercion, the output nonlinearity.
 
 Padding convention used by every convolutional encoder in :mod:`dstrf.models`: frames before the start of
-a trial are filled with **zeros**. The stimuli are standardised per frequency band with training-set
+a trial are filled with **zeros**. The stimuli are standardized per frequency band with training-set
 statistics, so zero is the training mean of each band, a neutral "nothing unusual" input rather than
 silence. Those frames are never data: they only let output frame t exist for t < receptive_field - 1.
 """

@@ -1,6 +1,6 @@
 """Linear and linear-nonlinear (LN) spectrotemporal receptive field models.
 
-Frames before the start of a trial are zeros, i.e. the training mean of the per-band standardised
+Frames before the start of a trial are zeros, i.e. the training mean of the per-band standardized
 stimulus (see :mod:`dstrf.models.layers`).
 """
 
@@ -12,6 +12,7 @@ from torch import nn
 
 from ..validation import positive_int
 from .layers import ParametricSoftplus, check_input
+from .protocol import EncoderBase
 
 __all__ = ["LinearSTRF", "LNSTRF"]
 
@@ -20,7 +21,7 @@ __all__ = ["LinearSTRF", "LNSTRF"]
 _INIT_STD = 0.01
 
 
-class LinearSTRF(nn.Module):
+class LinearSTRF(EncoderBase):
     """The classic STRF: a causal linear filter with a bias per output channel.
 
     ``yhat[b, n, t] = bias[n] + sum_{f, k} weight[n, f, k] * x[b, f, t - k]`` for ``k = 0 .. lags - 1``,
@@ -37,6 +38,7 @@ class LinearSTRF(nn.Module):
     """
 
     positive_output = False  # any real value: MSE loss only
+    windowed = True  # forward(x, causal_padding=False)
 
     def __init__(self, n_freqs: int, n_outputs: int, lags: int = 65) -> None:
         super().__init__()
@@ -69,7 +71,7 @@ class LinearSTRF(nn.Module):
         return f"n_freqs={self.n_freqs}, n_outputs={self.n_outputs}, lags={self.lags}"
 
 
-class LNSTRF(nn.Module):
+class LNSTRF(EncoderBase):
     """Linear-nonlinear model: a :class:`LinearSTRF` followed by a per-channel :class:`ParametricSoftplus`.
 
     ``yhat[b, n, t] = alpha_n * softplus(beta_n * z[b, n, t]) / beta_n``, ``z = LinearSTRF(x)``.
@@ -80,6 +82,7 @@ class LNSTRF(nn.Module):
     """
 
     positive_output = True  # ends in a parametric softplus: a positive rate, so the Poisson loss applies
+    windowed = True  # forward(x, causal_padding=False)
 
     def __init__(self, n_freqs: int, n_outputs: int, lags: int = 65) -> None:
         super().__init__()

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..validation import positive_int
 from .layers import ParametricSoftplus, check_input
+from .protocol import EncoderBase
 
 __all__ = ["LocallyConnected1d", "StateNet"]
 
@@ -54,7 +55,7 @@ class LocallyConnected1d(nn.Module):
         )
 
 
-class StateNet(nn.Module):
+class StateNet(EncoderBase):
     """deepSTRF-style recurrent encoder.
 
     Per frame t, a spectral encoder turns the spectrum ``x[:, t]`` into ``H = channels * P`` features::
@@ -84,6 +85,7 @@ class StateNet(nn.Module):
     """
 
     positive_output = True  # ends in a parametric softplus: a positive rate, so the Poisson loss applies
+    stateful = True  # forward(x, state=None, return_state=False); no causal padding to leave out (windowed False)
 
     def __init__(
         self,

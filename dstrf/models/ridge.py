@@ -1,6 +1,6 @@
 """Closed-form time-lagged ridge regression: the linear STRF of mTRF and MNE's ``ReceptiveField``.
 
-For a stimulus standardised per band and lags ``k = 0 .. L - 1``, the lagged design row of frame t is
+For a stimulus standardized per band and lags ``k = 0 .. L - 1``, the lagged design row of frame t is
 ``x_t = [x_f(t - k)]_{f,k}`` (``D = F * L`` entries; frames before the trial start are 0). Over the scored
 frames of the training trials (``t >= warmup``, pooled over trials), with means removed (the bias absorbs
 them), per output channel n:
@@ -35,7 +35,7 @@ from .linear import LinearSTRF
 
 __all__ = ["RidgeSTRF", "lagged_moments", "laplacian", "DEFAULT_ALPHAS"]
 
-#: Wide enough for standardised data: Cxx's eigenvalues scale with the number of frames (1e3-1e6).
+#: Wide enough for standardized data: Cxx's eigenvalues scale with the number of frames (1e3-1e6).
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 8, 21))
 
 
@@ -221,6 +221,9 @@ class RidgeSTRF(LinearSTRF):
     """
 
     closed_form = True
+    alphas: torch.Tensor  # buffers (register_buffer in __init__)
+    alpha: torch.Tensor
+    cv_r: torch.Tensor
 
     def __init__(self, n_freqs: int, n_outputs: int, lags: int = 65, alphas: Sequence[float] | None = None,
                  cv: int | str = 5, fallback_alpha: float | None = None, chunk_size: int = 2048,
@@ -250,7 +253,7 @@ class RidgeSTRF(LinearSTRF):
     @torch.no_grad()
     def fit(self, stimuli: Sequence[torch.Tensor | np.ndarray], responses: Sequence[torch.Tensor | np.ndarray],
             warmup: int | None = None) -> RidgeSTRF:
-        """Fit on training trials: ``stimuli[i]`` ``(F, T_i)``, ``responses[i]`` ``(N, T_i)`` (standardised as
+        """Fit on training trials: ``stimuli[i]`` ``(F, T_i)``, ``responses[i]`` ``(N, T_i)`` (standardized as
         the model will see them), scoring frames ``t >= warmup`` (default ``lags - 1``: full windows)."""
         if len(stimuli) != len(responses) or not stimuli:
             raise ValueError(f"fit needs as many stimuli as responses, at least one; got {len(stimuli)} and {len(responses)}")
@@ -267,6 +270,7 @@ class RidgeSTRF(LinearSTRF):
         if len(moments) < 2:
             warnings.warn(f"RidgeSTRF: {len(moments)} training trial, no inner cross-validation: alpha = "
                           f"{self.fallback_alpha} for every channel", RuntimeWarning, stacklevel=2)
+            assert self.fallback_alpha is not None  # check_training_trials refused the fit otherwise
             chosen = np.full(self.n_outputs, float(self.fallback_alpha))
             curve = np.full((len(alphas), self.n_outputs), np.nan)
         else:

@@ -178,14 +178,14 @@ def find_jobs(sweep_dir: str | Path) -> list[JobEntry]:
             ))
         return entries
     dirs = _search(sweep_dir)
-    overrides = {d: [o for o in _read_overrides(d) if _override_key(o) not in CV_KEYS] for d in dirs}
+    overrides_of = {d: [o for o in _read_overrides(d) if _override_key(o) not in CV_KEYS] for d in dirs}
     # Settings every job shares are the sweep's constants, not what distinguishes a group (dstrf's sweeper
     # names groups by the swept settings likewise).
-    common = set.intersection(*(set(o) for o in overrides.values())) if len(dirs) > 1 else set()
+    common = set.intersection(*(set(o) for o in overrides_of.values())) if len(dirs) > 1 else set()
     entries = []
     for d in dirs:
         name = d.relative_to(sweep_dir).as_posix()
         num = _as_index(name) if name.isdigit() else None
-        group = ",".join(o for o in overrides[d] if o not in common)
+        group = ",".join(o for o in overrides_of[d] if o not in common)
         entries.append(job_entry(d, name=name, num=num, group=group))
     return entries

@@ -40,9 +40,10 @@ import math
 import os
 import shutil
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -149,7 +150,7 @@ def data_fingerprint(cfg: DictConfig) -> dict[str, dict[str, Any]]:
 
 
 def _config_record(cfg: DictConfig) -> dict[str, Any]:
-    container = OmegaConf.to_container(cfg, resolve=False)
+    container = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=False))  # a DictConfig gives a dict
     for key in ("hydra", "paths"):
         container.pop(key, None)
     return container
@@ -393,7 +394,7 @@ def mark_fitted(job_dir: Path, state: JobState, best_checkpoint: str | None, las
     })
 
 
-def mark_done(job_dir: Path, state: JobState, summary: dict[str, Any], outputs: list[str | Path] = ()) -> None:
+def mark_done(job_dir: Path, state: JobState, summary: dict[str, Any], outputs: Sequence[str | Path] = ()) -> None:
     """Written last: its presence means every file in ``outputs`` (paths in or relative to ``job_dir``) is
     complete. Their sizes are recorded, so a file later removed, truncated or replaced makes the job
     incomplete again (:func:`outputs_problem`)."""

@@ -41,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from dstrf.config import quote_override, register_resolvers
 from dstrf.data.splits import split_grid
 from dstrf.runs.discovery import CV_KEYS
-from dstrf.sweep.aggregate import aggregate
+from dstrf.sweep.summary import aggregate
 
 log = logging.getLogger(__name__)
 

@@ -246,7 +246,7 @@ def test_stimuli_with_more_bands_than_frames_warn_with_the_transpose_hint():
         Trials(*make()[:2], sfreq=100)
 
 
-# ------------------------------------------------------------------------------- streaming standardisation fit
+# ------------------------------------------------------------------------------- streaming standardization fit
 
 
 def test_standardization_matches_numpy_on_pooled_data_with_far_apart_means_and_lengths():
@@ -332,5 +332,5 @@ def test_repeated_trial_ids_are_refused_by_subset_and_fit():
     trials = Trials(*make()[:2], sfreq=100)
     with pytest.raises(ValueError, match=r"trial ids \[0, 2, 0\] list trial\(s\) \[0\] more than once; give each trial id once"):
         trials.subset([0, 2, 0])
-    with pytest.raises(ValueError, match=r"standardisation trial ids \[1, 1\] list trial\(s\) \[1\] more than once"):
+    with pytest.raises(ValueError, match=r"standardization trial ids \[1, 1\] list trial\(s\) \[1\] more than once"):
         Standardization.fit(trials, [1, 1])

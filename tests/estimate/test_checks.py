@@ -85,7 +85,7 @@ def test_an_infinite_buffer_is_named_too():
 
     module = EncoderModule({"_target_": "dstrf.models.DeepEncoder", "hidden": 4, "dilations": [1, 2]}, F, N)
     model = module.data_units()
-    model.stimulus_std[5] = float("inf")  # e.g. standardisation statistics of a broken data file
+    model.stimulus_std[5] = float("inf")  # e.g. standardization statistics of a broken data file
     with pytest.raises(ValueError, match=r"model buffer 'stimulus_std' of DataUnitsEncoder has 1 non-finite values "
                                          r"\(0 NaN, 1 Inf\) of 8"):
         dstrf(model, stimulus())

@@ -36,7 +36,7 @@ def encoders():
 
 
 def data_windows(n_frames=T, count=1, seed=0):
-    """Windows of a speech-like synthetic trial, standardised per band (what the models take)."""
+    """Windows of a speech-like synthetic trial, standardized per band (what the models take)."""
     (x,), _ = make_stimuli(1, 400, n_freqs=F, seed=seed)
     x = torch.as_tensor(x)
     x = (x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True)
@@ -140,7 +140,7 @@ def test_null_stimulus_is_zeros_and_the_frames_before_it_are_the_same_padding(na
 
 
 class RawUnits(nn.Module):
-    """Takes raw units and standardises them first; it pads with the mean, its null stimulus (``padding_value``)."""
+    """Takes raw units and standardizes them first; it pads with the mean, its null stimulus (``padding_value``)."""
 
     def __init__(self, inner, mean, std):
         super().__init__()
@@ -157,7 +157,7 @@ def test_null_stimulus_of_a_model_in_raw_units_is_its_padding_value(readout):
     inner = encoders()["convnet2d"]
     mean, std = torch.rand(F) * 3, torch.rand(F) + 0.5
     raw = RawUnits(inner, mean, std)
-    expected = gradmap(inner, readout=readout) / std[None, :, None]  # chain rule through the standardisation
+    expected = gradmap(inner, readout=readout) / std[None, :, None]  # chain rule through the standardization
     torch.testing.assert_close(gradmap(raw, readout=readout), expected, **TOL)
     torch.testing.assert_close(gradmap(raw, lags=3, readout=readout),
                                reference(raw.eval(), mean[:, None].expand(F, 40).clone(), 3, readout), **TOL)

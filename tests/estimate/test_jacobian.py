@@ -167,7 +167,7 @@ def test_no_module_shadows_the_function_dstrf_estimate_dstrf():
     import types
 
     estimate = importlib.import_module("dstrf.estimate")
-    for name in ("dstrf.inspect", "dstrf.lit.callbacks", "dstrf.sweep.estimate", "dstrf.estimate.jacobian",
+    for name in ("dstrf.inspect", "dstrf.lit.callbacks", "dstrf.sweep.posthoc", "dstrf.estimate.jacobian",
                  "dstrf.estimate.gradmap", "dstrf.estimate.jackknife"):
         importlib.import_module(name)
     assert importlib.util.find_spec("dstrf.estimate.dstrf") is None

@@ -121,8 +121,8 @@ def test_gradmap_callback_after_fitting_writes_maps_optimal_stimuli_and_logs_the
     encoder = module.encoder
     assert np.corrcoef(saved["maps"][1].ravel(), encoder.strf[1].detach().numpy().ravel())[0, 1] > 0.999
     stimuli = np.load(out / "optimal_stimuli.npz")
-    assert stimuli["standardised"].shape == (1, 16, module.receptive_field)
-    assert stimuli["standardised"].min() >= -2 and stimuli["standardised"].max() <= 2
+    assert stimuli["standardized"].shape == (1, 16, module.receptive_field)
+    assert stimuli["standardized"].min() >= -2 and stimuli["standardized"].max() <= 2
     assert stimuli["responses"][0, -1] > stimuli["responses"][0, 0] + 1
     media = next((run_dir / "wandb").glob("offline-run-*")) / "files" / "media" / "images" / "gradmap"
     assert len(list(media.glob("gradmaps_*.png"))) == 1 and len(list(media.glob("optimal_stimuli_*.png"))) == 1

@@ -5,7 +5,7 @@ from dstrf.data import Split, holdout
 from dstrf.lit import TrialDataModule, collate_trials
 
 
-def test_batches_are_padded_standardised_trials_with_lengths(small_trials):
+def test_batches_are_padded_standardized_trials_with_lengths(small_trials):
     dm = TrialDataModule(small_trials, Split([0, 1, 2], [3], [4]), batch_size=3)
     batch = next(iter(dm.val_dataloader()))
     assert batch["trial"].tolist() == [3] and batch["lengths"].tolist() == [90]
@@ -19,7 +19,7 @@ def test_batches_are_padded_standardised_trials_with_lengths(small_trials):
         assert torch.all(b["stimulus"][row, :, length:] == 0) and torch.all(b["response"][row, :, length:] == 0)
 
 
-def test_standardisation_comes_from_training_trials_only(small_trials):
+def test_standardization_comes_from_training_trials_only(small_trials):
     dm = TrialDataModule(small_trials, Split([0, 1], [2], [3, 4]))
     x = torch.cat([small_trials[0].stimulus, small_trials[1].stimulus], dim=1)
     torch.testing.assert_close(dm.standardization.stimulus_mean, x.mean(1))

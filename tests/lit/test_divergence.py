@@ -17,7 +17,7 @@ from dstrf.lit.divergence import DivergenceError, DivergenceGuard
 from dstrf.metrics import PearsonR, UndefinedCorrelationWarning
 
 LINEAR = {"_target_": "dstrf.models.LinearSTRF", "lags": 10}
-HINT = ("Lower the learning rate (module.lr={lr} now), check that the data are standardised (data.standardize=true) "
+HINT = ("Lower the learning rate (module.lr={lr} now), check that the data are standardized (data.standardize=true) "
         "and finite, or clip gradients (trainer.gradient_clip_val=1.0)")
 
 
@@ -122,7 +122,7 @@ def test_the_hint_gives_the_current_settings_and_the_decision_is_shared_by_all_p
     assert decisions == [(False, False)]  # "any", not "all"
     assert str(caught.value) == (
         "the fit diverged at epoch 4 (batch 7): training loss is not finite on another process. Lower the learning "
-        "rate (module.lr=3e-5 now), check that the data are standardised (data.standardize=true; it is false now) "
+        "rate (module.lr=3e-5 now), check that the data are standardized (data.standardize=true; it is false now) "
         "and finite, or clip gradients harder (trainer.gradient_clip_val=5 now)")
     guard.on_train_batch_end(trainer, module, None, None, 8)  # a skipped step returns no loss: nothing to check
     with pytest.raises(ValueError, match=r"check_every_n_steps must be a positive integer .*got 0"):

@@ -52,7 +52,7 @@ def test_bad_settings_are_refused():
         EncoderModule({"lags": 3}, 8, 2)
 
 
-def test_poisson_loss_refuses_standardised_negative_targets(small_trials, tmp_path):
+def test_poisson_loss_refuses_standardized_negative_targets(small_trials, tmp_path):
     dm = TrialDataModule(small_trials, Split([0, 1, 2], [3], [4]))
     module = EncoderModule({"_target_": "dstrf.models.LNSTRF", "lags": 6}, 8, 2, loss="poisson")
     with pytest.raises(ValueError, match="standardize_response=false"):
@@ -85,11 +85,11 @@ def test_checkpoint_loads_under_weights_only_and_predicts_the_same(small_trials,
     torch.load(path, weights_only=True)  # plain containers only: no pickled classes
     loaded = EncoderModule.load_from_checkpoint(path)
     assert loaded.hparams.channel_names == ["a", "b"]
-    # the standardisation of the training trials travels with the weights
+    # the standardization of the training trials travels with the weights
     torch.testing.assert_close(loaded.stimulus_mean, dm.standardization.stimulus_mean)
     stimulus = small_trials[4].stimulus
     torch.testing.assert_close(loaded.predict(stimulus), module.predict(stimulus))
-    # predict() = standardise, encode, undo the response standardisation
+    # predict() = standardize, encode, undo the response standardization
     s = dm.standardization
     manual = module.encoder(s.stimulus(stimulus)[None])[0] * s.response_std[:, None] + s.response_mean[:, None]
     torch.testing.assert_close(module.predict(stimulus), manual.detach())

@@ -17,7 +17,9 @@ from omegaconf import OmegaConf
 
 from dstrf.metrics import UndefinedCorrelationWarning
 from dstrf.runs.discovery import find_jobs
-from dstrf.sweep.aggregate import AggregateCallback, GroupSummary, aggregate, jackknife_se, main, pearson_r
+from dstrf.sweep.aggregate import AggregateCallback, main
+from dstrf.sweep.scoring import jackknife_se, pearson_r
+from dstrf.sweep.summary import GroupSummary, aggregate
 
 from .conftest import JOBS, job_dir_name
 

@@ -221,7 +221,7 @@ def test_flags_after_overrides_and_changed_data_rerun_every_job(tmp_path):
 def test_a_ridge_strf_sweep_is_inspected_aggregated_and_estimated_like_any_other(tmp_path):
     from dstrf.inspect import load
     from dstrf.models import RidgeSTRF
-    from dstrf.sweep.estimate import main as estimate_main
+    from dstrf.sweep.posthoc import main as estimate_main
 
     result = dstrf_train(["+sweep=cv", "experiment=quick", "data.trials.n_trials=8", "model=ridge_strf", "model.lags=20",
                           "split.n_folds=2"], tmp_path)

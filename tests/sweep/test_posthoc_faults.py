@@ -13,8 +13,8 @@ import h5py
 import pytest
 import torch
 
-from dstrf.sweep import estimate as estimate_module
-from dstrf.sweep.estimate import main
+from dstrf.sweep import posthoc
+from dstrf.sweep.posthoc import main
 
 from .conftest import copy_sweep
 
@@ -126,8 +126,8 @@ def test_a_copied_sweep_keeps_its_finished_files(sweep_dir, tmp_path, capsys, mo
     def never(*args, **kwargs):
         raise AssertionError("a finished file was computed again")
 
-    monkeypatch.setattr(estimate_module, "jackknife_dstrf", never)
-    monkeypatch.setattr(estimate_module, "gradmap", never)
+    monkeypatch.setattr(posthoc, "jackknife_dstrf", never)
+    monkeypatch.setattr(posthoc, "gradmap", never)
     files = sorted(p for p in copy.rglob("*.h5"))
     code, stdout, stderr = run(capsys, copy, *FAST)
     assert code == 0, stderr
@@ -161,14 +161,14 @@ def test_checkpoints_are_hashed_by_content_once_per_run(sweep_dir, monkeypatch):
     experiment = load(sweep_dir)
     job = experiment["fold0_jk0"]
     opened = []
-    real_digest = estimate_module.file_digest
+    real_digest = posthoc.file_digest
 
     def counting_digest(path):
         opened.append(Path(path))
         return real_digest(path)
 
-    monkeypatch.setattr(estimate_module, "file_digest", counting_digest)
-    jobs = estimate_module._Jobs(experiment.dir, "cpu")
+    monkeypatch.setattr(posthoc, "file_digest", counting_digest)
+    jobs = posthoc._Jobs(experiment.dir, "cpu")
     first, second = jobs.digest(job), jobs.digest(job)
     assert first == second == hashlib.sha256(job.checkpoint.read_bytes()).hexdigest()
     assert opened == [job.checkpoint]

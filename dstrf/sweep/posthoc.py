@@ -4,7 +4,7 @@ For every trial that some finished job tested, the models are exactly the jobs (
 trials include it. Test trials are never used for training or validation, so none of these models saw the
 trial: the cross-validation rule. For a K-fold x jackknife sweep, they are the M jackknife replicates of the
 trial's fold. Each model's dSTRF is taken in the data's units (raw stimulus in, response out; see
-:class:`dstrf.lit.DataUnitsEncoder`), so replicates with different standardisation statistics are comparable.
+:class:`dstrf.lit.DataUnitsEncoder`), so replicates with different standardization statistics are comparable.
 Their mean, jackknife standard error and sign-consistency mask (:mod:`dstrf.estimate.jackknife`) go to
 ``<out>/<group>/trial_<id>.h5`` (datasets ``mean``, ``se``, ``mask``, ``times``, ``channels``). ``index.json``
 lists every file with the models it came from.
@@ -33,6 +33,11 @@ NaN from a diverged fit) fails every trial (or fold) that needs it: the jackknif
 is not the result asked for, so nothing is written for it. The other trials go on; ``index.json`` lists what
 was written and, under ``failed``, each failed trial with the job, the file and why. The exit status is then 2
 (0: all written; 1: a usage error, e.g. options that differ from those of the finished files).
+
+This module chooses the models (the cross-validation rule), fingerprints and keeps finished files, and records
+failures; the files, figures and nonlinearity tables are written by :mod:`dstrf.postfit`, the same steps the
+run callbacks (:mod:`dstrf.lit.callbacks`) take after one fit. (``dstrf.estimate`` is the estimation core;
+this module is what runs post hoc over a sweep.)
 """
 
 from __future__ import annotations
@@ -43,15 +48,14 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import h5py
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..analysis.inputs import FrameView
-from ..analysis.table import by_channel, nonlinearities, plot_nonlinearities, stack_tables
+from .. import postfit
 from ..estimate.checks import check_finite_parameters
 from ..estimate.gradmap import CONVENTIONS, READOUTS, gradmap
 from ..estimate.jackknife import jackknife_dstrf, jackknife_se, sign_consistency_mask
@@ -94,7 +98,7 @@ class _Jobs:
             return str(path)
 
     def fail(self, job, error: BaseException, path: Path | None) -> _Failed:
-        from ..inspect import ResultFileError
+        from ..results import ResultFileError
 
         if isinstance(error, ResultFileError):  # its message names the file and the job already
             failure = _Failed(str(error), self.relative(error.path), job.name)
@@ -193,10 +197,10 @@ def estimate_sweep(
 
     options = {"channels": None if channels is None else list(map(int, channels)), "q": q, "lags": lags, "dtype": dtype,
                "times": None if times is None else [times.start, times.stop]}
-    index = {"sweep": str(experiment.dir.name), "q": q, "units": "response units per stimulus unit", "trials": [],
+    index: dict[str, Any] = {"sweep": str(experiment.dir.name), "q": q, "units": "response units per stimulus unit", "trials": [],
              "kept": 0, "failed": []}
     for (group, trial), jobs in tqdm(sorted(plan.items()), desc="dSTRFs", unit="trial", disable=not progress):
-        target = out / (group or ".") / f"trial_{trial}.h5"
+        target = postfit.trial_file(out / (group or "."), trial)
         entry = {"group": group, "trial": trial, "file": str(target.relative_to(out).as_posix()),
                  "models": [j.name for j in jobs]}
         todo = _models_unless_finished(jobs_, jobs, {**options, "trial": trial}, target, "dSTRFs", entry, index,
@@ -210,29 +214,16 @@ def estimate_sweep(
                                      dtype=dtype_named(dtype)[0])
         except ValueError as err:  # the options or the data: the same for every trial, a usage error
             raise ValueError(f"trial {trial}{f' of group {group}' if group else ''}: {err}") from err
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        n_frames = stimulus.shape[-1]
-        with h5py.File(partial, "w") as f:
-            # fletcher32: a checksum per chunk, so a file damaged later is an error when read, not wrong numbers
-            chunks = (min(64, result.mean.shape[0]), 1, *result.mean.shape[2:])
-            f.create_dataset("mean", data=result.mean.numpy(), chunks=chunks, fletcher32=True)
-            f.create_dataset("se", data=result.se.numpy(), chunks=chunks, fletcher32=True)
-            f.create_dataset("mask", data=result.mask.numpy(), chunks=chunks, fletcher32=True)
-            f.create_dataset("times", data=np.arange(n_frames)[times if times is not None else slice(None)])
-            n_outputs = result.mean.shape[1]
-            f.create_dataset("channels", data=np.asarray(channels if channels is not None else range(n_outputs)))
-            f.attrs.update({"fingerprint": digest, "q": q, "n_models": len(models), "trial": trial,
-                            "models": json.dumps(entry["models"]), "lags": result.mean.shape[-1]})
-        partial.replace(target)
+        n_frames, n_outputs = stimulus.shape[-1], result.mean.shape[1]
+        postfit.write_jackknife_file(
+            target, result.mean.numpy(), result.se.numpy(), result.mask.numpy(),
+            times=np.arange(n_frames)[times if times is not None else slice(None)],
+            channels=channels if channels is not None else range(n_outputs),
+            attrs={"fingerprint": digest, "q": q, "n_models": len(models), "trial": trial,
+                   "models": json.dumps(entry["models"]), "lags": result.mean.shape[-1]})
         index["trials"].append(entry)
-    _write_index(out, index)
+    postfit.write_index(out, index)
     return index
-
-
-def _write_index(out: Path, index: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "index.json").write_text(json.dumps(index, indent=2))
 
 
 def _finished(target: Path, digest: str, what: str, load: Callable[[], object] | None = None,
@@ -259,8 +250,8 @@ def _held_out_models(sweep_dir, trials: Sequence[int] | None):
     """The experiment, per (group, trial) the finished jobs that tested that trial (the CV rule), and the
     ``(job, error)`` of finished jobs whose metrics cannot be read: their split is recomputed from their config
     so that the trials they tested fail rather than lose a model."""
-    # the inspector reads the sweep layout; imported here to keep start-up light
-    from ..inspect import ResultFileError, load
+    # the results reader (dstrf.inspect) reads the sweep layout; imported here to keep start-up light
+    from ..results import ResultFileError, load
 
     experiment = load(sweep_dir)
     done, broken = [], []
@@ -321,14 +312,12 @@ def estimate_gradmaps(
 ) -> dict:
     """Per fold, the jackknife mean, SE and sign-consistency mask of its models' gradient maps; the index.
 
-    The maps are taken at the null stimulus (the training mean of each band, zeros in standardised units),
+    The maps are taken at the null stimulus (the training mean of each band, zeros in standardized units),
     or with ``x0=(trial, frame)`` at the window of that trial's stimulus ending at that frame (a bias-free ReLU
     network such as the DeepEncoder is flat at the null stimulus). They are maps of the encoder between the
-    data's units, so models with different standardisation statistics average correctly. Other arguments as
+    data's units, so models with different standardization statistics average correctly. Other arguments as
     in :func:`dstrf.estimate.gradmap` and :func:`estimate_sweep`.
     """
-    from ..plots import plot_receptive_fields
-
     experiment, plan, broken = _held_out_models(sweep_dir, None)
     out = Path(out) if out is not None else experiment.dir / "gradmap"
     jobs_ = _Jobs(experiment.dir, device)
@@ -337,7 +326,7 @@ def estimate_gradmaps(
     options = {"q": q, "lags": lags, "readout": readout, "convention": convention, "x0": list(x0) if x0 else None}
     reference = ("null stimulus (training mean of each band)" if x0 is None
                  else f"the window of trial {x0[0]} ending at frame {x0[1]}")
-    index = {"sweep": str(experiment.dir.name), "q": q, "units": "response units per stimulus unit",
+    index: dict[str, Any] = {"sweep": str(experiment.dir.name), "q": q, "units": "response units per stimulus unit",
              "reference": reference, "folds": [], "kept": 0, "failed": []}
     for group, stem, jobs, tested in tqdm(_model_sets(plan), desc="gradmaps", unit="fold", disable=not progress):
         names = [job.name for job in jobs]
@@ -361,31 +350,23 @@ def estimate_gradmaps(
         except ValueError as err:  # the options or the data: the same for every fold, a usage error
             raise ValueError(f"{stem}{f' of group {group}' if group else ''}: {err}") from err
         mean, se, mask = maps.mean(0), jackknife_se(maps), sign_consistency_mask(maps, q)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        with h5py.File(partial, "w") as f:
-            f.create_dataset("mean", data=mean.float().numpy(), fletcher32=True)
-            f.create_dataset("se", data=se.float().numpy(), fletcher32=True)
-            f.create_dataset("mask", data=mask.numpy(), fletcher32=True)
-            f.create_dataset("channels", data=np.arange(mean.shape[0]))
-            f.attrs.update({"fingerprint": digest, "q": q, "n_models": len(jobs), "lags": mean.shape[-1],
-                            "models": json.dumps(names), "test_trials": json.dumps(tested),
-                            "readout": readout, "convention": convention})
-        partial.replace(target)
+        postfit.write_jackknife_file(
+            target, mean.float().numpy(), se.float().numpy(), mask.numpy(), channels=np.arange(mean.shape[0]),
+            attrs={"fingerprint": digest, "q": q, "n_models": len(jobs), "lags": mean.shape[-1],
+                   "models": json.dumps(names), "test_trials": json.dumps(tested), "readout": readout,
+                   "convention": convention})
         title = f"{group + ' ' if group else ''}{stem}: mean gradient map of {len(jobs)} models, sign-consistent at q={q}"
-        figure = plot_receptive_fields(mean * mask, sfreq=data.sfreq, freqs=data.freqs, labels=data.channel_names,
-                                       title=title)
-        figure.savefig(target.with_suffix(".png"), dpi=100)
-        plt.close(figure)
+        postfit.gradmap_figure(mean * mask, target.with_suffix(".png"), sfreq=data.sfreq, freqs=data.freqs,
+                               labels=data.channel_names, title=title)
         index["folds"].append(entry)
-    _write_index(out, index)
+    postfit.write_index(out, index)
     return index
 
 
 def _test_r(jobs, jobs_: _Jobs) -> np.ndarray | None:
     """Per channel, the test r averaged over the jobs (None if a job has no per-channel scores);
     :class:`_Failed` if a job's ``metrics.json`` cannot be read."""
-    from ..inspect import ResultFileError
+    from ..results import ResultFileError
 
     scores = []
     for job in jobs:
@@ -417,7 +398,7 @@ def analyze_sweep(
     ``index["failed"]`` (``index.json`` is written again); a group whose test scores cannot be read gets its
     figure without the prediction gain, and a ``failed`` entry (``trial`` None) that says why.
     """
-    from ..inspect import load
+    from ..results import load
 
     experiment = load(sweep_dir)
     out = Path(out) if out is not None else experiment.dir / "dstrf"
@@ -426,7 +407,7 @@ def analyze_sweep(
     known = sorted(set(groups) | {entry["group"] for entry in index["failed"]})
     if baseline is not None and baseline not in known:
         raise ValueError(f"--baseline {baseline!r} is not a group of this sweep; its groups: {known}")
-    done = {}
+    done: dict[str, list] = {}
     for job in experiment.jobs:
         if job.status == "done":
             done.setdefault(job.group, []).append(job)
@@ -457,37 +438,22 @@ def analyze_sweep(
                 index["failed"].append(failure.record(entry))
         if not tables:
             continue  # every trial of the group failed, and is reported
-        folder = out / (group or ".")
-        per_trial = stack_tables(tables)
-        written[group] = per_trial.to_csv(folder / "nonlinearities.csv")
-        summary = by_channel(per_trial)
-        summary.to_csv(folder / "nonlinearities_by_channel.csv")
-        gain = {}
-        if r_baseline is not None and group != baseline:
-            r_group = scores(group)
-            if r_group is not None:
-                channels = summary.column("channel").astype(int)
-                gain = {"r_linear": r_baseline[channels], "r_deep": r_group[channels]}
-        plot_nonlinearities(summary, path=folder / "nonlinearities.png", **gain)
+        r_group = scores(group) if r_baseline is not None and group != baseline else None
+        paths = postfit.write_nonlinearities(tables, out / (group or "."), r_baseline=r_baseline, r_model=r_group)
+        written[group] = paths["per_trial"]
     if len(index["failed"]) > n_failed:
-        _write_index(out, index)
+        postfit.write_index(out, index)
     return written
 
 
 def _analyze_file(path: Path, name: str, channel_names: list[str], tau_max, alpha, gain_variant):
     """The nonlinearity table of one jackknife dSTRF file; :class:`_Failed` if the file cannot be read."""
     try:
-        with h5py.File(path, "r") as f:
-            lags = int(f.attrs["lags"])
-            times = f["times"][()]
-            start = int(np.searchsorted(times, lags - 1))  # frames whose whole window lies in the trial
-            if len(times) - start < 3:
-                raise ValueError(f"{name}: {len(times) - start} frames past the warm-up ({lags - 1} "
-                                 "frames); estimate a longer time range to analyse it")
-            channels = f["channels"][()]
-            masked_mean = FrameView(f["mean"], start, mask=f["mask"], times=times, channels=channels)
-            return nonlinearities(masked_mean, names=[channel_names[int(c)] for c in channels],
-                                  tau_max=tau_max, alpha=alpha, gain_variant=gain_variant)
+        with h5py.File(path, "r") as f:  # the sign-consistent mean, over the frames past the warm-up
+            return postfit.nonlinearity_table(f["mean"], channel_names, mask=f["mask"], lags=int(f.attrs["lags"]),
+                                              times=f["times"][()], channels=f["channels"][()], label=f"{name}:",
+                                              remedy="estimate a longer time range to analyze it", tau_max=tau_max,
+                                              alpha=alpha, gain_variant=gain_variant)
     except (OSError, KeyError) as err:  # h5py: truncated, damaged (checksum), or lacking a dataset
         raise _Failed(f"cannot read {path}: {err}; remove it and rerun dstrf-estimate to compute it again",
                       name) from err

@@ -139,7 +139,7 @@ def test_analyze_gives_per_trial_and_per_channel_nonlinearities_of_the_masked_me
 def test_model_sets_are_folds_or_under_pairs_the_trials():
     from types import SimpleNamespace
 
-    from dstrf.sweep.estimate import _model_sets
+    from dstrf.sweep.posthoc import _model_sets
 
     job = lambda name, fold: SimpleNamespace(name=name, fold=fold)
     kfold = [job("fold0_jk0", 0), job("fold0_jk1", 0)]

@@ -21,16 +21,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 from collections.abc import Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from . import tables
 from .runs.discovery import JobEntry, SweepDirectoryError, find_jobs, is_job_dir, job_entry, read_manifest
 from .runs.job import read_json
 
@@ -72,7 +72,7 @@ def _cause(error: BaseException) -> str:
 def _for_resolving(config: DictConfig, job_dir: Path) -> DictConfig:
     """A copy of a job's config whose ``paths.output_dir`` (``${hydra:runtime.output_dir}`` in a run) is the
     job directory, so nodes that interpolate it resolve outside of Hydra."""
-    config = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
+    config = cast(DictConfig, OmegaConf.create(OmegaConf.to_container(config, resolve=False)))  # from a dict
     if isinstance(config.get("paths"), DictConfig):
         config.paths.output_dir = str(job_dir)
     return config
@@ -128,7 +128,7 @@ class Job:
         """The job's composed config (``.hydra/config.yaml``, interpolations unresolved), or None."""
         path = self.dir / ".hydra" / "config.yaml"
         if path.is_file():
-            return OmegaConf.load(path)
+            return cast(DictConfig, OmegaConf.load(path))  # a composed config is a mapping
         started = read_json(self.dir / "job.json")
         if started and isinstance(started.get("config"), dict):
             return OmegaConf.create(started["config"])
@@ -230,8 +230,8 @@ class Job:
         return module.eval()
 
     def load_model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
-        """The trained encoder (a plain ``nn.Module``, ``(B, F, T)`` standardised stimulus -> ``(B, N, T)``
-        standardised response) on ``device``, in eval mode. For raw data units use :meth:`predict`."""
+        """The trained encoder (a plain ``nn.Module``, ``(B, F, T)`` standardized stimulus -> ``(B, N, T)``
+        standardized response) on ``device``, in eval mode. For raw data units use :meth:`predict`."""
         return self.load_module(device).encoder.eval()
 
     def predict(self, trial: int | np.ndarray | torch.Tensor, device: str | torch.device = "cpu") -> np.ndarray:
@@ -249,8 +249,7 @@ class Job:
                 raise IndexError(f"trial {trial} does not exist: the data of job {self.name} has {len(trials)} trials")
             stimulus = trials[int(trial)].stimulus
         else:
-            stimulus = trial
-        stimulus = stimulus if torch.is_tensor(stimulus) else torch.as_tensor(np.asarray(stimulus))
+            stimulus = trial if torch.is_tensor(trial) else torch.as_tensor(np.asarray(trial))
         return module.predict(stimulus).cpu().numpy()
 
     # -- tables --------------------------------------------------------------------------------------------------
@@ -379,26 +378,11 @@ def load(path: str | Path) -> Experiment:
 # ------------------------------------------------------------------------------------------------------------ CLI
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def format_table(rows: list[dict[str, Any]]) -> str:
-    columns = [("index", "#"), ("dir", "dir"), ("fold", "fold"), ("jackknife", "jk"), ("status", "status"),
-               ("epochs", "epochs"), ("val_r", "val r"), ("test_r", "test r"), ("checkpoint", "checkpoint")]
-    cells = [[_fmt(row[key]) for key, _ in columns] for row in rows]
-    widths = [max([len(title)] + [len(c[k]) for c in cells]) for k, (_, title) in enumerate(columns)]
-    left = {"dir", "status", "checkpoint"}
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(v.ljust(w) if key in left else v.rjust(w)
-                         for v, w, (key, _) in zip(values, widths, columns)).rstrip()
-
-    return "\n".join([line([title for _, title in columns])] + [line(c) for c in cells])
+    """The job list of ``dstrf-inspect PATH``: one line per row of :meth:`Experiment.table`."""
+    return tables.format_table(rows, {"index": "#", "dir": "dir", "fold": "fold", "jackknife": "jk", "status": "status",
+                                      "epochs": "epochs", "val_r": "val r", "test_r": "test r",
+                                      "checkpoint": "checkpoint"})
 
 
 def _select(experiment: Experiment, key: str) -> Job:
@@ -446,10 +430,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             }, indent=2, default=str))
             return 0
         row = job.row()
-        print(f"job {row['index']}: {job.name} (fold {_fmt(job.fold)}, jackknife {_fmt(job.jackknife)}, {job.status}"
+        print(f"job {row['index']}: {job.name} (fold {tables.format_cell(job.fold)}, jackknife {tables.format_cell(job.jackknife)}, {job.status}"
               + (f", group {job.group}" if job.group else "") + ")")
-        print(f"epochs {_fmt(row['epochs'])}, best val r {_fmt(row['val_r'])}, test r {_fmt(row['test_r'])}, "
-              f"checkpoint {_fmt(row['checkpoint'])}")
+        print(f"epochs {tables.format_cell(row['epochs'])}, best val r {tables.format_cell(row['val_r'])}, test r {tables.format_cell(row['test_r'])}, "
+              f"checkpoint {tables.format_cell(row['checkpoint'])}")
         if job.overrides:
             print("overrides: " + " ".join(job.overrides))
         print("\nsplit:")

@@ -1,17 +1,19 @@
-"""dstrf.inspect on a real (small) sweep: jobs, statuses, configs, splits, checkpoints -> models that reproduce
+"""dstrf.results (public name: dstrf.inspect) on a real (small) sweep: jobs, statuses, configs, splits, checkpoints -> models that reproduce
 the saved test predictions, also after the sweep was copied elsewhere; the dstrf-inspect CLI."""
 
 import json
 import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from omegaconf import DictConfig
 
-from dstrf.inspect import NotAnExperimentError, load, main
+from dstrf.results import NotAnExperimentError, load, main
 
 from .sweep.conftest import JOBS, built_sweep, job_dir_name
 
@@ -155,7 +157,7 @@ def test_checkpoints_load_with_map_location(sweep_dir, monkeypatch):
 
 
 def test_a_truncated_checkpoint_is_a_checkpoint_error_naming_the_file_and_the_job(sweep_dir, tmp_path):
-    from dstrf.inspect import CheckpointError
+    from dstrf.results import CheckpointError
 
     sweep = shutil.copytree(sweep_dir, tmp_path / "sweep")
     path = sweep / "fold0_jk1" / "checkpoints" / "best-epoch001.ckpt"
@@ -171,7 +173,7 @@ def test_a_truncated_checkpoint_is_a_checkpoint_error_naming_the_file_and_the_jo
 
 
 def test_a_missing_best_checkpoint_is_an_error_not_another_checkpoint(sweep_dir, tmp_path):
-    from dstrf.inspect import CheckpointError
+    from dstrf.results import CheckpointError
 
     sweep = shutil.copytree(sweep_dir, tmp_path / "sweep")
     best = sweep / "fold0_jk0" / "checkpoints" / "best-epoch001.ckpt"
@@ -185,7 +187,7 @@ def test_a_missing_best_checkpoint_is_an_error_not_another_checkpoint(sweep_dir,
 
 
 def test_unreadable_metrics_of_a_done_job_are_an_error_and_listed_as_a_problem(sweep_dir, tmp_path, capsys):
-    from dstrf.inspect import ResultFileError
+    from dstrf.results import ResultFileError
 
     sweep = shutil.copytree(sweep_dir, tmp_path / "sweep")
     metrics = sweep / "fold0_jk2" / "metrics.json"
@@ -203,3 +205,16 @@ def test_unreadable_metrics_of_a_done_job_are_an_error_and_listed_as_a_problem(s
     assert row["problem"].startswith(f"cannot read file {metrics}")
     assert main([str(sweep)]) == 0
     assert f"dstrf-inspect: fold0_jk2: cannot read file {metrics}" in capsys.readouterr().err
+
+
+def test_the_public_name_dstrf_inspect_is_the_results_module():
+    """DESIGN.md's ``dstrf.inspect.load`` keeps working, and no module directly in the package is named after a
+    standard-library module (with the package directory on sys.path, ``dstrf/inspect.py`` hid ``inspect``)."""
+    import importlib
+
+    import dstrf
+    from dstrf.inspect import load as public_load
+
+    assert public_load is load and importlib.import_module("dstrf.inspect") is dstrf.results is dstrf.inspect
+    names = {p.stem for p in Path(dstrf.__file__).parent.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()}
+    assert "results" in names and not names & set(sys.stdlib_module_names) - {"__init__"}

@@ -1,0 +1,304 @@
+"""What a run or a sweep does with fitted models: the post-fit steps, written once.
+
+Both the Lightning callbacks (:mod:`dstrf.lit.callbacks`, after one run's fit) and ``dstrf-estimate``
+(:mod:`dstrf.sweep.posthoc`, over a finished sweep) call these functions; they only choose the models, the
+trials and the folders, handle ranks or failures, and log what is returned. Everything here works on plain
+``nn.Module``s (an encoder between the data's units, :class:`dstrf.lit.DataUnitsEncoder`, or the standardized
+one), tensors, arrays and a trials container (:class:`dstrf.data.Trials`: ``[id].stimulus`` ``(F, T)``,
+``.response`` ``(N, T)``, ``.window``, ``.channel_names``, ``.sfreq``, ``.freqs``): no Lightning, Hydra or
+wandb.
+
+Files (every function returns the paths it wrote):
+
+- per trial, a chunked dSTRF file ``trial_<id>.h5`` (:func:`write_dstrfs`, read with
+  :func:`dstrf.estimate.open_dstrf`), or a jackknife file with datasets ``mean``, ``se``, ``mask``
+  (:func:`write_jackknife_file`), and ``index.json`` (:func:`write_index`);
+- figures of dSTRFs per trial and channel (:func:`dstrf_figures`);
+- ``gradmaps.npz`` + ``gradmaps.png`` (:func:`write_gradmaps`), ``optimal_stimuli.npz`` + ``.png``
+  (:func:`write_optimal_stimuli`);
+- the nonlinearity analysis: ``nonlinearities.csv`` (one row per trial and channel),
+  ``nonlinearities_by_channel.csv`` (their mean per channel) and ``nonlinearities.png``
+  (:func:`analyze_dstrfs`, or :func:`nonlinearity_table` per trial and :func:`write_nonlinearities`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import h5py
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import nn
+
+from .analysis.inputs import FrameView
+from .analysis.table import NonlinearityTable, by_channel, nonlinearities, plot_nonlinearities, stack_tables
+from .estimate import dstrf
+from .estimate.gradmap import gradmap, optimal_stimulus
+from .estimate.storage import DSTRFFile
+from .plots import animate_dstrf, frames_past_warmup, plot_dstrf, plot_optimal_stimuli, plot_receptive_fields
+from .validation import dtype_named
+
+__all__ = [
+    "trial_file", "save_figure", "write_index", "write_dstrfs", "dstrf_figures", "write_jackknife_file",
+    "gradmap_figure", "write_gradmaps", "write_optimal_stimuli", "warmup_start", "nonlinearity_table",
+    "write_nonlinearities", "analyze_dstrfs", "NONLINEARITY_FILES",
+]
+
+#: The files of the nonlinearity analysis, by key of :func:`write_nonlinearities`'s result.
+NONLINEARITY_FILES = {"per_trial": "nonlinearities.csv", "by_channel": "nonlinearities_by_channel.csv",
+                      "figure": "nonlinearities.png"}
+
+
+def _device(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters (or buffers) are; the CPU for a model with neither."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def trial_file(folder: str | os.PathLike, trial: int) -> Path:
+    """``<folder>/trial_<id>.h5``: the name of a trial's dSTRF file (single model or jackknife)."""
+    return Path(folder) / f"trial_{int(trial)}.h5"
+
+
+def save_figure(figure, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Save a pyplot ``figure`` as ``path`` (PNG at ``dpi``) and close it; the path."""
+    path = Path(path)
+    figure.savefig(path, dpi=dpi)
+    plt.close(figure)
+    return path
+
+
+def write_index(out: str | os.PathLike, index: dict) -> Path:
+    """``<out>/index.json`` (indented JSON of ``index``), creating ``out``; the path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "index.json"
+    path.write_text(json.dumps(index, indent=2))
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ dSTRFs
+
+
+def write_dstrfs(model: nn.Module, stimuli: Mapping[int, torch.Tensor], out: str | os.PathLike, *,
+                 lags: int | None = None, channels: Sequence[int] | None = None, times: slice | None = None,
+                 chunk_size: int | None = None, dtype: str = "float32", rank: int = 0,
+                 world_size: int = 1) -> list[int]:
+    """The dSTRF ``(T, N, F, L)`` (:func:`dstrf.estimate.dstrf`) of ``model`` for this rank's share of
+    ``stimuli`` (trial id -> stimulus ``(F, T)`` in ``model``'s input units), one chunked file per trial,
+    :func:`trial_file` in ``out``: every ``world_size``-th trial in id order from position ``rank``, so that the
+    ranks' shares are disjoint and cover every trial. A finished file of the same computation is reused
+    (:func:`dstrf.estimate.dstrf`'s ``out``). Returns the trial ids of the share."""
+    out = Path(out)
+    device = _device(model)
+    mine = sorted(stimuli)[rank::world_size]
+    for trial in mine:
+        dstrf(model, stimuli[trial].to(device), lags=lags, channels=channels, times=times, chunk_size=chunk_size,
+              dtype=dtype_named(dtype)[0], out=trial_file(out, trial)).close()
+    return mine
+
+
+def dstrf_figures(model: nn.Module, trials, trial_ids: Sequence[int], out: str | os.PathLike, *,
+                  channels: Sequence[int] | None = None, times: Sequence[int] | None = None,
+                  animation: bool = False, animation_frames: int = 100, sfreq: float | None = None) -> list[Path]:
+    """Per trial and channel, the dSTRF file ``trial_<id>.h5`` in ``out`` drawn at ``times`` under the trial's
+    stimulus, response and ``model``'s prediction (:func:`dstrf.plots.plot_dstrf`): ``trial_<id>_channel_<n>.png``;
+    with ``animation`` also :func:`dstrf.plots.animate_dstrf` over the first ``animation_frames`` frames past
+    the warm-up (``trial_<id>_channel_<n>.mp4`` or ``.gif``). ``channels`` default to the file's first channel;
+    ``sfreq`` to ``trials.sfreq``. Returns the paths written, in order."""
+    out = Path(out)
+    device = _device(model)
+    sfreq = sfreq or trials.sfreq
+    written = []
+    for trial in trial_ids:
+        stimulus, response = trials[trial].stimulus, trials[trial].response
+        with torch.no_grad():
+            prediction = model(stimulus[None].to(device))[0].cpu()
+        with DSTRFFile(trial_file(out, trial)) as dstrfs:
+            for channel in channels or [int(dstrfs.channels[0])]:
+                name = f"trial_{trial}_channel_{channel}"
+                figure = plot_dstrf(dstrfs, stimulus, channel=channel, times=times, response=response,
+                                    prediction=prediction, sfreq=sfreq, freqs=trials.freqs,
+                                    title=f"trial {trial}, channel {channel}")
+                written.append(save_figure(figure, out / f"{name}.png"))
+                if animation:
+                    past = frames_past_warmup(dstrfs) or list(map(int, dstrfs.times))
+                    written.append(animate_dstrf(dstrfs, stimulus, out / name, channel=channel,
+                                                 times=past[:animation_frames], response=response,
+                                                 prediction=prediction, sfreq=sfreq, freqs=trials.freqs))
+    return written
+
+
+def write_jackknife_file(path: str | os.PathLike, mean: np.ndarray, se: np.ndarray, mask: np.ndarray, *,
+                         channels: Sequence[int] | np.ndarray, attrs: Mapping,
+                         times: Sequence[int] | np.ndarray | None = None) -> Path:
+    """A jackknife result as HDF5 at ``path``: datasets ``mean``, ``se``, ``mask`` (dSTRFs ``(T, N, F, L)``, then
+    also ``times``, chunked per 64 frames of one channel; or gradient maps ``(N, F, L)``), ``channels`` and the
+    attributes ``attrs``. Every dataset has a checksum per chunk (fletcher32), so a file damaged later is an
+    error when read, not wrong numbers. Written as ``<path>.partial`` and renamed when complete, so a file at
+    ``path`` is always whole. Returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    chunks = (min(64, mean.shape[0]), 1, *mean.shape[2:]) if mean.ndim == 4 else None
+    with h5py.File(partial, "w") as f:
+        for name, data in (("mean", mean), ("se", se), ("mask", mask)):
+            f.create_dataset(name, data=data, chunks=chunks, fletcher32=True)
+        if times is not None:
+            f.create_dataset("times", data=np.asarray(times))
+        f.create_dataset("channels", data=np.asarray(channels))
+        f.attrs.update(dict(attrs))
+    partial.replace(path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------- gradient maps
+
+
+def gradmap_figure(maps, path: str | os.PathLike, *, sfreq: float, freqs=None, labels: Sequence[str] | None = None,
+                   title: str | None = None) -> Path:
+    """Gradient maps ``(N, F, L)`` as one panel per output (:func:`dstrf.plots.plot_receptive_fields`), saved
+    as PNG at ``path``; the path."""
+    figure = plot_receptive_fields(maps, sfreq=sfreq, freqs=freqs, labels=labels, title=title)
+    return save_figure(figure, path)
+
+
+def write_gradmaps(model: nn.Module, trials, out: str | os.PathLike, *, lags: int,
+                   x0: tuple[int, int] | None = None, readout: str = "last", convention: str = "excitatory",
+                   channel_names: Sequence[str] | None = None, sfreq: float | None = None) -> dict[str, Path]:
+    """The gradient map of every output of ``model`` (:func:`dstrf.estimate.gradmap`, ``(N, F, L)`` in
+    ``model``'s units) over ``lags`` frames at the null stimulus, or with ``x0=(trial, frame)`` at the window of
+    ``trials`` ending there. Writes ``<out>/gradmaps.npz`` (``maps``, ``channels``, ``channel_names``,
+    ``sfreq``, ``freqs``, ``lags``, ``readout``, ``convention``, ``x0`` (``[-1, -1]`` for the null stimulus))
+    and ``gradmaps.png``; returns them as ``{"gradmaps": ..., "gradmaps_figure": ...}``. ``channel_names``
+    and ``sfreq`` default to the trials'."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    window = None if x0 is None else trials.window(*x0, lags).to(_device(model))
+    maps = gradmap(model, lags=lags, x0=window, readout=readout, convention=convention)
+    names = list(channel_names or trials.channel_names)
+    sfreq = sfreq or trials.sfreq
+    written = {"gradmaps": out / "gradmaps.npz"}
+    np.savez(written["gradmaps"], maps=maps.numpy(), channels=np.arange(maps.shape[0]), channel_names=names,
+             sfreq=sfreq, freqs=trials.freqs, lags=lags, readout=readout, convention=convention,
+             x0=np.asarray(x0 if x0 else [-1, -1]))
+    where = "null stimulus" if x0 is None else f"trial {x0[0]}, frame {x0[1]}"
+    written["gradmaps_figure"] = gradmap_figure(maps, out / "gradmaps.png", sfreq=sfreq, freqs=trials.freqs,
+                                                labels=names, title=f"gradient maps at the {where} (readout {readout})")
+    return written
+
+
+def write_optimal_stimuli(encoder: nn.Module, neurons: Sequence[int], trials, out: str | os.PathLike, *,
+                          mean: torch.Tensor, std: torch.Tensor, lags: int, x0: tuple[int, int] | None = None,
+                          readout: str = "last", steps: int = 1500, lr: float = 0.05,
+                          constraint: tuple | None = ("range", -3.0, 3.0), channel_names: Sequence[str] | None = None,
+                          sfreq: float | None = None) -> dict[str, Path]:
+    """The stimulus ``(F, lags)`` that drives each of ``neurons`` most (:func:`dstrf.estimate.optimal_stimulus`)
+    of the standardized ``encoder`` (``constraint`` is in standard deviations), from the null stimulus or the
+    window of ``trials`` ending at ``x0=(trial, frame)`` (standardized with ``mean``, ``std`` ``(F,)``).
+    Writes ``<out>/optimal_stimuli.npz`` (``stimuli`` ``(K, F, L)`` in the data's units, ``standardized`` in
+    the encoder's, ``responses`` ``(K, steps + 1)``, ``neurons``, ``sfreq``, ``freqs``) and
+    ``optimal_stimuli.png``; returns them as ``{"optimal_stimuli": ..., "optimal_stimuli_figure": ...}``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    neurons = [int(n) for n in neurons]
+    names = list(channel_names or trials.channel_names)
+    sfreq = sfreq or trials.sfreq
+    z0 = None
+    if x0 is not None:
+        z0 = (trials.window(*x0, lags).to(mean.device) - mean[:, None]) / std[:, None]
+    results = [optimal_stimulus(encoder, n, steps=steps, lr=lr, x0=z0, constraint=constraint, lags=lags,
+                                readout=readout, progress=False) for n in neurons]
+    standardized = torch.stack([r.stimulus for r in results])
+    stimuli = standardized * std.cpu()[:, None] + mean.cpu()[:, None]
+    responses = np.stack([r.response for r in results])
+    written = {"optimal_stimuli": out / "optimal_stimuli.npz"}
+    np.savez(written["optimal_stimuli"], stimuli=stimuli.numpy(), standardized=standardized.numpy(),
+             responses=responses, neurons=np.asarray(neurons), sfreq=sfreq, freqs=trials.freqs)
+    figure = plot_optimal_stimuli(stimuli, responses, sfreq=sfreq, freqs=trials.freqs,
+                                  labels=[names[n] for n in neurons])
+    written["optimal_stimuli_figure"] = save_figure(figure, out / "optimal_stimuli.png")
+    return written
+
+
+# -------------------------------------------------------------------------------------- nonlinearity analysis
+
+
+def warmup_start(times: Sequence[int], lags: int) -> int:
+    """How many of the (increasing) output frames ``times`` come before the warm-up ends: frame t's window of
+    ``lags`` frames lies inside the trial from t = lags - 1 on; the earlier ones see the padding."""
+    return int(np.searchsorted(np.asarray(times), int(lags) - 1))
+
+
+def nonlinearity_table(W, channel_names: Sequence[str] | None = None, *, lags: int | None = None, times=None,
+                       channels=None, mask=None, label: str = "dSTRF:", remedy: str = "compute more frames",
+                       **measures) -> NonlinearityTable:
+    """The nonlinearity measures (:func:`dstrf.analysis.nonlinearities`) of one trial's dSTRFs ``W``
+    ``(T, N, F, L)`` (an array, a tensor, a :class:`~dstrf.estimate.DSTRFFile` or an ``h5py.Dataset``; times
+    ``mask`` of the same shape if given) over its frames past the warm-up (:func:`warmup_start`).
+
+    ``times`` (the output frame of each row) and ``channels`` (the channel number of each column) default to the
+    file's own, else ``0..T-1`` and ``0..N-1``; ``lags`` to ``L``. Rows are named ``channel_names[channel]``.
+    Fewer than 3 frames past the warm-up is a ``ValueError``: ``"<label> <n> frames past the warm-up (<lags - 1>
+    frames); <remedy>"``. ``measures`` go to :func:`dstrf.analysis.nonlinearities` (``tau_max``, ``alpha``,
+    ``gain_variant``, ...)."""
+    n_frames, n_channels = int(W.shape[0]), int(W.shape[1])
+    lags = int(W.shape[-1] if lags is None else lags)
+    if times is None:
+        times = getattr(W, "times", None)
+    times = np.arange(n_frames) if times is None else np.asarray(times)
+    if channels is None:
+        channels = getattr(W, "channels", None)
+    channels = np.arange(n_channels) if channels is None else np.asarray(channels)
+    start = warmup_start(times, lags)
+    if len(times) - start < 3:
+        raise ValueError(f"{label} {len(times) - start} frames past the warm-up ({lags - 1} frames); {remedy}")
+    names = None if channel_names is None else [channel_names[int(c)] for c in channels]
+    return nonlinearities(FrameView(W, start, mask=mask, times=times, channels=channels), names=names, **measures)
+
+
+def write_nonlinearities(tables: Mapping[int, NonlinearityTable], folder: str | os.PathLike, *,
+                         r_baseline=None, r_model=None) -> dict[str, Path]:
+    """The nonlinearity tables of several trials (trial id -> :func:`nonlinearity_table`) into ``folder``:
+    ``nonlinearities.csv`` (:func:`dstrf.analysis.stack_tables`: one row per trial and channel, a leading
+    ``trial`` column), ``nonlinearities_by_channel.csv`` (:func:`dstrf.analysis.by_channel`: the mean per
+    channel over the trials) and ``nonlinearities.png`` (:func:`dstrf.analysis.plot_nonlinearities`). With
+    ``r_baseline`` and ``r_model`` (test r per channel number, e.g. of a linear model and of this one), the
+    figure adds the prediction gain against complexity. Returns the paths by key of
+    :data:`NONLINEARITY_FILES` (``per_trial``, ``by_channel``, ``figure``)."""
+    folder = Path(folder)
+    paths = {key: folder / name for key, name in NONLINEARITY_FILES.items()}
+    per_trial = stack_tables(tables)
+    per_trial.to_csv(paths["per_trial"])
+    summary = by_channel(per_trial)
+    summary.to_csv(paths["by_channel"])
+    gain = {}
+    if r_baseline is not None and r_model is not None:
+        channels = summary.column("channel").astype(int)
+        gain = {"r_linear": np.asarray(r_baseline)[channels], "r_deep": np.asarray(r_model)[channels]}
+    plot_nonlinearities(summary, path=paths["figure"], **gain)
+    return paths
+
+
+def analyze_dstrfs(dstrfs: Mapping[int, object], folder: str | os.PathLike,
+                   channel_names: Sequence[str] | None = None, *, label: str = "trial {trial}:",
+                   remedy: str = "compute more frames", r_baseline=None, r_model=None,
+                   **measures) -> dict[str, Path]:
+    """The nonlinearity analysis of one or several trials' dSTRFs (trial id -> a dSTRF file's path, a
+    :class:`~dstrf.estimate.DSTRFFile`, or an array ``(T, N, F, L)`` whose rows are frames ``0..T-1``):
+    :func:`nonlinearity_table` of each (``label`` may name ``{trial}``), then :func:`write_nonlinearities`
+    into ``folder``. Returns the paths written by key (``per_trial``, ``by_channel``, ``figure``)."""
+    tables = {}
+    for trial, W in dstrfs.items():
+        what = label.format(trial=trial)
+        if isinstance(W, (str, os.PathLike)):
+            with DSTRFFile(W) as stored:
+                tables[trial] = nonlinearity_table(stored, channel_names, label=what, remedy=remedy, **measures)
+        else:
+            tables[trial] = nonlinearity_table(W, channel_names, label=what, remedy=remedy, **measures)
+    return write_nonlinearities(tables, folder, r_baseline=r_baseline, r_model=r_model)
