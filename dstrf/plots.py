@@ -28,8 +28,16 @@ from matplotlib.patches import Rectangle
 
 from .estimate.storage import DSTRFFile
 
-__all__ = ["plot_dstrf", "animate_dstrf", "plot_receptive_fields", "plot_optimal_stimuli", "plot_ridge_cv",
-           "animation_format", "default_times", "frames_past_warmup"]
+__all__ = [
+    "plot_dstrf",
+    "animate_dstrf",
+    "plot_receptive_fields",
+    "plot_optimal_stimuli",
+    "plot_ridge_cv",
+    "animation_format",
+    "default_times",
+    "frames_past_warmup",
+]
 
 CMAP = "RdBu_r"
 
@@ -96,8 +104,16 @@ def _receptive_field(ax, w: np.ndarray, sfreq: float, freqs: np.ndarray | None, 
     """One ``(F, L)`` map: lag (ms) on x from 0, band on y from low to high."""
     n_freqs, n_lags = w.shape
     frame_ms = 1000.0 / sfreq
-    image = ax.imshow(w, origin="lower", aspect="auto", cmap=CMAP, vmin=-vmax, vmax=vmax, interpolation="nearest",
-                      extent=(-0.5 * frame_ms, (n_lags - 0.5) * frame_ms, -0.5, n_freqs - 0.5))
+    image = ax.imshow(
+        w,
+        origin="lower",
+        aspect="auto",
+        cmap=CMAP,
+        vmin=-vmax,
+        vmax=vmax,
+        interpolation="nearest",
+        extent=(-0.5 * frame_ms, (n_lags - 0.5) * frame_ms, -0.5, n_freqs - 0.5),
+    )
     ax.set_xlabel("lag (ms)")
     _freq_ticks(ax, freqs, n_freqs)
     return image
@@ -108,18 +124,37 @@ def _symmetric_limit(values: np.ndarray) -> float:
     return vmax if vmax > 0 else 1.0
 
 
-def _stimulus_and_response(figure: Figure, stim_spec, resp_spec, stimulus: np.ndarray, start: int, stop: int,
-                           channel: int, response, prediction, sfreq: float, freqs: np.ndarray | None):
+def _stimulus_and_response(
+    figure: Figure,
+    stim_spec,
+    resp_spec,
+    stimulus: np.ndarray,
+    start: int,
+    stop: int,
+    channel: int,
+    response,
+    prediction,
+    sfreq: float,
+    freqs: np.ndarray | None,
+):
     """The stimulus spectrogram of frames ``start:stop`` above the measured and predicted response of
     ``channel`` on a shared time axis (s); the two axes."""
     seconds = np.arange(start, stop) / sfreq
     ax_stim = figure.add_subplot(stim_spec)
-    ax_stim.imshow(stimulus[:, start:stop], origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
-                   extent=(seconds[0], seconds[-1] + 1 / sfreq, -0.5, stimulus.shape[0] - 0.5))
+    ax_stim.imshow(
+        stimulus[:, start:stop],
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        interpolation="nearest",
+        extent=(seconds[0], seconds[-1] + 1 / sfreq, -0.5, stimulus.shape[0] - 0.5),
+    )
     _freq_ticks(ax_stim, freqs, stimulus.shape[0])
     ax_resp = figure.add_subplot(resp_spec, sharex=ax_stim)
-    traces: tuple[tuple[Any, str, dict[str, Any]], ...] = ((response, "response", dict(color="0.3", lw=1.0)),
-                                                           (prediction, "prediction", dict(color="C0", lw=1.2)))
+    traces: tuple[tuple[Any, str, dict[str, Any]], ...] = (
+        (response, "response", dict(color="0.3", lw=1.0)),
+        (prediction, "prediction", dict(color="C0", lw=1.2)),
+    )
     for trace, label, style in traces:
         trace = _numpy(trace)
         if trace is not None:
@@ -181,8 +216,9 @@ def plot_dstrf(
     n = len(times)
     figure = plt.figure(figsize=(max(8.0, 2.4 * n), 7.0), layout="constrained")
     grid = figure.add_gridspec(3, n, height_ratios=(1.2, 0.8, 1.4))
-    ax_stim, ax_resp = _stimulus_and_response(figure, grid[0, :], grid[1, :], stimulus, start, stop, channel,
-                                              response, prediction, sfreq, freqs)
+    ax_stim, ax_resp = _stimulus_and_response(
+        figure, grid[0, :], grid[1, :], stimulus, start, stop, channel, response, prediction, sfreq, freqs
+    )
     ax_stim.set_title(title or f"channel {channel}: stimulus, response and dSTRF at {n} frames")
     ax_resp.set_ylabel("response")
     for ax in (ax_stim, ax_resp):
@@ -205,8 +241,11 @@ def plot_dstrf(
 
 def animation_format() -> str:
     """``"mp4"`` when matplotlib can find ffmpeg, else ``"gif"`` (Pillow, always available)."""
-    return "mp4" if animation.writers.is_available("ffmpeg") and shutil.which(
-        matplotlib.rcParams["animation.ffmpeg_path"]) else "gif"
+    return (
+        "mp4"
+        if animation.writers.is_available("ffmpeg") and shutil.which(matplotlib.rcParams["animation.ffmpeg_path"])
+        else "gif"
+    )
 
 
 def animate_dstrf(
@@ -255,8 +294,9 @@ def animate_dstrf(
     start, stop = max(0, min(times) - n_lags), min(stimulus.shape[1], max(times) + 1)
     figure = plt.figure(figsize=(10.0, 4.5), layout="constrained")
     grid = figure.add_gridspec(2, 2, width_ratios=(2.2, 1.0), height_ratios=(1.3, 0.8))
-    ax_stim, ax_resp = _stimulus_and_response(figure, grid[0, 0], grid[1, 0], stimulus, start, stop, channel,
-                                              response, prediction, sfreq, freqs)
+    ax_stim, ax_resp = _stimulus_and_response(
+        figure, grid[0, 0], grid[1, 0], stimulus, start, stop, channel, response, prediction, sfreq, freqs
+    )
     # the window the current dSTRF looks at, and the current frame
     window = Rectangle((0, 0.01), 0, 0.98, transform=ax_stim.get_xaxis_transform(), fill=False, edgecolor="C1", lw=1.5)
     ax_stim.add_patch(window)
@@ -316,8 +356,9 @@ def plot_receptive_fields(
         raise ValueError(f"labels has {len(labels)} entries for {n} maps")
     columns = max(1, min(columns, n))
     rows = -(-n // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns + 1, 2.0 * rows + 0.6), squeeze=False,
-                                layout="constrained")
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(2.2 * columns + 1, 2.0 * rows + 0.6), squeeze=False, layout="constrained"
+    )
     freqs = None if freqs is None else np.asarray(freqs, dtype=np.float64)
     vmax = _symmetric_limit(maps)
     image = None
@@ -355,14 +396,26 @@ def plot_optimal_stimuli(
     if len(responses) != n:
         raise ValueError(f"{len(responses)} response curves for {n} stimuli")
     freqs = None if freqs is None else np.asarray(freqs, dtype=np.float64)
-    figure, axes = plt.subplots(n, 2, figsize=(9.0, 2.4 * n + 0.4), squeeze=False, layout="constrained",
-                                gridspec_kw={"width_ratios": (1.6, 1.0)})
+    figure, axes = plt.subplots(
+        n,
+        2,
+        figsize=(9.0, 2.4 * n + 0.4),
+        squeeze=False,
+        layout="constrained",
+        gridspec_kw={"width_ratios": (1.6, 1.0)},
+    )
     frame_ms = 1000.0 / sfreq
     for i in range(n):
         label = labels[i] if labels is not None else f"neuron {i}"
         ax = axes[i, 0]
-        image = ax.imshow(stimuli[i], origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
-                          extent=(-(n_frames - 0.5) * frame_ms, 0.5 * frame_ms, -0.5, n_freqs - 0.5))
+        image = ax.imshow(
+            stimuli[i],
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            interpolation="nearest",
+            extent=(-(n_frames - 0.5) * frame_ms, 0.5 * frame_ms, -0.5, n_freqs - 0.5),
+        )
         _freq_ticks(ax, freqs, n_freqs)
         ax.set_xlabel("time before the read-out frame (ms)")
         ax.set_title(f"optimal stimulus: {label}", fontsize="medium")
@@ -374,8 +427,13 @@ def plot_optimal_stimuli(
     return figure
 
 
-def plot_ridge_cv(alphas: Sequence[float] | np.ndarray, cv_r: np.ndarray, chosen: Sequence[float] | np.ndarray,
-                  labels: Sequence[str] | None = None, max_lines: int = 20) -> Figure:
+def plot_ridge_cv(
+    alphas: Sequence[float] | np.ndarray,
+    cv_r: np.ndarray,
+    chosen: Sequence[float] | np.ndarray,
+    labels: Sequence[str] | None = None,
+    max_lines: int = 20,
+) -> Figure:
     """The inner cross-validation curve of a ridge STRF: mean held-out r against alpha (log axis), one line per
     channel (the first ``max_lines``) with its chosen alpha marked, and the median over all channels.
 
@@ -386,7 +444,7 @@ def plot_ridge_cv(alphas: Sequence[float] | np.ndarray, cv_r: np.ndarray, chosen
     labels = list(labels) if labels is not None else [f"ch{c}" for c in range(n)]
     figure, ax = plt.subplots(figsize=(6.5, 4.0), layout="constrained")
     for c in range(min(n, max_lines)):
-        line, = ax.plot(alphas, cv_r[:, c], lw=1, alpha=0.7, label=labels[c])
+        (line,) = ax.plot(alphas, cv_r[:, c], lw=1, alpha=0.7, label=labels[c])
         k = int(np.argmin(np.abs(np.log(alphas) - np.log(chosen[c])))) if np.isfinite(chosen[c]) else None
         if k is not None and np.isfinite(cv_r[k, c]):
             ax.plot(alphas[k], cv_r[k, c], "o", color=line.get_color(), ms=5)

@@ -43,14 +43,28 @@ from .plots import animate_dstrf, frames_past_warmup, plot_dstrf, plot_optimal_s
 from .validation import dtype_named
 
 __all__ = [
-    "trial_file", "save_figure", "write_index", "write_dstrfs", "dstrf_figures", "write_jackknife_file",
-    "gradmap_figure", "write_gradmaps", "write_optimal_stimuli", "warmup_start", "nonlinearity_table",
-    "write_nonlinearities", "analyze_dstrfs", "NONLINEARITY_FILES",
+    "trial_file",
+    "save_figure",
+    "write_index",
+    "write_dstrfs",
+    "dstrf_figures",
+    "write_jackknife_file",
+    "gradmap_figure",
+    "write_gradmaps",
+    "write_optimal_stimuli",
+    "warmup_start",
+    "nonlinearity_table",
+    "write_nonlinearities",
+    "analyze_dstrfs",
+    "NONLINEARITY_FILES",
 ]
 
 #: The files of the nonlinearity analysis, by key of :func:`write_nonlinearities`'s result.
-NONLINEARITY_FILES = {"per_trial": "nonlinearities.csv", "by_channel": "nonlinearities_by_channel.csv",
-                      "figure": "nonlinearities.png"}
+NONLINEARITY_FILES = {
+    "per_trial": "nonlinearities.csv",
+    "by_channel": "nonlinearities_by_channel.csv",
+    "figure": "nonlinearities.png",
+}
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -85,10 +99,19 @@ def write_index(out: str | os.PathLike, index: dict) -> Path:
 # ------------------------------------------------------------------------------------------------ dSTRFs
 
 
-def write_dstrfs(model: nn.Module, stimuli: Mapping[int, torch.Tensor], out: str | os.PathLike, *,
-                 lags: int | None = None, channels: Sequence[int] | None = None, times: slice | None = None,
-                 chunk_size: int | None = None, dtype: str = "float32", rank: int = 0,
-                 world_size: int = 1) -> list[int]:
+def write_dstrfs(
+    model: nn.Module,
+    stimuli: Mapping[int, torch.Tensor],
+    out: str | os.PathLike,
+    *,
+    lags: int | None = None,
+    channels: Sequence[int] | None = None,
+    times: slice | None = None,
+    chunk_size: int | None = None,
+    dtype: str = "float32",
+    rank: int = 0,
+    world_size: int = 1,
+) -> list[int]:
     """The dSTRF ``(T, N, F, L)`` (:func:`dstrf.estimate.dstrf`) of ``model`` for this rank's share of
     ``stimuli`` (trial id -> stimulus ``(F, T)`` in ``model``'s input units), one chunked file per trial,
     :func:`trial_file` in ``out``: every ``world_size``-th trial in id order from position ``rank``, so that the
@@ -98,14 +121,31 @@ def write_dstrfs(model: nn.Module, stimuli: Mapping[int, torch.Tensor], out: str
     device = _device(model)
     mine = sorted(stimuli)[rank::world_size]
     for trial in mine:
-        dstrf(model, stimuli[trial].to(device), lags=lags, channels=channels, times=times, chunk_size=chunk_size,
-              dtype=dtype_named(dtype)[0], out=trial_file(out, trial)).close()
+        dstrf(
+            model,
+            stimuli[trial].to(device),
+            lags=lags,
+            channels=channels,
+            times=times,
+            chunk_size=chunk_size,
+            dtype=dtype_named(dtype)[0],
+            out=trial_file(out, trial),
+        ).close()
     return mine
 
 
-def dstrf_figures(model: nn.Module, trials, trial_ids: Sequence[int], out: str | os.PathLike, *,
-                  channels: Sequence[int] | None = None, times: Sequence[int] | None = None,
-                  animation: bool = False, animation_frames: int = 100, sfreq: float | None = None) -> list[Path]:
+def dstrf_figures(
+    model: nn.Module,
+    trials,
+    trial_ids: Sequence[int],
+    out: str | os.PathLike,
+    *,
+    channels: Sequence[int] | None = None,
+    times: Sequence[int] | None = None,
+    animation: bool = False,
+    animation_frames: int = 100,
+    sfreq: float | None = None,
+) -> list[Path]:
     """Per trial and channel, the dSTRF file ``trial_<id>.h5`` in ``out`` drawn at ``times`` under the trial's
     stimulus, response and ``model``'s prediction (:func:`dstrf.plots.plot_dstrf`): ``trial_<id>_channel_<n>.png``;
     with ``animation`` also :func:`dstrf.plots.animate_dstrf` over the first ``animation_frames`` frames past
@@ -122,21 +162,46 @@ def dstrf_figures(model: nn.Module, trials, trial_ids: Sequence[int], out: str |
         with DSTRFFile(trial_file(out, trial)) as dstrfs:
             for channel in channels or [int(dstrfs.channels[0])]:
                 name = f"trial_{trial}_channel_{channel}"
-                figure = plot_dstrf(dstrfs, stimulus, channel=channel, times=times, response=response,
-                                    prediction=prediction, sfreq=sfreq, freqs=trials.freqs,
-                                    title=f"trial {trial}, channel {channel}")
+                figure = plot_dstrf(
+                    dstrfs,
+                    stimulus,
+                    channel=channel,
+                    times=times,
+                    response=response,
+                    prediction=prediction,
+                    sfreq=sfreq,
+                    freqs=trials.freqs,
+                    title=f"trial {trial}, channel {channel}",
+                )
                 written.append(save_figure(figure, out / f"{name}.png"))
                 if animation:
                     past = frames_past_warmup(dstrfs) or list(map(int, dstrfs.times))
-                    written.append(animate_dstrf(dstrfs, stimulus, out / name, channel=channel,
-                                                 times=past[:animation_frames], response=response,
-                                                 prediction=prediction, sfreq=sfreq, freqs=trials.freqs))
+                    written.append(
+                        animate_dstrf(
+                            dstrfs,
+                            stimulus,
+                            out / name,
+                            channel=channel,
+                            times=past[:animation_frames],
+                            response=response,
+                            prediction=prediction,
+                            sfreq=sfreq,
+                            freqs=trials.freqs,
+                        )
+                    )
     return written
 
 
-def write_jackknife_file(path: str | os.PathLike, mean: np.ndarray, se: np.ndarray, mask: np.ndarray, *,
-                         channels: Sequence[int] | np.ndarray, attrs: Mapping,
-                         times: Sequence[int] | np.ndarray | None = None) -> Path:
+def write_jackknife_file(
+    path: str | os.PathLike,
+    mean: np.ndarray,
+    se: np.ndarray,
+    mask: np.ndarray,
+    *,
+    channels: Sequence[int] | np.ndarray,
+    attrs: Mapping,
+    times: Sequence[int] | np.ndarray | None = None,
+) -> Path:
     """A jackknife result as HDF5 at ``path``: datasets ``mean``, ``se``, ``mask`` (dSTRFs ``(T, N, F, L)``, then
     also ``times``, chunked per 64 frames of one channel; or gradient maps ``(N, F, L)``), ``channels`` and the
     attributes ``attrs``. Every dataset has a checksum per chunk (fletcher32), so a file damaged later is an
@@ -160,17 +225,33 @@ def write_jackknife_file(path: str | os.PathLike, mean: np.ndarray, se: np.ndarr
 # ------------------------------------------------------------------------------------------- gradient maps
 
 
-def gradmap_figure(maps, path: str | os.PathLike, *, sfreq: float, freqs=None, labels: Sequence[str] | None = None,
-                   title: str | None = None) -> Path:
+def gradmap_figure(
+    maps,
+    path: str | os.PathLike,
+    *,
+    sfreq: float,
+    freqs=None,
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Path:
     """Gradient maps ``(N, F, L)`` as one panel per output (:func:`dstrf.plots.plot_receptive_fields`), saved
     as PNG at ``path``; the path."""
     figure = plot_receptive_fields(maps, sfreq=sfreq, freqs=freqs, labels=labels, title=title)
     return save_figure(figure, path)
 
 
-def write_gradmaps(model: nn.Module, trials, out: str | os.PathLike, *, lags: int,
-                   x0: tuple[int, int] | None = None, readout: str = "last", convention: str = "excitatory",
-                   channel_names: Sequence[str] | None = None, sfreq: float | None = None) -> dict[str, Path]:
+def write_gradmaps(
+    model: nn.Module,
+    trials,
+    out: str | os.PathLike,
+    *,
+    lags: int,
+    x0: tuple[int, int] | None = None,
+    readout: str = "last",
+    convention: str = "excitatory",
+    channel_names: Sequence[str] | None = None,
+    sfreq: float | None = None,
+) -> dict[str, Path]:
     """The gradient map of every output of ``model`` (:func:`dstrf.estimate.gradmap`, ``(N, F, L)`` in
     ``model``'s units) over ``lags`` frames at the null stimulus, or with ``x0=(trial, frame)`` at the window of
     ``trials`` ending there. Writes ``<out>/gradmaps.npz`` (``maps``, ``channels``, ``channel_names``,
@@ -184,20 +265,47 @@ def write_gradmaps(model: nn.Module, trials, out: str | os.PathLike, *, lags: in
     names = list(channel_names or trials.channel_names)
     sfreq = sfreq or trials.sfreq
     written = {"gradmaps": out / "gradmaps.npz"}
-    np.savez(written["gradmaps"], maps=maps.numpy(), channels=np.arange(maps.shape[0]), channel_names=names,
-             sfreq=sfreq, freqs=trials.freqs, lags=lags, readout=readout, convention=convention,
-             x0=np.asarray(x0 if x0 else [-1, -1]))
+    np.savez(
+        written["gradmaps"],
+        maps=maps.numpy(),
+        channels=np.arange(maps.shape[0]),
+        channel_names=names,
+        sfreq=sfreq,
+        freqs=trials.freqs,
+        lags=lags,
+        readout=readout,
+        convention=convention,
+        x0=np.asarray(x0 if x0 else [-1, -1]),
+    )
     where = "null stimulus" if x0 is None else f"trial {x0[0]}, frame {x0[1]}"
-    written["gradmaps_figure"] = gradmap_figure(maps, out / "gradmaps.png", sfreq=sfreq, freqs=trials.freqs,
-                                                labels=names, title=f"gradient maps at the {where} (readout {readout})")
+    written["gradmaps_figure"] = gradmap_figure(
+        maps,
+        out / "gradmaps.png",
+        sfreq=sfreq,
+        freqs=trials.freqs,
+        labels=names,
+        title=f"gradient maps at the {where} (readout {readout})",
+    )
     return written
 
 
-def write_optimal_stimuli(encoder: nn.Module, neurons: Sequence[int], trials, out: str | os.PathLike, *,
-                          mean: torch.Tensor, std: torch.Tensor, lags: int, x0: tuple[int, int] | None = None,
-                          readout: str = "last", steps: int = 1500, lr: float = 0.05,
-                          constraint: tuple | None = ("range", -3.0, 3.0), channel_names: Sequence[str] | None = None,
-                          sfreq: float | None = None) -> dict[str, Path]:
+def write_optimal_stimuli(
+    encoder: nn.Module,
+    neurons: Sequence[int],
+    trials,
+    out: str | os.PathLike,
+    *,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    lags: int,
+    x0: tuple[int, int] | None = None,
+    readout: str = "last",
+    steps: int = 1500,
+    lr: float = 0.05,
+    constraint: tuple | None = ("range", -3.0, 3.0),
+    channel_names: Sequence[str] | None = None,
+    sfreq: float | None = None,
+) -> dict[str, Path]:
     """The stimulus ``(F, lags)`` that drives each of ``neurons`` most (:func:`dstrf.estimate.optimal_stimulus`)
     of the standardized ``encoder`` (``constraint`` is in standard deviations), from the null stimulus or the
     window of ``trials`` ending at ``x0=(trial, frame)`` (standardized with ``mean``, ``std`` ``(F,)``).
@@ -212,16 +320,28 @@ def write_optimal_stimuli(encoder: nn.Module, neurons: Sequence[int], trials, ou
     z0 = None
     if x0 is not None:
         z0 = (trials.window(*x0, lags).to(mean.device) - mean[:, None]) / std[:, None]
-    results = [optimal_stimulus(encoder, n, steps=steps, lr=lr, x0=z0, constraint=constraint, lags=lags,
-                                readout=readout, progress=False) for n in neurons]
+    results = [
+        optimal_stimulus(
+            encoder, n, steps=steps, lr=lr, x0=z0, constraint=constraint, lags=lags, readout=readout, progress=False
+        )
+        for n in neurons
+    ]
     standardized = torch.stack([r.stimulus for r in results])
     stimuli = standardized * std.cpu()[:, None] + mean.cpu()[:, None]
     responses = np.stack([r.response for r in results])
     written = {"optimal_stimuli": out / "optimal_stimuli.npz"}
-    np.savez(written["optimal_stimuli"], stimuli=stimuli.numpy(), standardized=standardized.numpy(),
-             responses=responses, neurons=np.asarray(neurons), sfreq=sfreq, freqs=trials.freqs)
-    figure = plot_optimal_stimuli(stimuli, responses, sfreq=sfreq, freqs=trials.freqs,
-                                  labels=[names[n] for n in neurons])
+    np.savez(
+        written["optimal_stimuli"],
+        stimuli=stimuli.numpy(),
+        standardized=standardized.numpy(),
+        responses=responses,
+        neurons=np.asarray(neurons),
+        sfreq=sfreq,
+        freqs=trials.freqs,
+    )
+    figure = plot_optimal_stimuli(
+        stimuli, responses, sfreq=sfreq, freqs=trials.freqs, labels=[names[n] for n in neurons]
+    )
     written["optimal_stimuli_figure"] = save_figure(figure, out / "optimal_stimuli.png")
     return written
 
@@ -235,9 +355,18 @@ def warmup_start(times: Sequence[int], lags: int) -> int:
     return int(np.searchsorted(np.asarray(times), int(lags) - 1))
 
 
-def nonlinearity_table(W, channel_names: Sequence[str] | None = None, *, lags: int | None = None, times=None,
-                       channels=None, mask=None, label: str = "dSTRF:", remedy: str = "compute more frames",
-                       **measures) -> NonlinearityTable:
+def nonlinearity_table(
+    W,
+    channel_names: Sequence[str] | None = None,
+    *,
+    lags: int | None = None,
+    times=None,
+    channels=None,
+    mask=None,
+    label: str = "dSTRF:",
+    remedy: str = "compute more frames",
+    **measures,
+) -> NonlinearityTable:
     """The nonlinearity measures (:func:`dstrf.analysis.nonlinearities`) of one trial's dSTRFs ``W``
     ``(T, N, F, L)`` (an array, a tensor, a :class:`~dstrf.estimate.DSTRFFile` or an ``h5py.Dataset``; times
     ``mask`` of the same shape if given) over its frames past the warm-up (:func:`warmup_start`).
@@ -262,8 +391,9 @@ def nonlinearity_table(W, channel_names: Sequence[str] | None = None, *, lags: i
     return nonlinearities(FrameView(W, start, mask=mask, times=times, channels=channels), names=names, **measures)
 
 
-def write_nonlinearities(tables: Mapping[int, NonlinearityTable], folder: str | os.PathLike, *,
-                         r_baseline=None, r_model=None) -> dict[str, Path]:
+def write_nonlinearities(
+    tables: Mapping[int, NonlinearityTable], folder: str | os.PathLike, *, r_baseline=None, r_model=None
+) -> dict[str, Path]:
     """The nonlinearity tables of several trials (trial id -> :func:`nonlinearity_table`) into ``folder``:
     ``nonlinearities.csv`` (:func:`dstrf.analysis.stack_tables`: one row per trial and channel, a leading
     ``trial`` column), ``nonlinearities_by_channel.csv`` (:func:`dstrf.analysis.by_channel`: the mean per
@@ -285,10 +415,17 @@ def write_nonlinearities(tables: Mapping[int, NonlinearityTable], folder: str | 
     return paths
 
 
-def analyze_dstrfs(dstrfs: Mapping[int, object], folder: str | os.PathLike,
-                   channel_names: Sequence[str] | None = None, *, label: str = "trial {trial}:",
-                   remedy: str = "compute more frames", r_baseline=None, r_model=None,
-                   **measures) -> dict[str, Path]:
+def analyze_dstrfs(
+    dstrfs: Mapping[int, object],
+    folder: str | os.PathLike,
+    channel_names: Sequence[str] | None = None,
+    *,
+    label: str = "trial {trial}:",
+    remedy: str = "compute more frames",
+    r_baseline=None,
+    r_model=None,
+    **measures,
+) -> dict[str, Path]:
     """The nonlinearity analysis of one or several trials' dSTRFs (trial id -> a dSTRF file's path, a
     :class:`~dstrf.estimate.DSTRFFile`, or an array ``(T, N, F, L)`` whose rows are frames ``0..T-1``):
     :func:`nonlinearity_table` of each (``label`` may name ``{trial}``), then :func:`write_nonlinearities`

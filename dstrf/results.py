@@ -205,8 +205,11 @@ class Job:
                 if candidate.is_file():
                     return candidate.absolute()
             # another checkpoint of the job (say last.ckpt) is not the model its metrics describe
-            raise CheckpointError(recorded, self.name, f"metrics.json names it as the best checkpoint, but it is not "
-                                                       f"there (nor in {checkpoints})")
+            raise CheckpointError(
+                recorded,
+                self.name,
+                f"metrics.json names it as the best checkpoint, but it is not there (nor in {checkpoints})",
+            )
         found = sorted(checkpoints.glob("best-*.ckpt")) if checkpoints.is_dir() else []
         if found:
             return found[-1].absolute()
@@ -265,9 +268,19 @@ class Job:
             relative = checkpoint.relative_to(self._experiment.dir).as_posix() if checkpoint else None
         except ValueError:
             relative = str(checkpoint)
-        return {"index": self.index, "dir": self.name, "group": self.group, "fold": self.fold,
-                "jackknife": self.jackknife, "status": self.status, "epochs": epochs, "val_r": val_r,
-                "test_r": test_r, "checkpoint": relative, "problem": problem}
+        return {
+            "index": self.index,
+            "dir": self.name,
+            "group": self.group,
+            "fold": self.fold,
+            "jackknife": self.jackknife,
+            "status": self.status,
+            "epochs": epochs,
+            "val_r": val_r,
+            "test_r": test_r,
+            "checkpoint": relative,
+            "problem": problem,
+        }
 
     def __repr__(self) -> str:
         return f"Job({self.name!r}, fold={self.fold}, jackknife={self.jackknife}, status={self.status!r})"
@@ -322,15 +335,20 @@ class Experiment:
     def job(self, fold: int, jackknife: int | None = None, group: str | None = None) -> Job:
         """The job of ``fold`` and ``jackknife`` (None: the job without jackknife); ``group`` picks one when the
         sweep has several (e.g. ``"model=linear_strf"``)."""
-        found = [job for job in self.jobs if job.fold == fold and job.jackknife == jackknife
-                 and (group is None or job.group == group)]
+        found = [
+            job
+            for job in self.jobs
+            if job.fold == fold and job.jackknife == jackknife and (group is None or job.group == group)
+        ]
         if len(found) == 1:
             return found[0]
         if not found:
             where = f", group={group!r}" if group is not None else ""
             raise KeyError(f"no job with fold={fold}, jackknife={jackknife}{where} in {self.dir}")
-        raise KeyError(f"{len(found)} jobs have fold={fold}, jackknife={jackknife}; choose a group: "
-                       f"{sorted({job.group for job in found})}")
+        raise KeyError(
+            f"{len(found)} jobs have fold={fold}, jackknife={jackknife}; choose a group: "
+            f"{sorted({job.group for job in found})}"
+        )
 
     @property
     def groups(self) -> list[str]:
@@ -350,8 +368,9 @@ class Experiment:
 
         job = job or next((j for j in self.jobs if j.config is not None), None)
         if job is None or job.config is None or "data" not in job.config:
-            raise ValueError(f"job {getattr(job, 'name', None)!r} of {self.dir} has no config with data "
-                             "to build the trials from")
+            raise ValueError(
+                f"job {getattr(job, 'name', None)!r} of {self.dir} has no config with data to build the trials from"
+            )
         node = _for_resolving(job.config, job.dir).data.trials
         try:
             key = OmegaConf.to_yaml(node, resolve=True)
@@ -361,8 +380,9 @@ class Experiment:
             try:
                 self._trials[key] = hydra.utils.instantiate(node)
             except Exception as err:  # noqa: BLE001
-                raise ValueError(f"cannot build the trials of job {job.name} from its config data.trials "
-                                 f"(moved data file?): {err}") from err
+                raise ValueError(
+                    f"cannot build the trials of job {job.name} from its config data.trials (moved data file?): {err}"
+                ) from err
         return self._trials[key]
 
     def __repr__(self) -> str:
@@ -380,9 +400,20 @@ def load(path: str | Path) -> Experiment:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The job list of ``dstrf-inspect PATH``: one line per row of :meth:`Experiment.table`."""
-    return tables.format_table(rows, {"index": "#", "dir": "dir", "fold": "fold", "jackknife": "jk", "status": "status",
-                                      "epochs": "epochs", "val_r": "val r", "test_r": "test r",
-                                      "checkpoint": "checkpoint"})
+    return tables.format_table(
+        rows,
+        {
+            "index": "#",
+            "dir": "dir",
+            "fold": "fold",
+            "jackknife": "jk",
+            "status": "status",
+            "epochs": "epochs",
+            "val_r": "val r",
+            "test_r": "test r",
+            "checkpoint": "checkpoint",
+        },
+    )
 
 
 def _select(experiment: Experiment, key: str) -> Job:
@@ -400,8 +431,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="List the jobs of a dstrf run or sweep directory, or show one job's config and split.",
     )
     parser.add_argument("path", help="a run directory or a sweep directory")
-    parser.add_argument("--job", "-j", metavar="DIR_OR_INDEX",
-                        help="show this job (its directory relative to PATH, e.g. fold0_jk1, or its index)")
+    parser.add_argument(
+        "--job",
+        "-j",
+        metavar="DIR_OR_INDEX",
+        help="show this job (its directory relative to PATH, e.g. fold0_jk1, or its index)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     args = parser.parse_args(argv)
     try:
@@ -412,8 +447,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(json.dumps({"path": str(experiment.dir), "kind": experiment.kind, "jobs": rows}, indent=2))
             else:
                 counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "incomplete", "missing")}
-                print(f"{experiment.dir}: {experiment.kind}, {len(rows)} jobs ("
-                      + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + ")")
+                print(
+                    f"{experiment.dir}: {experiment.kind}, {len(rows)} jobs ("
+                    + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+                    + ")"
+                )
                 print(format_table(rows))
                 for row in rows:  # a table cell cannot say why it is empty
                     if row["problem"]:
@@ -422,18 +460,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         job = _select(experiment, args.job)
         split = job.split
         if args.json:
-            print(json.dumps({
-                "job": job.row(),
-                "overrides": list(job.overrides),
-                "config": OmegaConf.to_container(job.config, resolve=False) if job.config is not None else None,
-                "split": split.as_dict() if split is not None else None,
-            }, indent=2, default=str))
+            print(
+                json.dumps(
+                    {
+                        "job": job.row(),
+                        "overrides": list(job.overrides),
+                        "config": OmegaConf.to_container(job.config, resolve=False) if job.config is not None else None,
+                        "split": split.as_dict() if split is not None else None,
+                    },
+                    indent=2,
+                    default=str,
+                )
+            )
             return 0
         row = job.row()
-        print(f"job {row['index']}: {job.name} (fold {tables.format_cell(job.fold)}, jackknife {tables.format_cell(job.jackknife)}, {job.status}"
-              + (f", group {job.group}" if job.group else "") + ")")
-        print(f"epochs {tables.format_cell(row['epochs'])}, best val r {tables.format_cell(row['val_r'])}, test r {tables.format_cell(row['test_r'])}, "
-              f"checkpoint {tables.format_cell(row['checkpoint'])}")
+        print(
+            f"job {row['index']}: {job.name} (fold {tables.format_cell(job.fold)}, jackknife {tables.format_cell(job.jackknife)}, {job.status}"
+            + (f", group {job.group}" if job.group else "")
+            + ")"
+        )
+        print(
+            f"epochs {tables.format_cell(row['epochs'])}, best val r {tables.format_cell(row['val_r'])}, test r {tables.format_cell(row['test_r'])}, "
+            f"checkpoint {tables.format_cell(row['checkpoint'])}"
+        )
         if job.overrides:
             print("overrides: " + " ".join(job.overrides))
         print("\nsplit:")

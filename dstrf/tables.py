@@ -45,10 +45,15 @@ def _is_frame(rows: object) -> TypeGuard[pd.DataFrame]:
     return hasattr(rows, "to_dict") and hasattr(rows, "columns")
 
 
-def format_table(rows: pd.DataFrame | Sequence[Mapping[str, Any]],
-                 columns: Mapping[str, str] | Sequence[str] | None = None,
-                 *, float_format: str = ".3f", max_rows: int | None = None,
-                 footer: Sequence[Mapping[str, Any]] = (), indent: str = "") -> str:
+def format_table(
+    rows: pd.DataFrame | Sequence[Mapping[str, Any]],
+    columns: Mapping[str, str] | Sequence[str] | None = None,
+    *,
+    float_format: str = ".3f",
+    max_rows: int | None = None,
+    footer: Sequence[Mapping[str, Any]] = (),
+    indent: str = "",
+) -> str:
     """A fixed-width text table.
 
     Parameters
@@ -88,12 +93,16 @@ def format_table(rows: pd.DataFrame | Sequence[Mapping[str, Any]],
     shown = [c for c in body if c is not None] + tail
     widths = [max([len(columns[k])] + [len(c[j]) for c in shown]) for j, k in enumerate(keys)]
     # text columns read from the left; a column is text when every value it has is a string
-    text = [all(isinstance(r.get(k), str) for r in records if r.get(k) is not None) and
-            any(isinstance(r.get(k), str) for r in records) for k in keys]
+    text = [
+        all(isinstance(r.get(k), str) for r in records if r.get(k) is not None)
+        and any(isinstance(r.get(k), str) for r in records)
+        for k in keys
+    ]
 
     def line(values: Sequence[str]) -> str:
-        return (indent + "  ".join(v.ljust(w) if left else v.rjust(w)
-                                   for v, w, left in zip(values, widths, text))).rstrip()
+        return (
+            indent + "  ".join(v.ljust(w) if left else v.rjust(w) for v, w, left in zip(values, widths, text))
+        ).rstrip()
 
     lines = [line([columns[k] for k in keys])]
     lines += [line(c) if c is not None else indent + "..." for c in body]

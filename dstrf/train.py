@@ -76,8 +76,9 @@ def _name_keys(message: str, nodes: dict[str, Any]) -> str:
     for prefix, node in nodes.items():
         keys = [str(k) for k in node.keys() if not str(k).startswith("_")] if isinstance(node, DictConfig) else []
         for key in sorted(keys, key=len, reverse=True):
-            named = re.sub(rf"(?<![\w.`']){re.escape(key)}(?=\s*=|\s+must\b|\s+is\b|\s+has\b|\s+are\b)",
-                           f"{prefix}.{key}", named)
+            named = re.sub(
+                rf"(?<![\w.`']){re.escape(key)}(?=\s*=|\s+must\b|\s+is\b|\s+has\b|\s+are\b)", f"{prefix}.{key}", named
+            )
     return named if named != message else f"{next(iter(nodes))}: {message}"
 
 
@@ -107,19 +108,25 @@ def check_config(cfg: DictConfig) -> None:
     """The settings that can be judged from the config alone, before any data are read."""
     threads = cfg.get("threads")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ConfigError(f"threads={threads}: must be a positive number of CPU threads per job (or null for torch's default)")
+        raise ConfigError(
+            f"threads={threads}: must be a positive number of CPU threads per job (or null for torch's default)"
+        )
     trainer = cfg.get("trainer") or {}
     max_epochs = trainer.get("max_epochs")
     if max_epochs is not None and (max_epochs == 0 or max_epochs < -1):
-        raise ConfigError(f"trainer.max_epochs={max_epochs}: a job must train at least one epoch "
-                          "(or -1: until early stopping); 0 would mark an untrained model as done")
+        raise ConfigError(
+            f"trainer.max_epochs={max_epochs}: a job must train at least one epoch "
+            "(or -1: until early stopping); 0 would mark an untrained model as done"
+        )
     max_steps = trainer.get("max_steps")
     if max_steps is not None and (max_steps == 0 or max_steps < -1):
         raise ConfigError(f"trainer.max_steps={max_steps}: must be positive (or -1: no limit)")
     module = cfg.get("module") or {}
-    for key, ok, what in (("lr", lambda v: v > 0, "a positive learning rate"),
-                          ("weight_decay", lambda v: v >= 0, ">= 0"),
-                          ("warmup", lambda v: v >= 0, "a number of frames >= 0 (or null: receptive field - 1)")):
+    for key, ok, what in (
+        ("lr", lambda v: v > 0, "a positive learning rate"),
+        ("weight_decay", lambda v: v >= 0, ">= 0"),
+        ("warmup", lambda v: v >= 0, "a number of frames >= 0 (or null: receptive field - 1)"),
+    ):
         value = module.get(key)
         if value is not None and (not isinstance(value, (int, float)) or not ok(value)):
             raise ConfigError(f"module.{key}={value}: must be {what}")
@@ -133,9 +140,13 @@ def _check_against_data(cfg: DictConfig, module: EncoderModule, datamodule: Tria
     short = [(i, trials.lengths[i]) for i in scored if trials.lengths[i] <= module.warmup]
     if short:
         i, n = short[0]
-        key = "module.warmup" if cfg.module.get("warmup") is not None else "module.warmup (default: receptive field - 1)"
-        raise ConfigError(f"{key}={module.warmup} leaves no scored frame in trial {i} ({trials.names[i]!r}, {n} frames); "
-                          f"use a warm-up below {n} frames or longer trials")
+        key = (
+            "module.warmup" if cfg.module.get("warmup") is not None else "module.warmup (default: receptive field - 1)"
+        )
+        raise ConfigError(
+            f"{key}={module.warmup} leaves no scored frame in trial {i} ({trials.names[i]!r}, {n} frames); "
+            f"use a warm-up below {n} frames or longer trials"
+        )
     if module.closed_form:
         with _config_key("model", cfg.model):
             module.encoder.check_training_trials(len(datamodule.split.train))
@@ -214,9 +225,13 @@ def _csv_history(resume_from: str | None, loggers: list) -> dict[CSVLogger, list
         if not path.is_file() or epoch is None:
             continue
         with path.open(newline="") as f:
-            rows = [row for row in csv.DictReader(f) if row.get("epoch") not in (None, "") and float(row["epoch"]) <= epoch]
-        history[logger] = [{k: int(float(v)) if k in ("step", "epoch") else float(v) for k, v in row.items()
-                            if v not in (None, "")} for row in rows]
+            rows = [
+                row for row in csv.DictReader(f) if row.get("epoch") not in (None, "") and float(row["epoch"]) <= epoch
+            ]
+        history[logger] = [
+            {k: int(float(v)) if k in ("step", "epoch") else float(v) for k, v in row.items() if v not in (None, "")}
+            for row in rows
+        ]
     return history
 
 
@@ -252,8 +267,7 @@ def _save_test_predictions(module: EncoderModule, datamodule: TrialDataModule, p
         arrays[f"trial_{i}"] = (pred * s.response_std[:, None] + s.response_mean[:, None]).numpy()
         arrays[f"response_{i}"] = datamodule.trials.responses[i].numpy()
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, channel_names=np.asarray(datamodule.trials.channel_names), warmup=module.warmup,
-             **arrays)  # type: ignore[arg-type]  # numpy's stub: a ** dict could hold allow_pickle
+    np.savez(tmp, channel_names=np.asarray(datamodule.trials.channel_names), warmup=module.warmup, **arrays)  # type: ignore[arg-type]  # numpy's stub: a ** dict could hold allow_pickle
     tmp.replace(path)
 
 
@@ -263,8 +277,15 @@ def _print_summary(metrics: dict, run_dir: Path) -> None:
     ccn = metrics.get("test", {}).get("cc_norm")
     columns = {"channel": "channel", "val_r": "val r", "test_r": "test r"} | ({"cc_norm": "cc_norm"} if ccn else {})
     # r is None (null in metrics.json) where it is undefined: a constant channel
-    rows = [{"channel": name, "val_r": _nan_if_none(val[n]), "test_r": _nan_if_none(test[n]) if test else None,
-             "cc_norm": _nan_if_none(ccn[n]) if ccn else None} for n, name in enumerate(names)]
+    rows = [
+        {
+            "channel": name,
+            "val_r": _nan_if_none(val[n]),
+            "test_r": _nan_if_none(test[n]) if test else None,
+            "cc_norm": _nan_if_none(ccn[n]) if ccn else None,
+        }
+        for n, name in enumerate(names)
+    ]
     mean = {"channel": "mean", "val_r": metrics["val"]["r_mean"], "test_r": metrics["test"]["r_mean"] if test else None}
     lines = [
         f"dstrf: {metrics['model']} (receptive field {metrics['receptive_field']} frames), "
@@ -275,8 +296,10 @@ def _print_summary(metrics: dict, run_dir: Path) -> None:
     for split in ("val", "test"):
         nan = metrics.get(split, {}).get("nan_channels")
         if nan:
-            lines.append(f"{split} r is undefined (constant response or prediction) for {len(nan)} channel(s), left out "
-                         f"of the mean: {', '.join(nan[:10])}{' ...' if len(nan) > 10 else ''}")
+            lines.append(
+                f"{split} r is undefined (constant response or prediction) for {len(nan)} channel(s), left out "
+                f"of the mean: {', '.join(nan[:10])}{' ...' if len(nan) > 10 else ''}"
+            )
     lines.append(f"run directory: {run_dir}")
     _say("\n".join(lines))
 
@@ -290,9 +313,12 @@ def _scores(r: list[float], names: list[str]) -> dict[str, Any]:
     channels where r is defined, with those left out named (never averaged as 0)."""
     values = np.asarray(r, dtype=np.float64)
     finite = np.isfinite(values)
-    return {"r": [float(v) if ok else None for v, ok in zip(values, finite)],
-            "r_mean": float(values[finite].mean()) if finite.any() else None,
-            "n_nan": int((~finite).sum()), "nan_channels": [n for n, ok in zip(names, finite) if not ok]}
+    return {
+        "r": [float(v) if ok else None for v, ok in zip(values, finite)],
+        "r_mean": float(values[finite].mean()) if finite.any() else None,
+        "n_nan": int((~finite).sum()),
+        "nan_channels": [n for n, ok in zip(names, finite) if not ok],
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------- run
@@ -313,12 +339,24 @@ class _JobMarkers(L.Callback):
         if trainer.is_global_zero and self.state.action != "finish":
             # lightning types it as the Checkpoint base class; the one dstrf configures is a ModelCheckpoint
             checkpoint = cast("ModelCheckpoint | None", trainer.checkpoint_callback)
-            mark_fitted(self.run_dir, self.state, checkpoint.best_model_path if checkpoint else None,
-                        checkpoint.last_model_path if checkpoint else None, trainer.current_epoch)
+            mark_fitted(
+                self.run_dir,
+                self.state,
+                checkpoint.best_model_path if checkpoint else None,
+                checkpoint.last_model_path if checkpoint else None,
+                trainer.current_epoch,
+            )
 
 
-def _fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: EncoderModule, datamodule: TrialDataModule,
-                  run_dir: Path, state: JobState, start: float) -> dict:
+def _fit_and_test(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    module: EncoderModule,
+    datamodule: TrialDataModule,
+    run_dir: Path,
+    state: JobState,
+    start: float,
+) -> dict:
     """Fit (or resume, or finish), then score the best checkpoint on validation and test trials; the
     metrics.json dict."""
     resume_from = str(state.resume_from) if state.resume_from else None
@@ -354,7 +392,10 @@ def _fit_and_test(cfg: DictConfig, trainer: L.Trainer, module: EncoderModule, da
     if datamodule.split.test:
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
         test_r = module.channel_r["test"].tolist()
-        metrics["test"] = {**_scores(test_r, list(datamodule.trials.channel_names)), **_test_summary(module, datamodule)}
+        metrics["test"] = {
+            **_scores(test_r, list(datamodule.trials.channel_names)),
+            **_test_summary(module, datamodule),
+        }
     if module.closed_form:
         metrics["ridge"] = module.encoder.cv_summary(datamodule.trials.channel_names)
     metrics["wall_time_s"] = round(time.perf_counter() - start, 2)
@@ -368,8 +409,12 @@ def _plot_ridge_cv(module: EncoderModule, run_dir: Path) -> Path:
     from .plots import plot_ridge_cv
 
     encoder = module.encoder
-    figure = plot_ridge_cv(encoder.alphas.cpu().numpy(), encoder.cv_r.cpu().numpy(), encoder.alpha.cpu().numpy(),
-                           labels=module.hparams.channel_names)
+    figure = plot_ridge_cv(
+        encoder.alphas.cpu().numpy(),
+        encoder.cv_r.cpu().numpy(),
+        encoder.alpha.cpu().numpy(),
+        labels=module.hparams.channel_names,
+    )
     figure.savefig(run_dir / "ridge_cv.png", dpi=100)
     plt.close(figure)
     return run_dir / "ridge_cv.png"
@@ -471,7 +516,9 @@ def _run(cfg: DictConfig, run_dir: Path, state: JobState, start: float) -> dict:
     logger: Logger | Literal[False] = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
     guards = [DivergenceGuard(), _JobMarkers(run_dir, state)]
     with _config_key("trainer", cfg.trainer):
-        trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[*callbacks.values(), *guards], logger=logger)
+        trainer: L.Trainer = hydra.utils.instantiate(
+            cfg.trainer, callbacks=[*callbacks.values(), *guards], logger=logger
+        )
     failed = True
     try:
         if logger:
@@ -489,9 +536,12 @@ def _run(cfg: DictConfig, run_dir: Path, state: JobState, start: float) -> dict:
                 if datamodule.split.test:
                     _save_test_predictions(module, datamodule, run_dir / "test_predictions.npz")
                 extra = [_plot_ridge_cv(module, run_dir)] if module.closed_form else []
-                mark_done(run_dir, state, {"val_r_mean": metrics["val"]["r_mean"],
-                                           "test_r_mean": metrics.get("test", {}).get("r_mean")},
-                          outputs=[*_outputs(run_dir, metrics), *extra])
+                mark_done(
+                    run_dir,
+                    state,
+                    {"val_r_mean": metrics["val"]["r_mean"], "test_r_mean": metrics.get("test", {}).get("r_mean")},
+                    outputs=[*_outputs(run_dir, metrics), *extra],
+                )
                 _print_summary(metrics, run_dir)
         failed = False
     finally:

@@ -72,7 +72,7 @@ def _feature(rng, centre=None, width=6):
 
 def _place(feature, lag):
     w = np.zeros((F, L))
-    w[:, lag: lag + feature.shape[1]] = feature[:, : L - lag]
+    w[:, lag : lag + feature.shape[1]] = feature[:, : L - lag]
     return w
 
 
@@ -122,7 +122,7 @@ def rolled(w: np.ndarray, s: int) -> np.ndarray:
     """``w[..., k + s]`` via np.roll, the wrapped-around lags zeroed (non-circular, zero-filled)."""
     out = np.roll(w, -s, axis=-1)
     if s > 0:
-        out[..., L - s:] = 0
+        out[..., L - s :] = 0
     elif s < 0:
         out[..., :-s] = 0
     return out
@@ -230,31 +230,58 @@ def side_by_side(T: int = 400) -> list[dict]:
 
     ref, ref_s = timed(lambda: ref_complexity(W))
     ours, ours_s = best_of(lambda: analysis.complexity(W))
-    rows.append({"measure": "complexity", "reference_s": ref_s, "dstrf_s": ours_s,
-                 "max_abs_diff": float(np.abs(ref - ours).max()), "values": ours.round(4).tolist()})
+    rows.append(
+        {
+            "measure": "complexity",
+            "reference_s": ref_s,
+            "dstrf_s": ours_s,
+            "max_abs_diff": float(np.abs(ref - ours).max()),
+            "values": ours.round(4).tolist(),
+        }
+    )
 
     ref, ref_s = timed(lambda: ref_gain_change(W))
     ours, ours_s = best_of(lambda: {v: analysis.gain_change(W, v) for v in ref})
-    rows.append({"measure": "gain change (3 variants)", "reference_s": ref_s, "dstrf_s": ours_s,
-                 "max_abs_diff": float(max(np.abs(ref[v] - ours[v]).max() for v in ref)),
-                 "values": ours["norm_cv"].round(4).tolist()})
+    rows.append(
+        {
+            "measure": "gain change (3 variants)",
+            "reference_s": ref_s,
+            "dstrf_s": ours_s,
+            "max_abs_diff": float(max(np.abs(ref[v] - ours[v]).max() for v in ref)),
+            "values": ours["norm_cv"].round(4).tolist(),
+        }
+    )
 
     (ref, ref_p), ref_s = timed(lambda: ref_temporal_hold(W, tau_max))
     (ours, details), ours_s = best_of(lambda: analysis.temporal_hold(W, tau_max, details=True))
     ours_p = np.array([d.p_values for d in details])
     both = ~np.isnan(ref_p) | ~np.isnan(ours_p)
-    rows.append({"measure": f"temporal hold (tau_max {tau_max})", "reference_s": ref_s, "dstrf_s": ours_s,
-                 "max_abs_diff": float(np.abs(ref - ours).max()), "identical": bool(np.array_equal(ref, ours)),
-                 "p_value_max_abs_diff": float(np.nanmax(np.abs(ref_p - ours_p)[both])),
-                 "p_value_nan_agree": bool(np.array_equal(np.isnan(ref_p), np.isnan(ours_p))),
-                 "values": ours.tolist()})
+    rows.append(
+        {
+            "measure": f"temporal hold (tau_max {tau_max})",
+            "reference_s": ref_s,
+            "dstrf_s": ours_s,
+            "max_abs_diff": float(np.abs(ref - ours).max()),
+            "identical": bool(np.array_equal(ref, ours)),
+            "p_value_max_abs_diff": float(np.nanmax(np.abs(ref_p - ours_p)[both])),
+            "p_value_nan_agree": bool(np.array_equal(np.isnan(ref_p), np.isnan(ours_p))),
+            "values": ours.tolist(),
+        }
+    )
 
     (ref, ref_shifts, passes), ref_s = timed(lambda: ref_shape_change(W, max_shift))
     (ours, details), ours_s = best_of(lambda: analysis.shape_change(W, max_shift, details=True))
-    rows.append({"measure": f"shape change (|s| <= {max_shift})", "reference_s": ref_s, "dstrf_s": ours_s,
-                 "max_abs_diff": float(np.abs(ref - ours).max()),
-                 "identical": bool(np.array_equal(ref_shifts, np.stack([d.shifts for d in details]))),
-                 "passes": passes, "values": ours.round(4).tolist()})
+    rows.append(
+        {
+            "measure": f"shape change (|s| <= {max_shift})",
+            "reference_s": ref_s,
+            "dstrf_s": ours_s,
+            "max_abs_diff": float(np.abs(ref - ours).max()),
+            "identical": bool(np.array_equal(ref_shifts, np.stack([d.shifts for d in details]))),
+            "passes": passes,
+            "values": ours.round(4).tolist(),
+        }
+    )
     for row in rows:
         row["speedup"] = row["reference_s"] / row["dstrf_s"]
     return rows
@@ -305,14 +332,26 @@ def full_trial(T: int, N: int, measured: int) -> dict:
         path = Path(d) / "trial.h5"
         write_s = write_trial(path, T, N)
         channels = list(range(measured))
-        result = subprocess.run([sys.executable, "-c", _TRIAL_WORKER, str(path), json.dumps(channels), json.dumps(BREAKDOWN)],
-                                capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [sys.executable, "-c", _TRIAL_WORKER, str(path), json.dumps(channels), json.dumps(BREAKDOWN)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if result.returncode != 0:
             raise RuntimeError(result.stderr[-3000:])
         out = json.loads(result.stdout.strip().splitlines()[-1])
-    out.update({"frames": T, "channels": N, "channels_measured": measured, "write_s": write_s,
-                "per_channel_s": out["nonlinearities_s"] / measured,
-                "all_channels_s": out["nonlinearities_s"] / measured * N, "extrapolated": measured < N})
+    out.update(
+        {
+            "frames": T,
+            "channels": N,
+            "channels_measured": measured,
+            "write_s": write_s,
+            "per_channel_s": out["nonlinearities_s"] / measured,
+            "all_channels_s": out["nonlinearities_s"] / measured * N,
+            "extrapolated": measured < N,
+        }
+    )
     return out
 
 
@@ -325,10 +364,20 @@ def main() -> None:
     tic = time.perf_counter()
     rows = side_by_side()
     trial = full_trial(6000, 64, args.trial_channels)
-    info = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__, "numpy": np.__version__,
-            "scipy": scipy.__version__, "threads": 1, "load_before": load_before, "load_after": os.getloadavg(),
-            "total_s": time.perf_counter() - tic}
-    (RESULTS / "analysis_benchmark.json").write_text(json.dumps({"machine": info, "side_by_side": rows, "trial": trial}, indent=2))
+    info = {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "threads": 1,
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+        "total_s": time.perf_counter() - tic,
+    }
+    (RESULTS / "analysis_benchmark.json").write_text(
+        json.dumps({"machine": info, "side_by_side": rows, "trial": trial}, indent=2)
+    )
     lines = [
         f"Nonlinearity measures, T = 400 frames x 8 channels x 64 bands x 65 lags (synthetic dSTRFs with structure), "
         f"float64, 1 thread, {info['cpus']} CPUs, torch {info['torch']}, numpy {info['numpy']}, scipy {info['scipy']}.",
@@ -343,8 +392,10 @@ def main() -> None:
         elif "passes" in r:
             same = f"per-frame shifts identical: {r['identical']}; passes {r['passes']}"
         speedup = f"{r['speedup']:.0f}x" if r["speedup"] >= 10 else f"{r['speedup']:.1f}x"
-        lines.append(f"| {r['measure']} | {r['reference_s']:.2f} | {r['dstrf_s']:.3f} | {speedup} | "
-                     f"{r['max_abs_diff']:.1e} | {same} |")
+        lines.append(
+            f"| {r['measure']} | {r['reference_s']:.2f} | {r['dstrf_s']:.3f} | {speedup} | "
+            f"{r['max_abs_diff']:.1e} | {same} |"
+        )
     lines += [
         "",
         "Complexity: the reference's SVD also sums the singular values of the float32 round-off in the stored dSTRFs "
@@ -353,14 +404,19 @@ def main() -> None:
         "three variants in one loop, dstrf in three calls that each read every channel (both well under a second).",
     ]
     t = trial
-    how = (f"measured on {t['channels_measured']} channels, x {t['channels'] / t['channels_measured']:g} for all {t['channels']} "
-           "(extrapolated: every channel costs the same)" if t["extrapolated"] else "measured on all channels")
+    how = (
+        f"measured on {t['channels_measured']} channels, x {t['channels'] / t['channels_measured']:g} for all {t['channels']} "
+        "(extrapolated: every channel costs the same)"
+        if t["extrapolated"]
+        else "measured on all channels"
+    )
     lines += [
         "",
         f"Full trial, {t['frames']} frames x {t['channels']} channels x 64 x 65 (6.4 GB float32), read from a dSTRF file "
         f"channel by channel: `nonlinearities` (all four measures) **{t['all_channels_s'] / 60:.1f} min** "
         f"({t['per_channel_s']:.1f} s per channel, one thread; {how}), peak memory {t['peak_rss_mb']:.0f} MB. Each measure alone, "
-        f"per channel (mean over channels {BREAKDOWN}): " + ", ".join(f"{k} {v:.2f} s" for k, v in t["per_measure_s"].items())
+        f"per channel (mean over channels {BREAKDOWN}): "
+        + ", ".join(f"{k} {v:.2f} s" for k, v in t["per_measure_s"].items())
         + f". Writing the file: {t['write_s']:.0f} s.",
         "",
         f"Load average before / after: {load_before[0]:.1f} / {info['load_after'][0]:.1f}; total {info['total_s'] / 60:.1f} min.",

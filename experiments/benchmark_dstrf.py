@@ -69,8 +69,12 @@ print(json.dumps({"seconds": seconds, "peak_mb": peak_mb}))
 
 
 def measure(method: str, n_outputs: int, n_frames: int, start: int, stop: int, save: str = "/dev/null") -> dict:
-    result = subprocess.run([sys.executable, "-c", _MEASURE, method, str(n_outputs), str(n_frames), str(start), str(stop), save],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE, method, str(n_outputs), str(n_frames), str(start), str(stop), save],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-3000:])
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -88,14 +92,29 @@ def main() -> None:
         for suffix in ("ref", "eng"):
             Path(f"{tmp}_{suffix}.pt").unlink()
         per100 = lambda r: r["seconds"] / ref_frames * 100  # noqa: B023 -- used in this iteration only
-        rows.append({"outputs": n_outputs, "frames_compared": ref_frames,
-                     "reference_s_per_100_frames": round(per100(ref), 2), "dstrf_s_per_100_frames": round(per100(eng), 3),
-                     "speedup": round(per100(ref) / per100(eng), 1), "max_abs_diff": diff,
-                     "reference_peak_mb": round(ref["peak_mb"]), "dstrf_peak_mb": round(eng["peak_mb"]),
-                     "dstrf_frame_channels_per_s": round(ref_frames * n_outputs / eng["seconds"])})
+        rows.append(
+            {
+                "outputs": n_outputs,
+                "frames_compared": ref_frames,
+                "reference_s_per_100_frames": round(per100(ref), 2),
+                "dstrf_s_per_100_frames": round(per100(eng), 3),
+                "speedup": round(per100(ref) / per100(eng), 1),
+                "max_abs_diff": diff,
+                "reference_peak_mb": round(ref["peak_mb"]),
+                "dstrf_peak_mb": round(eng["peak_mb"]),
+                "dstrf_frame_channels_per_s": round(ref_frames * n_outputs / eng["seconds"]),
+            }
+        )
     streaming = {t: measure("stream", 20, t, 0, t) for t in (2000, 8000)}
-    info = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
-    (RESULTS / "dstrf_benchmark.json").write_text(json.dumps({"machine": info, "rows": rows, "streaming": streaming}, indent=2))
+    info = {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    (RESULTS / "dstrf_benchmark.json").write_text(
+        json.dumps({"machine": info, "rows": rows, "streaming": streaming}, indent=2)
+    )
     lines = [
         f"DeepEncoder (64 bands, hidden 128), 2000-frame stimulus, fp32, {info['cpus']} CPUs, torch {info['torch']}.",
         "",
@@ -103,10 +122,15 @@ def main() -> None:
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['outputs']} | {r['reference_s_per_100_frames']} | {r['dstrf_s_per_100_frames']} | {r['speedup']}x | "
-                     f"{r['max_abs_diff']:.1e} | {r['reference_peak_mb']} / {r['dstrf_peak_mb']} |")
-    lines += ["", "Streaming to disk (`out=`), 20 outputs: "
-              + ", ".join(f"{t} frames: {s['seconds']:.0f} s, peak +{s['peak_mb']:.0f} MB" for t, s in streaming.items())]
+        lines.append(
+            f"| {r['outputs']} | {r['reference_s_per_100_frames']} | {r['dstrf_s_per_100_frames']} | {r['speedup']}x | "
+            f"{r['max_abs_diff']:.1e} | {r['reference_peak_mb']} / {r['dstrf_peak_mb']} |"
+        )
+    lines += [
+        "",
+        "Streaming to disk (`out=`), 20 outputs: "
+        + ", ".join(f"{t} frames: {s['seconds']:.0f} s, peak +{s['peak_mb']:.0f} MB" for t, s in streaming.items()),
+    ]
     table = "\n".join(lines)
     (RESULTS / "dstrf_benchmark.md").write_text(table + "\n")
     print(table)

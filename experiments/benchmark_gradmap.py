@@ -71,8 +71,12 @@ print(json.dumps({"seconds": min(times), "all_seconds": times, "peak_mb": peak_m
 
 
 def measure(model: str, method: str, lags: int, save: str, chunk: int = 32) -> dict:
-    result = subprocess.run([sys.executable, "-c", _MEASURE, model, method, str(chunk), str(lags), save],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE, model, method, str(chunk), str(lags), save],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-3000:])
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -89,18 +93,28 @@ def main() -> None:
             for chunk in chunks:
                 ours = measure(model, "gradmap", lags, f"{tmp}/ours.pt", chunk)
                 diff = float((torch.load(f"{tmp}/ours.pt") - reference).abs().max())
-                rows.append({
-                    "model": model, "lags": lags, "chunk_size": chunk,
-                    "batch_of_n_s": round(batch["seconds"], 3), "gradmap_s": round(ours["seconds"], 3),
-                    "speedup": round(batch["seconds"] / ours["seconds"], 1),
-                    "batch_of_n_peak_mb": round(batch["peak_mb"], 1), "gradmap_peak_mb": round(ours["peak_mb"], 1),
-                    "memory_ratio": round(batch["peak_mb"] / max(ours["peak_mb"], 1.0), 1),
-                    "max_abs_diff": diff, "max_abs_value": float(reference.abs().max()),
-                })
+                rows.append(
+                    {
+                        "model": model,
+                        "lags": lags,
+                        "chunk_size": chunk,
+                        "batch_of_n_s": round(batch["seconds"], 3),
+                        "gradmap_s": round(ours["seconds"], 3),
+                        "speedup": round(batch["seconds"] / ours["seconds"], 1),
+                        "batch_of_n_peak_mb": round(batch["peak_mb"], 1),
+                        "gradmap_peak_mb": round(ours["peak_mb"], 1),
+                        "memory_ratio": round(batch["peak_mb"] / max(ours["peak_mb"], 1.0), 1),
+                        "max_abs_diff": diff,
+                        "max_abs_value": float(reference.abs().max()),
+                    }
+                )
                 print(rows[-1], flush=True)
     info = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__, "threads": 1}
-    (RESULTS / "gradmap_benchmark.json").write_text(json.dumps({"machine": info, "n_freqs": N_FREQS, "n_outputs": N_OUTPUTS,
-                                                                "x0_frames": N_FRAMES, "rows": rows}, indent=2))
+    (RESULTS / "gradmap_benchmark.json").write_text(
+        json.dumps(
+            {"machine": info, "n_freqs": N_FREQS, "n_outputs": N_OUTPUTS, "x0_frames": N_FRAMES, "rows": rows}, indent=2
+        )
+    )
     lines = [
         f"Gradient maps of {N_OUTPUTS} neurons, {N_FREQS} bands, x0 of {N_FRAMES} frames (standardized synthetic speech), "
         f"random weights, fp32, 1 thread ({info['cpus']} CPUs), torch {info['torch']}. Batch of N = deepSTRF's approach "
@@ -111,9 +125,11 @@ def main() -> None:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['lags']} | {r['chunk_size']} | {r['batch_of_n_s']} | {r['gradmap_s']} | "
-                     f"{r['speedup']}x | {r['batch_of_n_peak_mb']:.0f} / {r['gradmap_peak_mb']:.0f} | "
-                     f"{r['memory_ratio']}x | {r['max_abs_diff']:.1e} |")
+        lines.append(
+            f"| {r['model']} | {r['lags']} | {r['chunk_size']} | {r['batch_of_n_s']} | {r['gradmap_s']} | "
+            f"{r['speedup']}x | {r['batch_of_n_peak_mb']:.0f} / {r['gradmap_peak_mb']:.0f} | "
+            f"{r['memory_ratio']}x | {r['max_abs_diff']:.1e} |"
+        )
     lines += [
         "",
         "ConvNet2D has a finite receptive field: gradmap runs the 25 frames the last output depends on, once, where "

@@ -51,8 +51,10 @@ def load_data():
 
 def _time_first(trials) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The trials as the reference tools take them: float64 stimuli ``(T, F)`` and responses ``(T, N)``."""
-    return ([x.numpy().T.astype(np.float64) for x in trials.stimuli],
-            [y.numpy().T.astype(np.float64) for y in trials.responses])
+    return (
+        [x.numpy().T.astype(np.float64) for x in trials.stimuli],
+        [y.numpy().T.astype(np.float64) for y in trials.responses],
+    )
 
 
 def _leave_one_out(n: int):
@@ -72,8 +74,17 @@ def run_mtrf(trials) -> dict:
     r, lambdas = [], []
     for i, rest in _leave_one_out(len(stimulus)):
         trf = TRF(direction=1)
-        trf.train([stimulus[j] for j in rest], [response[j] for j in rest], fs=int(trials.sfreq), tmin=0.0,
-                  tmax=(LAGS - 1) / trials.sfreq, regularization=ALPHAS, k=-1, verbose=False, reg_per_y_channel=True)
+        trf.train(
+            [stimulus[j] for j in rest],
+            [response[j] for j in rest],
+            fs=int(trials.sfreq),
+            tmin=0.0,
+            tmax=(LAGS - 1) / trials.sfreq,
+            regularization=ALPHAS,
+            k=-1,
+            verbose=False,
+            reg_per_y_channel=True,
+        )
         _, r_i = trf.predict(stimulus[i], response[i], average=False)
         r.append(np.asarray(r_i))
         lambdas.append(np.asarray(trf.regularization).tolist())
@@ -90,11 +101,17 @@ def run_mne(trials) -> dict:
     start = time.perf_counter()
     r, alphas = [], []
     for i, rest in _leave_one_out(len(stimulus)):
-        rf = ReceptiveField(tmin=0.0, tmax=(LAGS - 1) / trials.sfreq, sfreq=trials.sfreq,
-                            estimator=RidgeCV(alphas=ALPHAS, alpha_per_target=True), scoring="corrcoef", n_jobs=1)
+        rf = ReceptiveField(
+            tmin=0.0,
+            tmax=(LAGS - 1) / trials.sfreq,
+            sfreq=trials.sfreq,
+            estimator=RidgeCV(alphas=ALPHAS, alpha_per_target=True),
+            scoring="corrcoef",
+            n_jobs=1,
+        )
         rf.fit(np.concatenate([stimulus[j] for j in rest]), np.concatenate([response[j] for j in rest]))
-        prediction = rf.predict(stimulus[i])[LAGS - 1:]
-        target = response[i][LAGS - 1:]
+        prediction = rf.predict(stimulus[i])[LAGS - 1 :]
+        target = response[i][LAGS - 1 :]
         r.append([np.corrcoef(prediction[:, n], target[:, n])[0, 1] for n in range(target.shape[1])])
         alphas.append(np.asarray(rf.estimator_.alpha_).tolist())
     seconds = time.perf_counter() - start
@@ -102,12 +119,21 @@ def run_mne(trials) -> dict:
 
 
 def run_dstrf(root: Path) -> dict:
-    args = ["+sweep=cv", "split=loo", "model=ridge_strf", f"model.lags={LAGS}", f"model.alphas=[{','.join(map(str, ALPHAS))}]",
-            "data=naplib_demo", f"data.trials.n_bands={BANDS}", "logger=none"]
+    args = [
+        "+sweep=cv",
+        "split=loo",
+        "model=ridge_strf",
+        f"model.lags={LAGS}",
+        f"model.alphas=[{','.join(map(str, ALPHAS))}]",
+        "data=naplib_demo",
+        f"data.trials.n_bands={BANDS}",
+        "logger=none",
+    ]
     env = {**os.environ, "WANDB_MODE": "disabled", "DSTRF_ROOT": str(root)}
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "dstrf.train", *args], cwd=root, env=env, capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "dstrf.train", *args], cwd=root, env=env, capture_output=True, text=True
+    )
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-3000:])
@@ -131,8 +157,13 @@ def fit_at_scale() -> dict:
     model = RidgeSTRF(64, 200, lags=65, alphas=ALPHAS)
     start = time.perf_counter()
     model.fit(stimuli, responses)
-    return {"seconds": round(time.perf_counter() - start, 1), "frames": 10 * 18000, "bands": 64, "lags": 65,
-            "channels": 200}
+    return {
+        "seconds": round(time.perf_counter() - start, 1),
+        "frames": 10 * 18000,
+        "bands": 64,
+        "lags": 65,
+        "channels": 200,
+    }
 
 
 def main() -> None:
@@ -147,30 +178,49 @@ def main() -> None:
     diff_mne = np.asarray(mne_result["r"]) - np.asarray(mtrf_result["r"])
     result = {
         "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, numpy {np.__version__}",
-        "data": (f"naplib's speech demo: 10 trials, {sum(trials.lengths)} frames ({sum(trials.lengths) / trials.sfreq:.0f} s "
-                 f"at 100 Hz), {BANDS} bands, 10 electrodes; {LAGS} lags, {len(ALPHAS)} alphas"),
-        "dstrf_sweep": dstrf_result, "mtrf_nested_cv": mtrf_result, "mne_ridgecv": mne_result,
+        "data": (
+            f"naplib's speech demo: 10 trials, {sum(trials.lengths)} frames ({sum(trials.lengths) / trials.sfreq:.0f} s "
+            f"at 100 Hz), {BANDS} bands, 10 electrodes; {LAGS} lags, {len(ALPHAS)} alphas"
+        ),
+        "dstrf_sweep": dstrf_result,
+        "mtrf_nested_cv": mtrf_result,
+        "mne_ridgecv": mne_result,
         "speedup": round(mtrf_result["seconds"] / dstrf_result["seconds"], 2),
         "speedup_vs_mne": round(mne_result["seconds"] / dstrf_result["seconds"], 2),
-        "r_difference": {"max_abs": float(np.abs(diff).max()), "mean": float(diff.mean()), "per_channel": diff.tolist()},
-        "r_difference_mne": {"max_abs": float(np.abs(diff_mne).max()), "mean": float(diff_mne.mean()),
-                             "per_channel": diff_mne.tolist()},
+        "r_difference": {
+            "max_abs": float(np.abs(diff).max()),
+            "mean": float(diff.mean()),
+            "per_channel": diff.tolist(),
+        },
+        "r_difference_mne": {
+            "max_abs": float(np.abs(diff_mne).max()),
+            "mean": float(diff_mne.mean()),
+            "per_channel": diff_mne.tolist(),
+        },
         "fit_at_scale": scale,
     }
     (RESULTS / "ridge_benchmark.json").write_text(json.dumps(result, indent=2))
-    rows = [("mtrf nested CV (LOO outer, LOO-trial inner)", mtrf_result),
-            ("MNE `ReceptiveField` + `RidgeCV` (LOO outer, GCV over frames)", mne_result),
-            ("dstrf `ridge_strf`, LOO sweep (5-fold inner CV over trials)", dstrf_result)]
-    lines = [f"{result['data']}; {result['machine']}.", "",
-             "| | wall time (s) | mean test r | max \\|r - r_mtrf\\| over electrodes |", "|---|---:|---:|---:|"]
+    rows = [
+        ("mtrf nested CV (LOO outer, LOO-trial inner)", mtrf_result),
+        ("MNE `ReceptiveField` + `RidgeCV` (LOO outer, GCV over frames)", mne_result),
+        ("dstrf `ridge_strf`, LOO sweep (5-fold inner CV over trials)", dstrf_result),
+    ]
+    lines = [
+        f"{result['data']}; {result['machine']}.",
+        "",
+        "| | wall time (s) | mean test r | max \\|r - r_mtrf\\| over electrodes |",
+        "|---|---:|---:|---:|",
+    ]
     for name, res in rows:
         d = np.abs(np.asarray(res["r"]) - np.asarray(mtrf_result["r"])).max()
         lines.append(f"| {name} | {res['seconds']} | {np.mean(res['r']):.3f} | {d:.4f} |")
-    lines += ["",
-              f"Speed-up over mtrf {result['speedup']}x, over MNE {result['speedup_vs_mne']}x; per-electrode r "
-              f"difference (dstrf - mtrf): max |d| {result['r_difference']['max_abs']:.4f}, mean "
-              f"{result['r_difference']['mean']:+.4f}.",
-              f"One RidgeSTRF fit at 64 bands x 65 lags x 200 channels x 30 min: {scale['seconds']} s."]
+    lines += [
+        "",
+        f"Speed-up over mtrf {result['speedup']}x, over MNE {result['speedup_vs_mne']}x; per-electrode r "
+        f"difference (dstrf - mtrf): max |d| {result['r_difference']['max_abs']:.4f}, mean "
+        f"{result['r_difference']['mean']:+.4f}.",
+        f"One RidgeSTRF fit at 64 bands x 65 lags x 200 channels x 30 min: {scale['seconds']} s.",
+    ]
     (RESULTS / "ridge_benchmark.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

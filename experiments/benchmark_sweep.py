@@ -27,8 +27,14 @@ import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GRID = [
-    "+sweep=cv_jackknife", "data.trials.n_trials=8", "data.trials.n_frames=1000", "data.trials.n_freqs=16",
-    "split.n_folds=4", "model.hidden=32", "trainer.max_epochs=10", "logger=csv",
+    "+sweep=cv_jackknife",
+    "data.trials.n_trials=8",
+    "data.trials.n_frames=1000",
+    "data.trials.n_freqs=16",
+    "split.n_folds=4",
+    "model.hidden=32",
+    "trainer.max_epochs=10",
+    "logger=csv",
 ]
 LAUNCHERS = {
     "basic": ["hydra/launcher=basic"],
@@ -40,8 +46,9 @@ def run_grid(extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as root:
         env = {**os.environ, "WANDB_MODE": "disabled", "DSTRF_ROOT": root}
         start = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "dstrf.train", *GRID, *extra], cwd=root, env=env,
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "dstrf.train", *GRID, *extra], cwd=root, env=env, capture_output=True, text=True
+        )
         wall = time.perf_counter() - start
         if result.returncode != 0:
             raise RuntimeError(f"sweep failed:\n{result.stderr[-3000:]}")
@@ -49,8 +56,13 @@ def run_grid(extra: list[str]) -> dict:
         jobs = json.loads((sweep / "sweep.json").read_text())["jobs"]
         done = sum((sweep / job["dir"] / "done.json").is_file() for job in jobs)
         summary = json.loads((sweep / "summary.json").read_text())
-        return {"wall_s": round(wall, 1), "jobs": len(jobs), "done": done,
-                "per_job_s": round(wall / len(jobs), 2), "summary_keys": sorted(summary)}
+        return {
+            "wall_s": round(wall, 1),
+            "jobs": len(jobs),
+            "done": done,
+            "per_job_s": round(wall / len(jobs), 2),
+            "summary_keys": sorted(summary),
+        }
 
 
 def main() -> None:
@@ -68,7 +80,9 @@ def main() -> None:
         "|---|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['done']}/{r['jobs']} | {r['wall_s']} | {r['per_job_s']} | {r['speedup_vs_basic']}x |")
+        lines.append(
+            f"| {name} | {r['done']}/{r['jobs']} | {r['wall_s']} | {r['per_job_s']} | {r['speedup_vs_basic']}x |"
+        )
     table = "\n".join(lines)
     (RESULTS / "sweep_benchmark.md").write_text(table + "\n")
     print(table)

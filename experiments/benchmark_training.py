@@ -65,8 +65,12 @@ def make_datamodule() -> TrialDataModule:
     trials = hydra.utils.instantiate(data.trials)
     kwargs = {k: v for k, v in OmegaConf.to_container(split).items() if not k.startswith("_")}
     return TrialDataModule(
-        trials, lambda n: holdout(n, **kwargs), batch_size=data.batch_size,
-        standardize=data.standardize, standardize_response=data.standardize_response, num_workers=data.num_workers,
+        trials,
+        lambda n: holdout(n, **kwargs),
+        batch_size=data.batch_size,
+        standardize=data.standardize,
+        standardize_response=data.standardize_response,
+        num_workers=data.num_workers,
     )
 
 
@@ -161,7 +165,9 @@ def bench_default_run() -> dict[str, Any]:
     }
 
 
-def markdown(machine: dict[str, Any], models: list[dict[str, Any]], default: dict[str, Any] | None, n_epochs: int) -> str:
+def markdown(
+    machine: dict[str, Any], models: list[dict[str, Any]], default: dict[str, Any] | None, n_epochs: int
+) -> str:
     lines = [
         f"Synthetic data (10 trials x 2000 frames, 32 bands, 5 neurons; {models[0]['train_frames_per_epoch']} training "
         f"frames per epoch, batches of 2 trials), {machine['platform']}, {machine['cpu_count']} CPUs, "
@@ -172,12 +178,17 @@ def markdown(machine: dict[str, Any], models: list[dict[str, Any]], default: dic
     ]
     for r in models:
         rf = r["receptive_field"] if r["receptive_field"] is not None else "recurrent"
-        lines.append(f"| {r['model']} | {r['parameters']:,} | {rf} | {r['epoch_s']:.3f} "
-                     f"| {r['train_frames_per_s']:,} | {r['forward_frames_per_s']:,} |")
+        lines.append(
+            f"| {r['model']} | {r['parameters']:,} | {rf} | {r['epoch_s']:.3f} "
+            f"| {r['train_frames_per_s']:,} | {r['forward_frames_per_s']:,} |"
+        )
     if default is not None:
-        lines += ["", f"Default run (`{default['command']}`, DeepEncoder, early stopping): {default['wall_s']:.1f} s "
-                      f"wall ({default['reported_wall_time_s']:.1f} s inside the run), {default['epochs']} epochs, "
-                      f"test r = {default['test_r_mean']:.3f}."]
+        lines += [
+            "",
+            f"Default run (`{default['command']}`, DeepEncoder, early stopping): {default['wall_s']:.1f} s "
+            f"wall ({default['reported_wall_time_s']:.1f} s inside the run), {default['epochs']} epochs, "
+            f"test r = {default['test_r_mean']:.3f}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -188,25 +199,39 @@ def main() -> None:
     n_epochs = 1 if args.quick else 3
     start = time.perf_counter()
     machine = {
-        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
     }
     dm = make_datamodule()
     models = []
     for name in MODELS:
         models.append(bench_model(name, dm, n_epochs))
-        print(f"{name}: {models[-1]['epoch_s']:.3f} s/epoch (other processes: {models[-1]['other_cpu_s']} CPU s)", flush=True)
+        print(
+            f"{name}: {models[-1]['epoch_s']:.3f} s/epoch (other processes: {models[-1]['other_cpu_s']} CPU s)",
+            flush=True,
+        )
     busy = sum(r["other_cpu_s"] for r in models)
     if busy > 1.0:
-        print(f"WARNING: other processes used {busy:.1f} CPU s during the timings; with {os.cpu_count()} cores the "
-              "numbers are unreliable (OpenMP threads slow down badly when oversubscribed). Rerun on an idle machine.")
+        print(
+            f"WARNING: other processes used {busy:.1f} CPU s during the timings; with {os.cpu_count()} cores the "
+            "numbers are unreliable (OpenMP threads slow down badly when oversubscribed). Rerun on an idle machine."
+        )
     default = None if args.quick else bench_default_run()
     table = markdown(machine, models, default, n_epochs)
     print("\n" + table)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    result = {"machine": machine, "quick": args.quick, "timed_epochs": n_epochs, "models": models,
-              "default_run": default, "benchmark_wall_s": round(time.perf_counter() - start, 1)}
+    result = {
+        "machine": machine,
+        "quick": args.quick,
+        "timed_epochs": n_epochs,
+        "models": models,
+        "default_run": default,
+        "benchmark_wall_s": round(time.perf_counter() - start, 1),
+    }
     stem = "training_benchmark_quick" if args.quick else "training_benchmark"  # a smoke test keeps the real numbers
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / f"{stem}.md").write_text(table)

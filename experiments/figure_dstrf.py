@@ -24,8 +24,14 @@ CHANNEL = 3  # temporal_hold in dstrf.data.synthetic.NEURON_TYPES
 def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         run_dir = Path(root) / "run"
-        args = ["callbacks=dstrf", f"callbacks.dstrf.channels=[{CHANNEL}]", "callbacks.dstrf.times=[300,700]",
-                "callbacks.dstrf.figure_times=[420,440,460,480]", "logger=csv", f"hydra.run.dir={run_dir}"]
+        args = [
+            "callbacks=dstrf",
+            f"callbacks.dstrf.channels=[{CHANNEL}]",
+            "callbacks.dstrf.times=[300,700]",
+            "callbacks.dstrf.figure_times=[420,440,460,480]",
+            "logger=csv",
+            f"hydra.run.dir={run_dir}",
+        ]
         env = {**os.environ, "WANDB_MODE": "disabled"}
         subprocess.run([sys.executable, "-m", "dstrf.train", *args], cwd=root, env=env, check=True)
         index = json.loads((run_dir / "dstrf" / "index.json").read_text())

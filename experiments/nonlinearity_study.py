@@ -34,13 +34,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         sweep = Path(root) / "sweep"
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "dstrf.train", "-m", "+sweep=cv_jackknife", "experiment=linear_vs_deep",
-                        "model=linear_strf,deep_encoder", "logger=csv", f"hydra.sweep.dir={sweep}"],
-                       cwd=root, env=env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dstrf.train",
+                "-m",
+                "+sweep=cv_jackknife",
+                "experiment=linear_vs_deep",
+                "model=linear_strf,deep_encoder",
+                "logger=csv",
+                f"hydra.sweep.dir={sweep}",
+            ],
+            cwd=root,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         trained = time.perf_counter() - start
         start = time.perf_counter()
-        subprocess.run(["dstrf-estimate", str(sweep), "--analyze", "--baseline", GROUPS["LinearSTRF"]],
-                       env=env, check=True)
+        subprocess.run(
+            ["dstrf-estimate", str(sweep), "--analyze", "--baseline", GROUPS["LinearSTRF"]], env=env, check=True
+        )
         analyzed = time.perf_counter() - start
         tables = {}
         for model, group in GROUPS.items():
@@ -49,14 +64,25 @@ def main() -> None:
         summary = json.loads((sweep / "summary.json").read_text())
         RESULTS.mkdir(exist_ok=True)
         shutil.copy(sweep / "dstrf" / GROUPS["DeepEncoder"] / "nonlinearities.png", RESULTS / "nonlinearity_study.png")
-    (RESULTS / "nonlinearity_study.json").write_text(json.dumps(
-        {"tables": tables, "train_s": round(trained, 1), "estimate_and_analyze_s": round(analyzed, 1),
-         "summary_keys": sorted(summary)}, indent=2))
-    lines = ["Per channel, mean over the 10 test trials of the measures of each trial's sign-consistent jackknife "
-             "dSTRF (the 7 models of its fold, q = 0.95), 5-fold CV x jackknife; training "
-             f"{trained:.0f} s, dSTRFs + analysis {analyzed:.0f} s on 2 CPUs.", "",
-             "| neuron | model | complexity | gain change (CV) | temporal hold (frames) | shape change |",
-             "|---|---|---:|---:|---:|---:|"]
+    (RESULTS / "nonlinearity_study.json").write_text(
+        json.dumps(
+            {
+                "tables": tables,
+                "train_s": round(trained, 1),
+                "estimate_and_analyze_s": round(analyzed, 1),
+                "summary_keys": sorted(summary),
+            },
+            indent=2,
+        )
+    )
+    lines = [
+        "Per channel, mean over the 10 test trials of the measures of each trial's sign-consistent jackknife "
+        "dSTRF (the 7 models of its fold, q = 0.95), 5-fold CV x jackknife; training "
+        f"{trained:.0f} s, dSTRFs + analysis {analyzed:.0f} s on 2 CPUs.",
+        "",
+        "| neuron | model | complexity | gain change (CV) | temporal hold (frames) | shape change |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for i in range(len(tables["DeepEncoder"])):
         for model in GROUPS:
             r = tables[model][i]

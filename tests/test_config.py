@@ -31,8 +31,9 @@ def small(overrides):
 def test_every_model_config_builds_a_module(model):
     cfg = small([f"model={model}"])
     dm: TrialDataModule = hydra.utils.instantiate(cfg.data, split=hydra.utils.instantiate(cfg.split))
-    module = EncoderModule(OmegaConf.to_container(cfg.model, resolve=True), dm.n_freqs, dm.n_channels,
-                           **OmegaConf.to_container(cfg.module))
+    module = EncoderModule(
+        OmegaConf.to_container(cfg.model, resolve=True), dm.n_freqs, dm.n_channels, **OmegaConf.to_container(cfg.module)
+    )
     batch = next(iter(dm.train_dataloader()))
     assert module(batch["stimulus"]).shape == batch["response"].shape
 

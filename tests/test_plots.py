@@ -25,15 +25,22 @@ def _maps(figure):
 def test_plot_dstrf_draws_the_chosen_channel_at_the_chosen_frames(example):
     model, x, w = example
     y = model(x[None])[0].detach()
-    figure = plot_dstrf(w, x, channel=2, times=[70, 90, 110], response=y + 1, prediction=y, sfreq=50,
-                        freqs=np.geomspace(100, 8000, 6))
+    figure = plot_dstrf(
+        w, x, channel=2, times=[70, 90, 110], response=y + 1, prediction=y, sfreq=50, freqs=np.geomspace(100, 8000, 6)
+    )
     maps = _maps(figure)
     assert len(maps) == 3
     for shown, t in zip(maps, (70, 90, 110)):
         np.testing.assert_array_equal(np.asarray(shown), w[t, 2].numpy())
     # one shared symmetric colour scale centred on zero
-    limits = {ax.get_images()[0].get_clim() for ax in figure.axes if ax.get_images() and ax.get_images()[0].get_cmap().name == "RdBu_r"}
-    assert len(limits) == 1 and (lim := limits.pop())[0] == -lim[1] == pytest.approx(-float(w[[70, 90, 110], 2].abs().max()))
+    limits = {
+        ax.get_images()[0].get_clim()
+        for ax in figure.axes
+        if ax.get_images() and ax.get_images()[0].get_cmap().name == "RdBu_r"
+    }
+    assert len(limits) == 1 and (lim := limits.pop())[0] == -lim[1] == pytest.approx(
+        -float(w[[70, 90, 110], 2].abs().max())
+    )
     response_axis = [ax for ax in figure.axes if ax.get_ylabel() == "response"][0]
     response_line, prediction_line = response_axis.lines[:2]  # then the markers of the chosen frames
     np.testing.assert_array_equal(prediction_line.get_ydata(), y[2].numpy())  # the whole trial fits the view here

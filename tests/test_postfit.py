@@ -55,8 +55,10 @@ def test_write_index_creates_the_folder(tmp_path):
 
 def test_write_dstrfs_shares_trials_among_ranks_and_stores_the_dstrf(tmp_path, trials, linear):
     stimuli = {t: trials[t].stimulus for t in (2, 0, 1)}
-    shares = [postfit.write_dstrfs(linear, stimuli, tmp_path, times=slice(10, 20), channels=[1], rank=r,
-                                   world_size=2) for r in range(2)]
+    shares = [
+        postfit.write_dstrfs(linear, stimuli, tmp_path, times=slice(10, 20), channels=[1], rank=r, world_size=2)
+        for r in range(2)
+    ]
     assert shares == [[0, 2], [1]]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["trial_0.h5", "trial_1.h5", "trial_2.h5"]
     with open_dstrf(tmp_path / "trial_2.h5") as stored:
@@ -70,15 +72,21 @@ def test_analyze_dstrfs_of_arrays_equals_nonlinearities_past_the_warmup(tmp_path
     arrays = {3: dstrfs(0), 1: dstrfs(1)}
     names = ["a", "b"]
     written = postfit.analyze_dstrfs(arrays, tmp_path, names)
-    assert written == {"per_trial": tmp_path / "nonlinearities.csv",
-                       "by_channel": tmp_path / "nonlinearities_by_channel.csv",
-                       "figure": tmp_path / "nonlinearities.png"}
+    assert written == {
+        "per_trial": tmp_path / "nonlinearities.csv",
+        "by_channel": tmp_path / "nonlinearities_by_channel.csv",
+        "figure": tmp_path / "nonlinearities.png",
+    }
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(postfit.NONLINEARITY_FILES.values())
     # rows 0..T-1 are frames 0..T-1: the first LAGS - 1 see the padding and are left out
-    expected = stack_tables({t: nonlinearities(W[LAGS - 1:], names=names) for t, W in arrays.items()})
+    expected = stack_tables({t: nonlinearities(W[LAGS - 1 :], names=names) for t, W in arrays.items()})
     rows = read_csv(written["per_trial"])
     assert [(r["trial"], r["channel"], r["name"], r["frames"]) for r in rows] == [
-        ("1", "0", "a", "9"), ("1", "1", "b", "9"), ("3", "0", "a", "9"), ("3", "1", "b", "9")]
+        ("1", "0", "a", "9"),
+        ("1", "1", "b", "9"),
+        ("3", "0", "a", "9"),
+        ("3", "1", "b", "9"),
+    ]
     for column in ("complexity", "gain_change", "temporal_hold", "shape_change"):
         np.testing.assert_allclose([float(r[column]) for r in rows], expected.column(column), rtol=1e-12)
     summary = read_csv(written["by_channel"])
@@ -94,7 +102,8 @@ def test_analyze_dstrfs_of_files_reads_their_frames_and_channels(tmp_path, trial
     with open_dstrf(tmp_path / "trial_0.h5") as stored:  # frames 1..29 stored, 3..29 past the warm-up
         expected = nonlinearities(stored[2:].numpy())
     assert [(r["trial"], r["channel"], r["name"], r["frames"]) for r in rows] == [
-        ("0", "1", trials.channel_names[1], "27")]
+        ("0", "1", trials.channel_names[1], "27")
+    ]
     np.testing.assert_allclose(float(rows[0]["complexity"]), expected.column("complexity")[0], rtol=1e-12)
     assert float(rows[0]["complexity"]) == pytest.approx(1.0)  # a linear model: one filter
 
@@ -106,8 +115,9 @@ def test_too_few_frames_past_the_warmup_is_an_error_that_says_so():
 
 def test_nonlinearity_table_of_a_masked_mean_with_stored_frames_and_channels():
     mean, mask = dstrfs(2, n_frames=10), dstrfs(3, n_frames=10) > -0.5
-    table = postfit.nonlinearity_table(mean, ["x", "y", "z", "w"], mask=mask, times=np.arange(1, 11),
-                                       channels=[3, 1], tau_max=2)
+    table = postfit.nonlinearity_table(
+        mean, ["x", "y", "z", "w"], mask=mask, times=np.arange(1, 11), channels=[3, 1], tau_max=2
+    )
     expected = nonlinearities((mean * mask)[2:], names=["w", "y"], tau_max=2)
     assert table.column("channel").tolist() == [3, 1] and list(table.column("name")) == ["w", "y"]
     np.testing.assert_allclose(table.column("complexity"), expected.column("complexity"), rtol=1e-12)
@@ -117,8 +127,9 @@ def test_nonlinearity_table_of_a_masked_mean_with_stored_frames_and_channels():
 
 def test_write_nonlinearities_with_the_prediction_gain(tmp_path):
     tables = {0: nonlinearities(dstrfs(4), names=["a", "b"]), 1: nonlinearities(dstrfs(5), names=["a", "b"])}
-    written = postfit.write_nonlinearities(tables, tmp_path / "group", r_baseline=np.array([0.2, 0.3]),
-                                           r_model=np.array([0.5, 0.4]))
+    written = postfit.write_nonlinearities(
+        tables, tmp_path / "group", r_baseline=np.array([0.2, 0.3]), r_model=np.array([0.5, 0.4])
+    )
     assert all(path.is_file() for path in written.values())
     assert written["figure"] == tmp_path / "group" / "nonlinearities.png"
     assert len(read_csv(written["per_trial"])) == 4 and len(read_csv(written["by_channel"])) == 2
@@ -126,24 +137,34 @@ def test_write_nonlinearities_with_the_prediction_gain(tmp_path):
 
 def test_write_jackknife_file_of_dstrfs_and_of_gradmaps(tmp_path):
     mean = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
-    path = postfit.write_jackknife_file(tmp_path / "g" / "trial_1.h5", mean, mean / 10, mean > 50,
-                                        times=[60, 61], channels=[0, 2, 4], attrs={"q": 0.9, "lags": 5})
+    path = postfit.write_jackknife_file(
+        tmp_path / "g" / "trial_1.h5",
+        mean,
+        mean / 10,
+        mean > 50,
+        times=[60, 61],
+        channels=[0, 2, 4],
+        attrs={"q": 0.9, "lags": 5},
+    )
     assert path == tmp_path / "g" / "trial_1.h5" and sorted(p.name for p in path.parent.iterdir()) == ["trial_1.h5"]
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(f["mean"][()], mean)
         np.testing.assert_array_equal(f["mask"][()], mean > 50)
         assert f["times"][()].tolist() == [60, 61] and f["channels"][()].tolist() == [0, 2, 4]
         assert f["mean"].chunks == (2, 1, 4, 5) and f["se"].fletcher32 and dict(f.attrs) == {"q": 0.9, "lags": 5}
-    maps = postfit.write_jackknife_file(tmp_path / "fold_0.h5", mean[0], mean[0], mean[0] > 0, channels=[0, 1, 2],
-                                        attrs={})
+    maps = postfit.write_jackknife_file(
+        tmp_path / "fold_0.h5", mean[0], mean[0], mean[0] > 0, channels=[0, 1, 2], attrs={}
+    )
     with h5py.File(maps, "r") as f:
         assert "times" not in f and f["mean"].shape == (3, 4, 5) and f["mask"].fletcher32
 
 
 def test_write_gradmaps_at_the_null_stimulus_and_at_a_data_window(tmp_path, trials, linear):
     written = postfit.write_gradmaps(linear, trials, tmp_path / "null", lags=LAGS)
-    assert written == {"gradmaps": tmp_path / "null" / "gradmaps.npz",
-                       "gradmaps_figure": tmp_path / "null" / "gradmaps.png"}
+    assert written == {
+        "gradmaps": tmp_path / "null" / "gradmaps.npz",
+        "gradmaps_figure": tmp_path / "null" / "gradmaps.png",
+    }
     saved = np.load(written["gradmaps"])
     np.testing.assert_allclose(saved["maps"], gradmap(linear, lags=LAGS).numpy())
     np.testing.assert_allclose(saved["maps"], linear.strf.detach().numpy(), rtol=1e-5, atol=1e-7)
@@ -152,10 +173,11 @@ def test_write_gradmaps_at_the_null_stimulus_and_at_a_data_window(tmp_path, tria
 
     torch.manual_seed(1)
     ln = LNSTRF(4, 2, lags=LAGS).eval()
-    written = postfit.write_gradmaps(ln, trials, tmp_path / "data", lags=LAGS, x0=(1, 40), readout="mean",
-                                     channel_names=["p", "q"], sfreq=50.0)
+    written = postfit.write_gradmaps(
+        ln, trials, tmp_path / "data", lags=LAGS, x0=(1, 40), readout="mean", channel_names=["p", "q"], sfreq=50.0
+    )
     saved = np.load(written["gradmaps"])
-    window = trials[1].stimulus[:, 40 - LAGS + 1: 41]
+    window = trials[1].stimulus[:, 40 - LAGS + 1 : 41]
     np.testing.assert_allclose(saved["maps"], gradmap(ln, lags=LAGS, x0=window, readout="mean").numpy())
     assert saved["x0"].tolist() == [1, 40] and list(saved["channel_names"]) == ["p", "q"]
     assert float(saved["sfreq"]) == 50.0 and str(saved["readout"]) == "mean"
@@ -167,21 +189,26 @@ def test_write_optimal_stimuli_in_data_units(tmp_path, trials):
     torch.manual_seed(2)
     ln = LNSTRF(4, 2, lags=LAGS).eval()
     mean, std = torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([0.5, 1.0, 2.0, 4.0])
-    written = postfit.write_optimal_stimuli(ln, [1], trials, tmp_path, mean=mean, std=std, lags=LAGS, steps=20,
-                                            constraint=("range", -2.0, 2.0), x0=(0, 30))
-    assert written == {"optimal_stimuli": tmp_path / "optimal_stimuli.npz",
-                       "optimal_stimuli_figure": tmp_path / "optimal_stimuli.png"}
+    written = postfit.write_optimal_stimuli(
+        ln, [1], trials, tmp_path, mean=mean, std=std, lags=LAGS, steps=20, constraint=("range", -2.0, 2.0), x0=(0, 30)
+    )
+    assert written == {
+        "optimal_stimuli": tmp_path / "optimal_stimuli.npz",
+        "optimal_stimuli_figure": tmp_path / "optimal_stimuli.png",
+    }
     saved = np.load(written["optimal_stimuli"])
     assert saved["standardized"].shape == (1, 4, LAGS) and saved["responses"].shape == (1, 21)
     assert saved["standardized"].min() >= -2 and saved["standardized"].max() <= 2
-    np.testing.assert_allclose(saved["stimuli"], saved["standardized"] * std[:, None].numpy() + mean[:, None].numpy(),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        saved["stimuli"], saved["standardized"] * std[:, None].numpy() + mean[:, None].numpy(), rtol=1e-6
+    )
     assert saved["neurons"].tolist() == [1] and saved["responses"][0, -1] > saved["responses"][0, 0]
 
 
 def test_dstrf_figures_names_and_animation(tmp_path, trials, linear):
-    postfit.write_dstrfs(linear, {0: trials[0].stimulus, 2: trials[2].stimulus}, tmp_path, times=slice(0, 20),
-                         channels=[0, 1])
+    postfit.write_dstrfs(
+        linear, {0: trials[0].stimulus, 2: trials[2].stimulus}, tmp_path, times=slice(0, 20), channels=[0, 1]
+    )
     written = postfit.dstrf_figures(linear, trials, [0, 2], tmp_path, times=[5, 10])
     assert [p.name for p in written] == ["trial_0_channel_0.png", "trial_2_channel_0.png"]
     assert all(p.is_file() for p in written)

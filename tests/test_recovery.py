@@ -15,8 +15,14 @@ def fit(data, encoder, epochs, tmp_path, **module_kwargs):
     n = len(data.trials)
     dm = TrialDataModule(data.trials, Split(range(n - 2), [n - 2], [n - 1]), batch_size=2)
     module = EncoderModule(encoder, data.trials.n_freqs, data.trials.n_channels, **module_kwargs)
-    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, datamodule=dm)
     trainer.test(module, datamodule=dm, verbose=False)
     return module, dm
@@ -37,7 +43,9 @@ def test_linear_strf_recovers_the_true_strf_and_reaches_the_noise_ceiling(tmp_pa
     r_test = float(module.channel_r["test"][0])
     ceiling = float(np.corrcoef(data.noiseless[test][0, 39:], data.trials[test].response[0, 39:])[0, 1])
     assert r_test >= 0.95 * ceiling
-    normalised = cc_norm(module.test_predictions[test][:, 39:], dm.standardization.response(data.trials.repeats[test])[..., 39:])
+    normalised = cc_norm(
+        module.test_predictions[test][:, 39:], dm.standardization.response(data.trials.repeats[test])[..., 39:]
+    )
     assert float(normalised[0]) > 0.95
 
 

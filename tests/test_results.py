@@ -27,7 +27,8 @@ def test_load_lists_every_job_with_its_status_metrics_and_split(sweep_dir):
     exp = load(sweep_dir)
     assert exp.kind == "sweep" and len(exp.jobs) == len(JOBS)
     assert [(j.name, j.group, j.fold, j.jackknife) for j in exp.jobs] == [
-        (job_dir_name(g, f, k), g, f, k) for g, f, k, _ in JOBS]
+        (job_dir_name(g, f, k), g, f, k) for g, f, k, _ in JOBS
+    ]
     assert [j.status for j in exp.jobs] == [s for *_, s in JOBS]
     assert exp.groups == ["", "model.hidden=8"]
     for job in exp.jobs:
@@ -179,8 +180,11 @@ def test_a_missing_best_checkpoint_is_an_error_not_another_checkpoint(sweep_dir,
     best = sweep / "fold0_jk0" / "checkpoints" / "best-epoch001.ckpt"
     best.unlink()  # last.ckpt is still there, but it is not the model metrics.json scored
     job = load(sweep)["fold0_jk0"]
-    with pytest.raises(CheckpointError, match=rf"cannot read checkpoint {best} \(job fold0_jk0\): metrics.json names "
-                                              r"it as the best checkpoint, but it is not there"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"cannot read checkpoint {best} \(job fold0_jk0\): metrics.json names "
+        r"it as the best checkpoint, but it is not there",
+    ):
         _ = job.checkpoint
     with pytest.raises(CheckpointError):
         job.load_model()
@@ -216,5 +220,7 @@ def test_the_public_name_dstrf_inspect_is_the_results_module():
     from dstrf.inspect import load as public_load
 
     assert public_load is load and importlib.import_module("dstrf.inspect") is dstrf.results is dstrf.inspect
-    names = {p.stem for p in Path(dstrf.__file__).parent.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()}
+    names = {
+        p.stem for p in Path(dstrf.__file__).parent.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()
+    }
     assert "results" in names and not names & set(sys.stdlib_module_names) - {"__init__"}

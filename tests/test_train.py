@@ -66,8 +66,11 @@ def test_best_checkpoint_reloads_and_predicts_the_saved_test_predictions(quick_r
 
 def test_rerunning_a_finished_run_skips_it_and_a_changed_config_never_overwrites_it(quick_run, tmp_path):
     run_dir, _ = quick_run
-    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")
-              if p.is_file() and p.suffix != ".log" and p.name != ".job.lock"}  # .hydra/ too: a skip rewrites nothing
+    before = {
+        p: p.stat().st_mtime_ns
+        for p in run_dir.rglob("*")
+        if p.is_file() and p.suffix != ".log" and p.name != ".job.lock"
+    }  # .hydra/ too: a skip rewrites nothing
     result = train(["experiment=quick", f"hydra.run.dir={run_dir}"], cwd=run_dir.parent)
     assert result.returncode == 0 and "already holds this job's results" in result.stdout
     assert before == {p: p.stat().st_mtime_ns for p in before}
@@ -84,8 +87,10 @@ def test_rerunning_a_finished_run_skips_it_and_a_changed_config_never_overwrites
 
 
 def test_a_trial_shorter_than_the_receptive_field_stops_before_training(tmp_path):
-    result = train(["experiment=quick", "data.trials.n_frames=[400,400,50,400,400]", f"hydra.run.dir={tmp_path / 'r'}"],
-                   cwd=tmp_path)
+    result = train(
+        ["experiment=quick", "data.trials.n_frames=[400,400,50,400,400]", f"hydra.run.dir={tmp_path / 'r'}"],
+        cwd=tmp_path,
+    )
     assert result.returncode != 0
     assert "trial 2 ('synthetic2') has 50 frames, fewer than the model's receptive field of 65" in result.stderr
     assert not (tmp_path / "r" / "checkpoints").exists()
@@ -111,7 +116,9 @@ def test_default_run_of_the_console_script(tmp_path):
 
 
 def test_more_folds_than_trials_is_an_error_before_training(tmp_path):
-    result = train(["experiment=quick", "split=kfold", "split.n_folds=12", f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path)
+    result = train(
+        ["experiment=quick", "split=kfold", "split.n_folds=12", f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path
+    )
     assert result.returncode != 0
     assert "n_folds=12 but there are only 5 trials" in result.stderr
     assert not (tmp_path / "r" / "checkpoints").exists()
@@ -128,14 +135,22 @@ def test_a_folder_of_wav_files_trains_a_ridge_strf_and_a_changed_recording_super
         np.save(tmp_path / f"r{i}.npy", rng.standard_normal((2, 300)).astype(np.float32))
         rows.append(f"s{i}.wav,r{i}.npy,sent{i}")
     (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
-    args = ["data=audio", "data.trials.path=manifest.csv", "data.trials.n_bands=16", "model=ridge_strf",
-            "model.lags=10", f"hydra.run.dir={tmp_path / 'run'}"]
+    args = [
+        "data=audio",
+        "data.trials.path=manifest.csv",
+        "data.trials.n_bands=16",
+        "model=ridge_strf",
+        "model.lags=10",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     first = train(args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["model"] == "RidgeSTRF" and len(metrics["channels"]) == 2 and metrics["sfreq"] == 100.0
-    assert set(metrics["data"]) == {"data.trials.path", *(f"data.trials.path[{k}{i}.{e}]" for i in range(5)
-                                                           for k, e in (("s", "wav"), ("r", "npy")))}
+    assert set(metrics["data"]) == {
+        "data.trials.path",
+        *(f"data.trials.path[{k}{i}.{e}]" for i in range(5) for k, e in (("s", "wav"), ("r", "npy"))),
+    }
     assert list((tmp_path / ".dstrf_cache").glob("*.npz"))  # spectrograms cached beside the manifest
     assert "already holds this job's results" in train(args, cwd=tmp_path).stdout
     soundfile.write(tmp_path / "s2.wav", rng.standard_normal(16000 * 3) / 4, 16000)  # a re-recorded stimulus

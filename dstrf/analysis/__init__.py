@@ -8,18 +8,34 @@ Every measure returns a float64 numpy array with one value per channel, and per-
 
 from .inputs import DSTRFSource, FrameView
 from .measures import (
-                       GAIN_VARIANTS,
-                       ComplexityDetails,
-                       GainChangeDetails,
-                       ShapeChangeDetails,
-                       TemporalHoldDetails,
-                       complexity,
-                       gain_change,
-                       shape_change,
-                       temporal_hold,
+    GAIN_VARIANTS,
+    ComplexityDetails,
+    GainChangeDetails,
+    ShapeChangeDetails,
+    TemporalHoldDetails,
+    complexity,
+    gain_change,
+    shape_change,
+    temporal_hold,
 )
 from .table import MEASURES, NonlinearityTable, by_channel, nonlinearities, plot_nonlinearities, stack_tables
 
-__all__ = ["complexity", "gain_change", "temporal_hold", "shape_change", "nonlinearities", "plot_nonlinearities", "stack_tables", "by_channel",
-           "NonlinearityTable", "MEASURES", "GAIN_VARIANTS", "DSTRFSource", "FrameView", "ComplexityDetails", "GainChangeDetails",
-           "TemporalHoldDetails", "ShapeChangeDetails"]
+__all__ = [
+    "complexity",
+    "gain_change",
+    "temporal_hold",
+    "shape_change",
+    "nonlinearities",
+    "plot_nonlinearities",
+    "stack_tables",
+    "by_channel",
+    "NonlinearityTable",
+    "MEASURES",
+    "GAIN_VARIANTS",
+    "DSTRFSource",
+    "FrameView",
+    "ComplexityDetails",
+    "GainChangeDetails",
+    "TemporalHoldDetails",
+    "ShapeChangeDetails",
+]

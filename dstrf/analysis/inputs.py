@@ -47,7 +47,7 @@ class FrameView:
         self._data, self._mask, self._start = data, mask, int(start)
         n_frames = int(data.shape[0])
         stored_times = times if times is not None else getattr(data, "times", None)
-        self.times = np.asarray(stored_times if stored_times is not None else np.arange(n_frames))[self._start:]
+        self.times = np.asarray(stored_times if stored_times is not None else np.arange(n_frames))[self._start :]
         stored_channels = channels if channels is not None else getattr(data, "channels", None)
         self.channels = None if stored_channels is None else np.asarray(stored_channels)
         self.shape = (n_frames - self._start, *(int(s) for s in data.shape[1:]))
@@ -80,13 +80,16 @@ class DSTRFSource:
             if not np.issubdtype(W.dtype, np.floating) and not np.issubdtype(W.dtype, np.integer):
                 raise TypeError(f"W must be a real array; got dtype {W.dtype}")
         elif not (hasattr(W, "shape") and hasattr(W, "__getitem__")):
-            raise TypeError("W must be a dSTRF (T, N, F, L): a torch tensor, a numpy array, a DSTRFFile or its path; "
-                            f"got {type(W).__name__}")
+            raise TypeError(
+                "W must be a dSTRF (T, N, F, L): a torch tensor, a numpy array, a DSTRFFile or its path; "
+                f"got {type(W).__name__}"
+            )
         shape = tuple(int(s) for s in W.shape)
         if len(shape) != 4:
             hint = " (one channel? add its axis: W[:, None])" if len(shape) == 3 else ""
-            raise ValueError(f"W must be a dSTRF (T, N, F, L) = (frames, channels, bands, lags); "
-                             f"got shape {shape}{hint}")
+            raise ValueError(
+                f"W must be a dSTRF (T, N, F, L) = (frames, channels, bands, lags); got shape {shape}{hint}"
+            )
         if min(shape) < 1:
             raise ValueError(f"W is empty: shape {shape}")
         self.data = W
@@ -95,8 +98,9 @@ class DSTRFSource:
         self.dim = self.n_freqs * self.n_lags
         stored_channels = getattr(W, "channels", None)
         stored_times = getattr(W, "times", None)
-        self.channel_ids = np.asarray(np.arange(self.n_channels) if stored_channels is None else stored_channels,
-                                      dtype=np.int64)
+        self.channel_ids = np.asarray(
+            np.arange(self.n_channels) if stored_channels is None else stored_channels, dtype=np.int64
+        )
         self.times = np.asarray(np.arange(self.n_frames) if stored_times is None else stored_times, dtype=np.int64)
 
     def select(self, channels: Sequence[int] | int | None) -> list[tuple[int, int]]:
@@ -109,8 +113,10 @@ class DSTRFSource:
         chosen = [int(c) for c in channels]
         missing = [c for c in chosen if c not in lookup]
         if missing:
-            raise ValueError(f"channels {missing[:5]} are not in W (its channels: {self.channel_ids[:8].tolist()}"
-                             f"{'...' if self.n_channels > 8 else ''})")
+            raise ValueError(
+                f"channels {missing[:5]} are not in W (its channels: {self.channel_ids[:8].tolist()}"
+                f"{'...' if self.n_channels > 8 else ''})"
+            )
         if not chosen:
             raise ValueError("channels is empty: choose at least one channel (or None for all)")
         return [(c, lookup[c]) for c in chosen]
@@ -118,8 +124,10 @@ class DSTRFSource:
     def require_consecutive_frames(self, what: str) -> None:
         """Measures that pair frame t with t + tau need W's frames to be consecutive."""
         if self.n_frames > 1 and not np.all(np.diff(self.times) == 1):
-            raise ValueError(f"{what} pairs frames t and t + tau, so W's frames must be consecutive; this file holds "
-                             f"frames {self.times[:5].tolist()}...")
+            raise ValueError(
+                f"{what} pairs frames t and t + tau, so W's frames must be consecutive; this file holds "
+                f"frames {self.times[:5].tolist()}..."
+            )
 
     def read(self, position: int, channel: int, start: int, stop: int) -> np.ndarray:
         """Frames ``start:stop`` of one channel as a lag-major float64 block ``(stop - start, L, F)``.
@@ -134,8 +142,9 @@ class DSTRFSource:
         if not np.isfinite(block).all():
             bad = int(np.nonzero(~np.isfinite(block).reshape(len(block), -1).all(1))[0][0])
             value = block[bad][~np.isfinite(block[bad])][0]
-            raise ValueError(f"W has {value} at frame {int(self.times[start + bad])}, channel {channel}: "
-                             "dSTRFs must be finite")
+            raise ValueError(
+                f"W has {value} at frame {int(self.times[start + bad])}, channel {channel}: dSTRFs must be finite"
+            )
         return block
 
     def channel(self, channel: int, position: int, chunk: int = DEFAULT_CHUNK) -> ChannelData:

@@ -49,12 +49,26 @@ from numpy.lib.stride_tricks import as_strided
 from ..validation import positive_int
 from .inputs import DEFAULT_CHUNK, ChannelData, DSTRFSource, check_alpha
 
-__all__ = ["complexity", "gain_change", "temporal_hold", "shape_change", "GAIN_VARIANTS", "ComplexityDetails",
-           "GainChangeDetails", "TemporalHoldDetails", "ShapeChangeDetails"]
+__all__ = [
+    "complexity",
+    "gain_change",
+    "temporal_hold",
+    "shape_change",
+    "GAIN_VARIANTS",
+    "ComplexityDetails",
+    "GainChangeDetails",
+    "TemporalHoldDetails",
+    "ShapeChangeDetails",
+]
 
 #: Gain-change variants by name; aliases name where each comes from.
-GAIN_VARIANTS = {"norm_cv": "norm_cv", "norm_std": "norm_std", "naplab": "norm_std", "entry_std": "entry_std",
-                 "matlab": "entry_std"}
+GAIN_VARIANTS = {
+    "norm_cv": "norm_cv",
+    "norm_std": "norm_std",
+    "naplab": "norm_std",
+    "entry_std": "entry_std",
+    "matlab": "entry_std",
+}
 # A vector whose variance is below this fraction of its sum of squares is constant up to round-off:
 # its correlation with anything is undefined.
 _CONSTANT = 1e-12
@@ -334,8 +348,15 @@ def _gain_change(channel: ChannelData, variant: str, include_zero_frames: bool) 
     return GainChangeDetails(channel.channel, value, variant, norm, entry_std, used)
 
 
-def gain_change(W, variant: str = "norm_cv", channels: Sequence[int] | None = None, *,
-                include_zero_frames: bool = False, details: bool = False, chunk_size: int = DEFAULT_CHUNK):
+def gain_change(
+    W,
+    variant: str = "norm_cv",
+    channels: Sequence[int] | None = None,
+    *,
+    include_zero_frames: bool = False,
+    details: bool = False,
+    chunk_size: int = DEFAULT_CHUNK,
+):
     """Gain change per channel: how much the size of ``W_t`` varies over t (stds with ddof = 0).
 
     Variants (``variant=``):
@@ -378,7 +399,7 @@ def _lagged_products(flat: np.ndarray, n: int, tau_max: int) -> np.ndarray:
     step = 32  # rows per GEMM: wide enough for BLAS, narrow enough to waste little outside the band
     for r0 in range(0, n, step):  # runs of rows, each one GEMM (not a loop over frames)
         r1 = min(r0 + step, n)
-        gram = flat[r0:r1] @ flat[r0 + 1: min(r1 + tau_max, n_ext)].T  # gram[i, j] = <x_{r0+i}, x_{r0+1+j}>
+        gram = flat[r0:r1] @ flat[r0 + 1 : min(r1 + tau_max, n_ext)].T  # gram[i, j] = <x_{r0+i}, x_{r0+1+j}>
         if not gram.shape[1]:  # the last frame of the trial: no later frame
             continue
         i = np.arange(r1 - r0)[:, None]
@@ -400,15 +421,19 @@ def _shifted_products(X: np.ndarray, n: int, tau_max: int) -> np.ndarray:
     V = np.zeros((n + L - 1, L, F))
     for k in range(L):
         count = min(n_ext, n + k)
-        V[L - 1 - k: L - 1 - k + count, k] = X[:count, k]
+        V[L - 1 - k : L - 1 - k + count, k] = X[:count, k]
     Q = V @ V.transpose(0, 2, 1)  # (n + L - 1, L, L)
     item = Q.itemsize
     # view[i, tau - 1, k] = Q[i + L - 1 - k, k, k + tau]: flat offset (L-1) L^2 + 1 + i L^2 + (tau-1) + k (L+1-L^2).
     # Every offset lies in Q for i < n, k < L, tau <= tau_max < L (min L^2, max (n+L-2) L^2 + tau_max);
     # k >= L - tau reads a valid but unrelated entry, which the mask zeroes.
     start = (L - 1) * L * L + 1
-    diag = as_strided(Q.reshape(-1)[start:], shape=(n, tau_max, L),
-                      strides=(L * L * item, item, (L + 1 - L * L) * item), writeable=False)
+    diag = as_strided(
+        Q.reshape(-1)[start:],
+        shape=(n, tau_max, L),
+        strides=(L * L * item, item, (L + 1 - L * L) * item),
+        writeable=False,
+    )
     mask = (np.arange(L)[None, :] < L - np.arange(1, tau_max + 1)[:, None]).astype(np.float64)
     out = np.einsum("itk,tk->it", diag, mask)
     out[np.arange(n)[:, None] + np.arange(1, tau_max + 1)[None, :] >= n_ext] = 0.0
@@ -437,8 +462,14 @@ def _hold_differences(channel: ChannelData, tau_max: int) -> tuple[np.ndarray, n
         sy, qy = sums[later, L], squares[later, L]
         sz, qz = sy - sums[later, taus[None, :]], qy - squares[later, taus[None, :]]
         vx, vy, vz = _centred_square(sx, qx, dim), _centred_square(sy, qy, dim), _centred_square(sz, qz, dim)
-        ok = ((np.arange(n)[:, None] + taus[None, :] < n_ext) & nonzero[:n, None] & nonzero[later]
-              & (vx > 0) & (vy > 0) & (vz > 0))
+        ok = (
+            (np.arange(n)[:, None] + taus[None, :] < n_ext)
+            & nonzero[:n, None]
+            & nonzero[later]
+            & (vx > 0)
+            & (vy > 0)
+            & (vz > 0)
+        )
         with np.errstate(divide="ignore", invalid="ignore"):
             a0[start:stop] = np.where(ok, (cross0 - sx * sy / dim) / np.sqrt(vx * vy), np.nan)
             a1[start:stop] = np.where(ok, (cross1 - sx * sz / dim) / np.sqrt(vx * vz), np.nan)
@@ -509,8 +540,18 @@ def _temporal_hold(channel: ChannelData, tau_max: int | None, alpha: float) -> T
         warnings.simplefilter("ignore", RuntimeWarning)  # a tau without pairs: NaN is the answer
         median = np.nanmedian(differences, axis=0)
         mean0, mean1 = np.nanmean(a0, axis=0), np.nanmean(a1, axis=0)
-    return TemporalHoldDetails(channel.channel, hold, alpha, np.arange(1, tau_max + 1), p, effect, median,
-                               mean0, mean1, (~np.isnan(differences)).sum(0))
+    return TemporalHoldDetails(
+        channel.channel,
+        hold,
+        alpha,
+        np.arange(1, tau_max + 1),
+        p,
+        effect,
+        median,
+        mean0,
+        mean1,
+        (~np.isnan(differences)).sum(0),
+    )
 
 
 def _check_tau_max(tau_max, n_lags: int) -> int:
@@ -520,13 +561,21 @@ def _check_tau_max(tau_max, n_lags: int) -> int:
         return n_lags - 1
     tau_max = positive_int(tau_max, "tau_max")
     if tau_max > n_lags - 1:
-        raise ValueError(f"tau_max must be at most L - 1 = {n_lags - 1} (a shift by L lags leaves nothing); "
-                         f"got {tau_max}")
+        raise ValueError(
+            f"tau_max must be at most L - 1 = {n_lags - 1} (a shift by L lags leaves nothing); got {tau_max}"
+        )
     return tau_max
 
 
-def temporal_hold(W, tau_max: int | None = None, alpha: float = 0.05, channels: Sequence[int] | None = None, *,
-                  details: bool = False, chunk_size: int = DEFAULT_CHUNK):
+def temporal_hold(
+    W,
+    tau_max: int | None = None,
+    alpha: float = 0.05,
+    channels: Sequence[int] | None = None,
+    *,
+    details: bool = False,
+    chunk_size: int = DEFAULT_CHUNK,
+):
     """Temporal hold per channel, in frames (0 .. tau_max).
 
     For tau = 1..tau_max and every frame t with t + tau in the trial::
@@ -586,8 +635,9 @@ def _shift_order(max_shift: int) -> np.ndarray:
     return np.array([0] + [s for m in range(1, max_shift + 1) for s in (-m, m)], dtype=np.int64)
 
 
-def _align(channel: ChannelData, mean: np.ndarray, order: np.ndarray,
-           nonzero: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _align(
+    channel: ChannelData, mean: np.ndarray, order: np.ndarray, nonzero: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """One alignment pass: the best shift of every frame against ``mean (L, F)`` and the sum of the aligned frames.
 
     For all frames and shifts at once: ``corr(S_s W_t, m) = <S_s W_t, m - mean(m)> / (|S_s W_t - its mean|
@@ -626,8 +676,9 @@ def _align(channel: ChannelData, mean: np.ndarray, order: np.ndarray,
     return shifts, aligned_sum
 
 
-def _shape_change(channel: ChannelData, max_shift: int | None, max_iter: int,
-                  unaligned: ComplexityDetails | None = None) -> ShapeChangeDetails:
+def _shape_change(
+    channel: ChannelData, max_shift: int | None, max_iter: int, unaligned: ComplexityDetails | None = None
+) -> ShapeChangeDetails:
     """``unaligned``: the channel's complexity details, if known; reused when no frame moves."""
     T, L, F = channel.shape
     max_shift = _check_max_shift(max_shift, L)
@@ -638,8 +689,9 @@ def _shape_change(channel: ChannelData, max_shift: int | None, max_iter: int,
         total += X.sum(0)  # all-zero frames add nothing
     n_used = int(nonzero.sum())
     if not n_used:
-        return ShapeChangeDetails(channel.channel, float("nan"), np.zeros(T, dtype=np.int64), nonzero,
-                                  np.zeros((F, L)), 0, True, np.zeros(0))
+        return ShapeChangeDetails(
+            channel.channel, float("nan"), np.zeros(T, dtype=np.int64), nonzero, np.zeros((F, L)), 0, True, np.zeros(0)
+        )
     order = _shift_order(max_shift)
     mean, shifts, converged, n_iter = total / n_used, np.zeros(T, dtype=np.int64), False, 0
     while n_iter < max_iter and not converged:
@@ -666,8 +718,15 @@ def _check_max_shift(max_shift, n_lags: int) -> int:
     return max_shift
 
 
-def shape_change(W, max_shift: int | None = None, channels: Sequence[int] | None = None, *, max_iter: int = 20,
-                 details: bool = False, chunk_size: int = DEFAULT_CHUNK):
+def shape_change(
+    W,
+    max_shift: int | None = None,
+    channels: Sequence[int] | None = None,
+    *,
+    max_iter: int = 20,
+    details: bool = False,
+    chunk_size: int = DEFAULT_CHUNK,
+):
     """Shape change per channel: the complexity of the dSTRFs once each is aligned in latency to their mean.
 
     Starting from the mean ``m`` of the nonzero ``W_t``, repeat until no shift changes (or ``max_iter``

@@ -54,10 +54,15 @@ class NonlinearityTable:
     alpha, max_shift); ``details`` maps each measure to its per-channel details objects when asked for.
     """
 
-    def __init__(self, rows: pd.DataFrame | Sequence[Mapping] = (), settings: dict | None = None,
-                 details: dict[str, list] | None = None) -> None:
-        self.frame = (rows.reset_index(drop=True) if isinstance(rows, pd.DataFrame)
-                      else pd.DataFrame.from_records(list(rows)))
+    def __init__(
+        self,
+        rows: pd.DataFrame | Sequence[Mapping] = (),
+        settings: dict | None = None,
+        details: dict[str, list] | None = None,
+    ) -> None:
+        self.frame = (
+            rows.reset_index(drop=True) if isinstance(rows, pd.DataFrame) else pd.DataFrame.from_records(list(rows))
+        )
         self.settings = dict(settings or {})
         self.details = details
 
@@ -111,10 +116,22 @@ def _per_channel(values, n: int, name: str) -> np.ndarray | None:
     return values
 
 
-def nonlinearities(W, channels: Sequence[int] | None = None, *, names: Sequence[str] | None = None,
-                   r_linear=None, r_deep=None, gain_variant: str = "norm_cv", tau_max: int | None = None,
-                   alpha: float = 0.05, max_shift: int | None = None, max_iter: int = 20, details: bool = False,
-                   chunk_size: int = DEFAULT_CHUNK, progress: bool = True) -> NonlinearityTable:
+def nonlinearities(
+    W,
+    channels: Sequence[int] | None = None,
+    *,
+    names: Sequence[str] | None = None,
+    r_linear=None,
+    r_deep=None,
+    gain_variant: str = "norm_cv",
+    tau_max: int | None = None,
+    alpha: float = 0.05,
+    max_shift: int | None = None,
+    max_iter: int = 20,
+    details: bool = False,
+    chunk_size: int = DEFAULT_CHUNK,
+    progress: bool = True,
+) -> NonlinearityTable:
     """Complexity, gain change, temporal hold and shape change of every chosen channel, as one table.
 
     Each channel is read once (kept in memory while its four measures run, when it fits; see
@@ -162,11 +179,17 @@ def nonlinearities(W, channels: Sequence[int] | None = None, *, names: Sequence[
             data = source.channel(channel, position, chunk_size)
             complexity = _complexity(data)
             gain_change = _gain_change(data, GAIN_VARIANTS[gain_variant], False)
-            results: dict[str, _Details] = {"complexity": complexity, "gain_change": gain_change,
-                                            "temporal_hold": _temporal_hold(data, tau_max, alpha)}
+            results: dict[str, _Details] = {
+                "complexity": complexity,
+                "gain_change": gain_change,
+                "temporal_hold": _temporal_hold(data, tau_max, alpha),
+            }
             results["shape_change"] = _shape_change(data, max_shift, max_iter, unaligned=complexity)
-            row = {"channel": channel, "name": str(names[i]) if names is not None else str(channel),
-                   "frames": int(gain_change.used.sum())}
+            row = {
+                "channel": channel,
+                "name": str(names[i]) if names is not None else str(channel),
+                "frames": int(gain_change.used.sum()),
+            }
             row.update({m: results[m].value for m in MEASURES})
             if r_linear is not None:
                 row["r_linear"] = float(r_linear[i])
@@ -178,8 +201,13 @@ def nonlinearities(W, channels: Sequence[int] | None = None, *, names: Sequence[
             for m in MEASURES:
                 found[m].append(results[m])
             del data  # the cached channel goes before the next one is read
-    settings = {"gain_variant": GAIN_VARIANTS[gain_variant], "tau_max": tau_max, "alpha": alpha,
-                "max_shift": max_shift, "max_iter": max_iter}
+    settings = {
+        "gain_variant": GAIN_VARIANTS[gain_variant],
+        "tau_max": tau_max,
+        "alpha": alpha,
+        "max_shift": max_shift,
+        "max_iter": max_iter,
+    }
     return NonlinearityTable(rows, settings, found if details else None)
 
 
@@ -207,13 +235,15 @@ def by_channel(table: NonlinearityTable) -> NonlinearityTable:
     frame = table.frame.assign(channel=table.frame["channel"].astype(int))
     numeric = [c for c in frame.columns if c not in ("trial", "channel", "name")]
     groups = frame.groupby("channel", sort=True)
-    summary = pd.concat([groups["name"].first(), groups.size().rename("trials"),
-                         groups[numeric].mean().astype(np.float64)], axis=1).reset_index()
+    summary = pd.concat(
+        [groups["name"].first(), groups.size().rename("trials"), groups[numeric].mean().astype(np.float64)], axis=1
+    ).reset_index()
     return NonlinearityTable(summary, dict(table.settings))
 
 
-def plot_nonlinearities(table: NonlinearityTable, r_linear=None, r_deep=None,
-                        path: str | os.PathLike | None = None) -> Figure:
+def plot_nonlinearities(
+    table: NonlinearityTable, r_linear=None, r_deep=None, path: str | os.PathLike | None = None
+) -> Figure:
     """Compare channels: complexity vs gain change, temporal hold vs shape change, and (when the table has
     ``prediction_gain`` or ``r_linear``/``r_deep`` are given, one per row) the deep model's prediction gain vs
     complexity with its least-squares line and Pearson r. Channels are labelled by name when there are at
@@ -231,8 +261,10 @@ def plot_nonlinearities(table: NonlinearityTable, r_linear=None, r_deep=None,
     elif "prediction_gain" in table.columns:
         gain = table.column("prediction_gain")
     variant = table.settings.get("gain_variant", "norm_cv")
-    panels = [("complexity", "gain_change", "complexity", f"gain change ({variant})"),
-              ("temporal_hold", "shape_change", "temporal hold (frames)", "shape change")]
+    panels = [
+        ("complexity", "gain_change", "complexity", f"gain change ({variant})"),
+        ("temporal_hold", "shape_change", "temporal hold (frames)", "shape change"),
+    ]
     fig = Figure(figsize=(4.2 * (len(panels) + (gain is not None)), 3.8), layout="constrained")
     FigureCanvasAgg(fig)
     names = [row["name"] for row in table.rows]

@@ -8,6 +8,22 @@ from .splits import SCHEMES, Split, holdout, kfold, leave_one_out, n_folds, n_ja
 from .trials import Standardization, Trial, Trials
 
 __all__ = [
-    "Trial", "Trials", "Standardization", "load_trials", "save_trials", "load_mat", "from_mne", "from_naplib", "load_naplib_demo",
-    "Split", "holdout", "kfold", "leave_one_out", "pairs", "n_folds", "n_jackknife", "split_grid", "SCHEMES",
+    "Trial",
+    "Trials",
+    "Standardization",
+    "load_trials",
+    "save_trials",
+    "load_mat",
+    "from_mne",
+    "from_naplib",
+    "load_naplib_demo",
+    "Split",
+    "holdout",
+    "kfold",
+    "leave_one_out",
+    "pairs",
+    "n_folds",
+    "n_jackknife",
+    "split_grid",
+    "SCHEMES",
 ]

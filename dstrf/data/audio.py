@@ -221,8 +221,8 @@ def _band_power(x: np.ndarray, hop: int, win: int, weights: np.ndarray) -> np.nd
     scale /= w.sum() ** 2
     energy = np.empty((weights.shape[0], n_frames))
     for start in range(0, n_frames, _BLOCK_FRAMES):
-        spectra = np.fft.rfft(frames[start: start + _BLOCK_FRAMES] * w, axis=1)  # (block, win // 2 + 1)
-        energy[:, start: start + _BLOCK_FRAMES] = weights @ (np.abs(spectra) ** 2 * scale).T
+        spectra = np.fft.rfft(frames[start : start + _BLOCK_FRAMES] * w, axis=1)  # (block, win // 2 + 1)
+        energy[:, start : start + _BLOCK_FRAMES] = weights @ (np.abs(spectra) ** 2 * scale).T
     return energy
 
 
@@ -292,8 +292,8 @@ def _gammatone_energy(plan: _Plan) -> tuple[np.ndarray, np.ndarray]:
         sos = _gammatone_sos(float(centre), plan.sample_rate)
         state = np.zeros((sos.shape[0], 2))
         for start in range(0, x.shape[0], chunk):
-            y, state = scipy.signal.sosfilt(sos, x[start: start + chunk], zi=state)
-            energy[f, start // hop: (start + y.shape[0]) // hop] = (y * y).reshape(-1, hop).mean(axis=1)
+            y, state = scipy.signal.sosfilt(sos, x[start : start + chunk], zi=state)
+            energy[f, start // hop : (start + y.shape[0]) // hop] = (y * y).reshape(-1, hop).mean(axis=1)
     return energy, freqs
 
 

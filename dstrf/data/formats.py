@@ -99,11 +99,14 @@ class _MatFile:
     # v4-v7: scipy already gives MATLAB's orientation; cells are object arrays, char rows arrays of str.
     def _from_scipy(self, value: np.ndarray, name: str) -> Any:
         if value.dtype == object:
-            return _Cell((self._from_scipy(v, f"{name}{{{i + 1}}}") for i, v in enumerate(value.flatten(order="F"))),
-                         value.shape)
+            return _Cell(
+                (self._from_scipy(v, f"{name}{{{i + 1}}}") for i, v in enumerate(value.flatten(order="F"))), value.shape
+            )
         if value.dtype.names is not None:
-            raise TypeError(f"{self.path}: variable {name!r} is a struct (fields {list(value.dtype.names)}); "
-                            "expected a numeric array or a cell array")
+            raise TypeError(
+                f"{self.path}: variable {name!r} is a struct (fields {list(value.dtype.names)}); "
+                "expected a numeric array or a cell array"
+            )
         if value.dtype.kind == "U":  # a char matrix: one string per row
             strings = [str(s) for s in value.reshape(-1)] or [""]
             return strings[0] if len(strings) == 1 else _Cell(strings, value.shape)
@@ -121,8 +124,13 @@ class _MatFile:
         data = item[()]
         if kind == "cell":
             refs = np.asarray(data).T  # MATLAB's shape
-            return _Cell((self._from_hdf5(self._file[ref], f"{name}{{{i + 1}}}")
-                          for i, ref in enumerate(refs.flatten(order="F"))), refs.shape)
+            return _Cell(
+                (
+                    self._from_hdf5(self._file[ref], f"{name}{{{i + 1}}}")
+                    for i, ref in enumerate(refs.flatten(order="F"))
+                ),
+                refs.shape,
+            )
         if kind == "struct":
             raise TypeError(f"{self.path}: variable {name!r} is a struct; expected a numeric array or a cell array")
         if kind == "char":  # uint16 code units, (L, n) in h5py for n rows of L characters
@@ -135,13 +143,17 @@ def _per_trial(value: Any, path: Path, name: str) -> list:
     """A variable's per-trial arrays: the elements of a 1 x n / n x 1 cell, or a single (non-cell) array."""
     if isinstance(value, _Cell):
         if len(value.shape) != 2 or min(value.shape) > 1:
-            raise ValueError(f"{path}: variable {name!r} is a {' x '.join(map(str, value.shape))} cell; expected a "
-                             "1 x n or n x 1 cell array with one array per trial")
+            raise ValueError(
+                f"{path}: variable {name!r} is a {' x '.join(map(str, value.shape))} cell; expected a "
+                "1 x n or n x 1 cell array with one array per trial"
+            )
         nested = [i for i, v in enumerate(value) if not isinstance(v, np.ndarray)]
         if nested:
-            raise TypeError(f"{path}: element {{{nested[0] + 1}}} of cell {name!r} is a "
-                            f"{'cell' if isinstance(value[nested[0]], _Cell) else 'text'}; expected one numeric "
-                            "array per trial")
+            raise TypeError(
+                f"{path}: element {{{nested[0] + 1}}} of cell {name!r} is a "
+                f"{'cell' if isinstance(value[nested[0]], _Cell) else 'text'}; expected one numeric "
+                "array per trial"
+            )
         return list(value)
     if isinstance(value, str):
         raise TypeError(f"{path}: variable {name!r} is text ({value!r}); expected numeric per-trial arrays")
@@ -192,22 +204,34 @@ def load_mat(
         stimuli = _per_trial(mat.get(stimulus, "stimulus"), path, stimulus)
         responses = _per_trial(mat.get(response, "response"), path, response)
         if len(stimuli) != len(responses):
-            raise ValueError(f"{path}: stimulus variable {stimulus!r} holds {len(stimuli)} trial(s) but response "
-                             f"variable {response!r} holds {len(responses)}; one response per stimulus is needed")
+            raise ValueError(
+                f"{path}: stimulus variable {stimulus!r} holds {len(stimuli)} trial(s) but response "
+                f"variable {response!r} holds {len(responses)}; one response per stimulus is needed"
+            )
         reps = None
         if repeats is not None:
             reps = _per_trial(mat.get(repeats, "repeats"), path, repeats)
             if len(reps) != len(stimuli):
-                raise ValueError(f"{path}: repeats variable {repeats!r} holds {len(reps)} trial(s) but stimulus "
-                                 f"variable {stimulus!r} holds {len(stimuli)}")
+                raise ValueError(
+                    f"{path}: repeats variable {repeats!r} holds {len(reps)} trial(s) but stimulus "
+                    f"variable {stimulus!r} holds {len(stimuli)}"
+                )
         rate = mat.get(sfreq, "sfreq") if isinstance(sfreq, str) else sfreq
         bands = mat.get(freqs, "freqs") if isinstance(freqs, str) else freqs
-        channels = _strings(mat.get(channel_names, "channel_names"), path, channel_names) \
-            if isinstance(channel_names, str) else channel_names
-        names = _strings(mat.get(trial_names, "trial_names"), path, trial_names) \
-            if isinstance(trial_names, str) else trial_names
-    return _build(str(path), lambda: Trials(stimuli, responses, rate, freqs=bands, channel_names=channels,
-                                            repeats=reps, names=names))
+        channels = (
+            _strings(mat.get(channel_names, "channel_names"), path, channel_names)
+            if isinstance(channel_names, str)
+            else channel_names
+        )
+        names = (
+            _strings(mat.get(trial_names, "trial_names"), path, trial_names)
+            if isinstance(trial_names, str)
+            else trial_names
+        )
+    return _build(
+        str(path),
+        lambda: Trials(stimuli, responses, rate, freqs=bands, channel_names=channels, repeats=reps, names=names),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -237,8 +261,10 @@ def _picked_names(inst: Any, picks: Any) -> tuple[list[int], list[str]]:
         names = stand_in.pick("data" if picks is None else picks).ch_names
     except ValueError as error:
         types = sorted(set(inst.get_channel_types()))
-        raise ValueError(f"{label} select no channels of {len(inst.ch_names)} (channel types {types}); "
-                         f"pass picks=... naming channels or types ({error})") from None
+        raise ValueError(
+            f"{label} select no channels of {len(inst.ch_names)} (channel types {types}); "
+            f"pass picks=... naming channels or types ({error})"
+        ) from None
     return [inst.ch_names.index(n) for n in names], names
 
 
@@ -261,8 +287,10 @@ def _onsets(
     import mne
 
     if (events is None) == (annotations is None):
-        raise ValueError("give exactly one of events (an (n, 3) array from mne.find_events) or annotations "
-                         "(the description(s) of raw.annotations marking the trial onsets)")
+        raise ValueError(
+            "give exactly one of events (an (n, 3) array from mne.find_events) or annotations "
+            "(the description(s) of raw.annotations marking the trial onsets)"
+        )
     if annotations is not None:
         if event_id is not None:
             raise ValueError("event_id selects rows of an events array; with annotations, select by description")
@@ -271,18 +299,26 @@ def _onsets(
         missing = [d for d in wanted if d not in present]
         if missing:
             raise ValueError(f"no annotations described {missing}; the raw's annotation descriptions are {present}")
-        events, _ = mne.events_from_annotations(raw, event_id={d: k + 1 for k, d in enumerate(wanted)},
-                                                regexp=None, verbose="error")
+        events, _ = mne.events_from_annotations(
+            raw, event_id={d: k + 1 for k, d in enumerate(wanted)}, regexp=None, verbose="error"
+        )
         labels = [f"annotation {i} ({wanted[k - 1]!r})" for i, k in enumerate(events[:, 2])]
         return events[:, 0], labels
     events = np.asarray(events)
     if events.ndim != 2 or events.shape[1] != 3 or not np.issubdtype(events.dtype, np.integer):
-        raise ValueError(f"events must be an integer (n, 3) array (sample, previous, id) as from mne.find_events; "
-                         f"got {events.dtype} array of shape {events.shape}")
+        raise ValueError(
+            f"events must be an integer (n, 3) array (sample, previous, id) as from mne.find_events; "
+            f"got {events.dtype} array of shape {events.shape}"
+        )
     if event_id is None:
         return events[:, 0], [f"events[{row}]" for row in range(len(events))]
-    ids = list(event_id.values()) if isinstance(event_id, Mapping) else \
-        [event_id] if np.ndim(event_id) == 0 else list(event_id)
+    ids = (
+        list(event_id.values())
+        if isinstance(event_id, Mapping)
+        else [event_id]
+        if np.ndim(event_id) == 0
+        else list(event_id)
+    )
     keep = np.isin(events[:, 2], ids)
     if not keep.any():
         present = np.unique(events[:, 2]).tolist()
@@ -297,8 +333,10 @@ def _cut_raw(
     round(tmin * sfreq)`` (``onset_i`` absolute, as in events arrays). Out-of-recording windows are errors."""
     frames = _n_frames(stimuli, "response")
     if len(onsets) != len(frames):
-        raise ValueError(f"{len(onsets)} event(s) selected but {len(frames)} stimuli given; one event per stimulus "
-                         "is needed (select the events with event_id, or the annotations by description)")
+        raise ValueError(
+            f"{len(onsets)} event(s) selected but {len(frames)} stimuli given; one event per stimulus "
+            "is needed (select the events with event_id, or the annotations by description)"
+        )
     index, names = _picked_names(raw, picks)
     shift = int(round(tmin * raw.info["sfreq"])) - int(raw.first_samp)
     starts = [int(onset) + shift for onset in onsets]
@@ -319,8 +357,14 @@ def _cut_epochs(epochs: Any, stimuli: Sequence, tmin: float, picks: Any) -> tupl
     n_epochs = len(epochs)
     if n_epochs != len(frames):
         dropped = len(epochs.drop_log) - n_epochs
-        hint = (f"; {dropped} epoch(s) were dropped: pass the stimuli of the kept ones, "
-                "[stimuli[i] for i in epochs.selection]") if dropped and len(epochs.drop_log) == len(frames) else ""
+        hint = (
+            (
+                f"; {dropped} epoch(s) were dropped: pass the stimuli of the kept ones, "
+                "[stimuli[i] for i in epochs.selection]"
+            )
+            if dropped and len(epochs.drop_log) == len(frames)
+            else ""
+        )
         raise ValueError(f"{n_epochs} epoch(s) but {len(frames)} stimuli given; one stimulus per epoch is needed{hint}")
     index, names = _picked_names(epochs, picks)
     start = int(round((tmin - epochs.tmin) * epochs.info["sfreq"]))
@@ -332,7 +376,7 @@ def _cut_epochs(epochs: Any, stimuli: Sequence, tmin: float, picks: Any) -> tupl
                 f"epoch {i}: its response needs samples {start}..{start + n - 1} of the epoch (from {tmin:g} s, "
                 f"{n} stimulus frames) but the epoch has samples 0..{n_times - 1} ({epochs.tmin:g}..{epochs.tmax:g} s)"
             )
-    return [data[i, :, start:start + n] for i, n in enumerate(frames)], names
+    return [data[i, :, start : start + n] for i, n in enumerate(frames)], names
 
 
 def from_mne(
@@ -378,15 +422,18 @@ def from_mne(
         source = f"raw {raw_or_epochs.filenames[0] if raw_or_epochs.filenames and raw_or_epochs.filenames[0] else ''}"
     elif isinstance(raw_or_epochs, mne.BaseEpochs):
         if events is not None or annotations is not None or event_id is not None:
-            raise ValueError("epochs are already cut at their events: give events, event_id or annotations only with "
-                             "a continuous Raw (select epochs with epochs[...] instead)")
+            raise ValueError(
+                "epochs are already cut at their events: give events, event_id or annotations only with "
+                "a continuous Raw (select epochs with epochs[...] instead)"
+            )
         rate = _check_rate(raw_or_epochs, sfreq)
         responses, channels = _cut_epochs(raw_or_epochs, stimuli, tmin, picks)
         source = "epochs"
     else:
         raise TypeError(f"raw_or_epochs must be an mne.io.Raw or mne.Epochs; got {type(raw_or_epochs).__name__}")
-    return _build(source.strip(), lambda: Trials(list(stimuli), responses, rate, freqs=freqs,
-                                                 channel_names=channels, names=names))
+    return _build(
+        source.strip(), lambda: Trials(list(stimuli), responses, rate, freqs=freqs, channel_names=channels, names=names)
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -459,17 +506,22 @@ def load_naplib_demo(path: str | os.PathLike | None = None, n_bands: int | None 
         with h5py.File(path, "r") as f:
             out = f["out"]
             refs = {key: [r for r in np.asarray(out[key]).ravel()] for key in ("aud", "resp", "dataf", "name")}
-            stimuli = [np.asarray(f[r][()], dtype=np.float32).T for r in refs["aud"]]      # stored (T, F)
-            responses = [np.asarray(f[r][()], dtype=np.float32).T for r in refs["resp"]]   # stored (T, N)
+            stimuli = [np.asarray(f[r][()], dtype=np.float32).T for r in refs["aud"]]  # stored (T, F)
+            responses = [np.asarray(f[r][()], dtype=np.float32).T for r in refs["resp"]]  # stored (T, N)
             # rounded: the file holds 100 and 99.99999999999999
             rates = sorted({round(float(np.asarray(f[r][()]).ravel()[0]), 6) for r in refs["dataf"]})
             names = [text(f, r) for r in refs["name"]]
     except (OSError, KeyError) as error:
-        raise ValueError(f"{path} is not naplib's demo file (a MATLAB v7.3 struct 'out' with fields aud, resp, "
-                         f"dataf, name): {error}") from None
+        raise ValueError(
+            f"{path} is not naplib's demo file (a MATLAB v7.3 struct 'out' with fields aud, resp, dataf, name): {error}"
+        ) from None
     if len(rates) != 1:
         raise ValueError(f"{path}: the trials have different frame rates {rates}")
     if n_bands is not None and n_bands != stimuli[0].shape[0]:
         stimuli = [x.reshape(n_bands, -1, x.shape[1]).mean(axis=1) for x in stimuli]
-    return _build(str(path), lambda: Trials(stimuli, responses, rates[0], names=names,
-                                            channel_names=[f"elec{n}" for n in range(responses[0].shape[0])]))
+    return _build(
+        str(path),
+        lambda: Trials(
+            stimuli, responses, rates[0], names=names, channel_names=[f"elec{n}" for n in range(responses[0].shape[0])]
+        ),
+    )

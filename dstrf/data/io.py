@@ -140,7 +140,9 @@ def _trial_count(path: Path, data: dict[str, np.ndarray], others: list[str]) -> 
         ignored = [f"arrays {sorted(unknown)}"] if unknown else []
         ignored += [f"groups/links {sorted(others)}"] if others else []
         warnings.warn(
-            f"{path}: ignoring {' and '.join(ignored)}: not part of the trials layout; {_LAYOUT}", UserWarning, stacklevel=3
+            f"{path}: ignoring {' and '.join(ignored)}: not part of the trials layout; {_LAYOUT}",
+            UserWarning,
+            stacklevel=3,
         )
     if "sfreq" not in data:
         raise ValueError(f"{path}: no 'sfreq' (frame rate in Hz) stored; {_LAYOUT}")

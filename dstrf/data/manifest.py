@@ -115,8 +115,9 @@ def _read_records(path: Path) -> tuple[list[dict[str, Any]], int | None]:
         except ImportError:
             raise ImportError("reading a CSV manifest needs pandas: pip install pandas") from None
         try:  # every cell as text (names like "007" stay names), empty cells as ""; utf-8-sig: a BOM is dropped
-            table = pandas.read_csv(path, sep=_CSV[suffix], dtype=str, keep_default_na=False, skipinitialspace=True,
-                                    encoding="utf-8-sig")
+            table = pandas.read_csv(
+                path, sep=_CSV[suffix], dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig"
+            )
         except (pandas.errors.ParserError, pandas.errors.EmptyDataError, UnicodeDecodeError) as error:
             raise ValueError(f"manifest {path} could not be read as {suffix[1:].upper()}: {error}") from None
         table.columns = [str(c).strip() for c in table.columns]
@@ -244,8 +245,9 @@ def _load(file: Path, key: str | None, where: str, column: str) -> np.ndarray:
     loaded = np.load(file, allow_pickle=False)
     if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy file (whatever its suffix)
         if key is not None:
-            raise ValueError(f"{where} holds a single array, but the {column} column gives {key!r}; keys are for "
-                             ".npz/.h5 files")
+            raise ValueError(
+                f"{where} holds a single array, but the {column} column gives {key!r}; keys are for .npz/.h5 files"
+            )
         return loaded
     with loaded:
         return loaded[_one_array(list(loaded.files), key, where, column)]
@@ -296,8 +298,14 @@ def _to_frame_rate(array: np.ndarray, sfreq: float | None, frame_rate: float, la
     return scipy.signal.resample_poly(array, ratio.numerator, ratio.denominator, axis=-1)
 
 
-def _trim(stimulus: np.ndarray, response: np.ndarray, repeats: np.ndarray | None, frame_rate: float,
-          tolerance: float, label: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _trim(
+    stimulus: np.ndarray,
+    response: np.ndarray,
+    repeats: np.ndarray | None,
+    frame_rate: float,
+    tolerance: float,
+    label: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Cut stimulus ``(F, T_s)``, response ``(N, T_r)`` and repeats ``(R, N, T_p)`` to their shortest length by
     dropping frames at the end, when each differs from ``T_s`` by at most ``tolerance`` seconds; else raise."""
     n_stim = stimulus.shape[-1]
@@ -319,8 +327,9 @@ def _trim(stimulus: np.ndarray, response: np.ndarray, repeats: np.ndarray | None
 
 
 # -- spectrograms and their cache -----------------------------------------------------------------------------------
-def _front_end(frame_rate: float, kind: str, n_bands: int, fmin: float, fmax: float | None,
-               extra: dict[str, Any]) -> dict[str, Any]:
+def _front_end(
+    frame_rate: float, kind: str, n_bands: int, fmin: float, fmax: float | None, extra: dict[str, Any]
+) -> dict[str, Any]:
     """All keyword arguments of :func:`~dstrf.data.audio.spectrogram` but the waveform and its rate, defaults
     filled in; an argument spectrogram does not take is a TypeError naming it and the ones it takes."""
     unknown = sorted(set(extra) - set(_FRONT_END_DEFAULTS))
@@ -376,8 +385,16 @@ def _read_cache(file: Path, key: str) -> tuple[np.ndarray, np.ndarray, int] | No
             raise ValueError(f"malformed arrays: stimulus {stimulus.shape} {stimulus.dtype}, freqs {freqs.shape}")
         if not (np.isfinite(stimulus).all() and np.isfinite(freqs).all()):
             raise ValueError("non-finite values")
-    except (OSError, ValueError, KeyError, TypeError, EOFError, AttributeError, zipfile.BadZipFile,
-            zlib.error) as error:
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        EOFError,
+        AttributeError,
+        zipfile.BadZipFile,
+        zlib.error,
+    ) as error:
         warnings.warn(f"spectrogram cache file {file} is unusable ({error}); recomputing it", UserWarning, stacklevel=4)
         return None
     return stimulus, freqs, sample_rate
@@ -435,8 +452,9 @@ def _trial(row: _Row, params: dict[str, Any], cache_dir: Path | None, frame_rate
     except (FileNotFoundError, IsADirectoryError, ValueError, TypeError) as error:
         raise type(error)(f"{row.label}: {error}") from None
     response = _read_array(row.response, row.key, "response", row.label, (1, 2))
-    response = _to_frame_rate(response.reshape(1, -1) if response.ndim == 1 else response, row.sfreq, frame_rate,
-                              row.label)
+    response = _to_frame_rate(
+        response.reshape(1, -1) if response.ndim == 1 else response, row.sfreq, frame_rate, row.label
+    )
     repeats = None
     if row.repeats is not None:
         repeats = _read_array(row.repeats, row.repeats_key, "repeats", row.label, (3,))
@@ -518,7 +536,12 @@ def load_manifest(
     _same_bands(rows, trials)
     return _build(
         f"manifest {manifest}",
-        lambda: Trials([t.stimulus for t in trials], [t.response for t in trials], frame_rate, freqs=trials[0].freqs,
-                       repeats=[t.repeats for t in trials] if all(has_repeats) else None,
-                       names=[row.name for row in rows]),
+        lambda: Trials(
+            [t.stimulus for t in trials],
+            [t.response for t in trials],
+            frame_rate,
+            freqs=trials[0].freqs,
+            repeats=[t.repeats for t in trials] if all(has_repeats) else None,
+            names=[row.name for row in rows],
+        ),
     )

@@ -78,7 +78,9 @@ class Split:
             twice = sorted(i for i, c in Counter(getattr(self, role)).items() if c > 1)
             if twice:
                 raise ValueError(f"{role} lists trial(s) {twice} more than once: {self}")
-        overlap = (set(self.train) & set(self.val)) | (set(self.train) & set(self.test)) | (set(self.val) & set(self.test))
+        overlap = (
+            (set(self.train) & set(self.val)) | (set(self.train) & set(self.test)) | (set(self.val) & set(self.test))
+        )
         if overlap:
             raise ValueError(f"trials {sorted(overlap)} are in more than one of train/val/test: {self}")
         if (self.jackknife is None) != (self.left_out is None):
@@ -227,7 +229,9 @@ def _finish(
             )
         left_out = pool[jackknife]
     train = [i for i in pool if i != left_out]
-    split = Split(tuple(train), tuple(val), tuple(test), fold=fold, jackknife=jackknife, left_out=left_out, scheme=scheme)
+    split = Split(
+        tuple(train), tuple(val), tuple(test), fold=fold, jackknife=jackknife, left_out=left_out, scheme=scheme
+    )
     return split.check(n_trials)
 
 
@@ -360,7 +364,9 @@ def leave_one_out(
     n_val = _val_count(val_size, n_trials)
     test = (fold,)
     _check_jackknife_arg(jackknife, "leave_one_out", fold, n_trials, test, n_val)
-    return _finish("leave_one_out", n_trials, fold, test, _rest_order(n_trials, tuple(test), seed, fold), n_val, jackknife)
+    return _finish(
+        "leave_one_out", n_trials, fold, test, _rest_order(n_trials, tuple(test), seed, fold), n_val, jackknife
+    )
 
 
 def pair_of(n_trials: int, fold: int) -> tuple[int, int]:

@@ -127,8 +127,11 @@ def _strf(rng, octs, lags, sfreq, bf=None) -> np.ndarray:
     def g(x, m, s):
         return np.exp(-0.5 * ((x - m) / s) ** 2)
 
-    w = (g(octs, bf, bw)[:, None] * g(k, lat, tw)[None] - 0.4 * g(octs, side, bw)[:, None] * g(k, lat, tw)[None]
-         - 0.25 * g(octs, bf, 1.2 * bw)[:, None] * g(k, lat + 2.5 * tw, 1.5 * tw)[None])
+    w = (
+        g(octs, bf, bw)[:, None] * g(k, lat, tw)[None]
+        - 0.4 * g(octs, side, bw)[:, None] * g(k, lat, tw)[None]
+        - 0.25 * g(octs, bf, 1.2 * bw)[:, None] * g(k, lat + 2.5 * tw, 1.5 * tw)[None]
+    )
     return w / np.linalg.norm(w)
 
 
@@ -139,7 +142,7 @@ def _drives(stimuli, mu, filters) -> list[np.ndarray]:
     for x in stimuli:
         xc = np.concatenate([np.zeros((x.shape[0], lags - 1)), x.astype(np.float64)], axis=1) - mu[:, None]
         n = x.shape[1]
-        out.append(sum(filters[:, :, k] @ xc[:, lags - 1 - k: lags - 1 - k + n] for k in range(lags)))
+        out.append(sum(filters[:, :, k] @ xc[:, lags - 1 - k : lags - 1 - k + n] for k in range(lags)))
     return out
 
 
@@ -176,8 +179,19 @@ class SyntheticData:
         return (s * y).sum(1) / np.sqrt((s * s).sum(1) * (y * y).sum(1))
 
 
-def make_synthetic(n_trials=10, n_frames=2000, n_freqs=32, sfreq=100.0, neurons=NEURON_TYPES, lags=40, hold=8,
-                   n_repeats=4, noise="gaussian", snr=1.0, seed=0) -> SyntheticData:
+def make_synthetic(
+    n_trials=10,
+    n_frames=2000,
+    n_freqs=32,
+    sfreq=100.0,
+    neurons=NEURON_TYPES,
+    lags=40,
+    hold=8,
+    n_repeats=4,
+    noise="gaussian",
+    snr=1.0,
+    seed=0,
+) -> SyntheticData:
     """Synthetic dataset of neurons with known receptive fields and nonlinearities.
 
     With ``d`` the drive of a unit-norm filter (module docstring), ``e(t)`` the causal mean over the last 200 ms
@@ -239,8 +253,9 @@ def make_synthetic(n_trials=10, n_frames=2000, n_freqs=32, sfreq=100.0, neurons=
     width = max(int(round(CONTEXT_S * sfreq)), 1)
     energy = [_running_mean(x.sum(0, dtype=np.float64), width) for x in stimuli]
     half = n_freqs // 2
-    contrast = [_running_mean(x[:half].sum(0, dtype=np.float64) - x[half:].sum(0, dtype=np.float64), width)
-                for x in stimuli]
+    contrast = [
+        _running_mean(x[:half].sum(0, dtype=np.float64) - x[half:].sum(0, dtype=np.float64), width) for x in stimuli
+    ]
     e95 = max(np.percentile(np.concatenate(energy), 95), 1e-12)
     cc = np.concatenate(contrast)
     z_mean, z_std = cc.mean(), max(cc.std(), 1e-12)
@@ -256,17 +271,23 @@ def make_synthetic(n_trials=10, n_frames=2000, n_freqs=32, sfreq=100.0, neurons=
     filters, latents, signals = {}, {}, []
     for kind, name in zip(neurons, names):
         if kind == "shape_change":
-            w = np.stack([_strf(rng, octs, lags, sfreq, bf=rng.uniform(0.15, 0.3) * octs[-1]),
-                          _strf(rng, octs, lags, sfreq, bf=rng.uniform(0.7, 0.85) * octs[-1])])
+            w = np.stack(
+                [
+                    _strf(rng, octs, lags, sfreq, bf=rng.uniform(0.15, 0.3) * octs[-1]),
+                    _strf(rng, octs, lags, sfreq, bf=rng.uniform(0.7, 0.85) * octs[-1]),
+                ]
+            )
             d_a, d_b = zip(*(tuple(d) for d in _drives(stimuli, mu, w)))
             gate = [1 / (1 + np.exp(-GATE_K * (c - z_mean) / z_std)) for c in contrast]
             s = [g * a + (1 - g) * b for g, a, b in zip(gate, d_a, d_b)]
             latents[name] = gate
         elif kind == "temporal_hold":
             w = _strf(rng, octs, lags, sfreq)
-            w[:, lags - hold + 1:] = 0
+            w[:, lags - hold + 1 :] = 0
             w /= np.linalg.norm(w)
-            shifted = np.stack([np.concatenate([np.zeros((n_freqs, j)), w[:, :lags - j]], axis=1) for j in range(hold)])
+            shifted = np.stack(
+                [np.concatenate([np.zeros((n_freqs, j)), w[:, : lags - j]], axis=1) for j in range(hold)]
+            )
             d = _drives(stimuli, mu, shifted)
             s = [np.maximum(dj, 0).max(0) for dj in d]
             latents[name] = [np.where(dj.max(0) > 0, dj.argmax(0), -1) for dj in d]
@@ -296,10 +317,18 @@ def make_synthetic(n_trials=10, n_frames=2000, n_freqs=32, sfreq=100.0, neurons=
         noiseless = [scale * (s - lo) / mean for s in noiseless]
         repeats = [rng.poisson(np.broadcast_to(s, (n_repeats,) + s.shape)).astype(np.float32) for s in noiseless]
     else:
-        repeats = [(s + rng.standard_normal((n_repeats,) + s.shape) / np.sqrt(snr)).astype(np.float32)
-                   for s in noiseless]
-    trials = Trials(stimuli, [r.mean(0) for r in repeats], sfreq, freqs=freqs, channel_names=names, repeats=repeats,
-                    names=[f"synthetic{i}" for i in range(len(lengths))])
+        repeats = [
+            (s + rng.standard_normal((n_repeats,) + s.shape) / np.sqrt(snr)).astype(np.float32) for s in noiseless
+        ]
+    trials = Trials(
+        stimuli,
+        [r.mean(0) for r in repeats],
+        sfreq,
+        freqs=freqs,
+        channel_names=names,
+        repeats=repeats,
+        names=[f"synthetic{i}" for i in range(len(lengths))],
+    )
     return SyntheticData(trials, noiseless, filters, list(neurons), latents)
 
 

@@ -46,7 +46,9 @@ def _as_float_tensor(value, what: str) -> torch.Tensor:
             array = np.asarray(value)
         except (ValueError, TypeError) as error:  # ragged nested lists
             raise TypeError(f"{what} must be a numeric array; could not convert it ({error})") from None
-        if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        if array.dtype == bool or not (
+            np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+        ):
             raise TypeError(f"{what} must be a numeric array of real numbers; got dtype {array.dtype}")
         tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     finite = torch.isfinite(tensor)
@@ -154,7 +156,9 @@ class Trials(Sequence):
         if stimuli is None or len(stimuli) == 0:
             raise ValueError("no trials: at least one (stimulus, response) pair is needed")
         if len(responses) != len(stimuli):
-            raise ValueError(f"got {len(stimuli)} stimuli but {len(responses)} responses; one response per trial is needed")
+            raise ValueError(
+                f"got {len(stimuli)} stimuli but {len(responses)} responses; one response per trial is needed"
+            )
         if repeats is not None and len(repeats) != len(stimuli):
             raise ValueError(f"got {len(stimuli)} trials but {len(repeats)} repeat arrays; give one per trial or none")
         if names is not None and len(names) != len(stimuli):
@@ -292,9 +296,11 @@ class Trials(Sequence):
         (trial,) = self.check_ids([trial], "trial")
         frame, length = int(frame), self.lengths[trial]
         if not n_frames - 1 <= frame < length:
-            raise ValueError(f"frame {frame} of trial {trial} cannot end a window of {n_frames} frames "
-                             f"(valid {n_frames - 1}..{length - 1})")
-        return self.stimuli[trial][:, frame - n_frames + 1: frame + 1]
+            raise ValueError(
+                f"frame {frame} of trial {trial} cannot end a window of {n_frames} frames "
+                f"(valid {n_frames - 1}..{length - 1})"
+            )
+        return self.stimuli[trial][:, frame - n_frames + 1 : frame + 1]
 
     def check_receptive_field(self, receptive_field: int | None, ids: Sequence[int] | None = None) -> None:
         """Raise if a trial is shorter than the model's receptive field (it would hold no valid output frame)."""

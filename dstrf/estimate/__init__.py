@@ -8,6 +8,18 @@ from .jackknife import JackknifeDSTRF, jackknife_dstrf, jackknife_se, quantile, 
 from .jacobian import dstrf
 from .storage import DSTRFFile, DSTRFFileError, open_dstrf
 
-__all__ = ["dstrf", "gradmap", "optimal_stimulus", "OptimalStimulus", "InactiveGradmapWarning", "DSTRFFile",
-           "DSTRFFileError", "open_dstrf", "JackknifeDSTRF", "jackknife_dstrf", "jackknife_se", "sign_consistency_mask",
-           "quantile"]
+__all__ = [
+    "dstrf",
+    "gradmap",
+    "optimal_stimulus",
+    "OptimalStimulus",
+    "InactiveGradmapWarning",
+    "DSTRFFile",
+    "DSTRFFileError",
+    "open_dstrf",
+    "JackknifeDSTRF",
+    "jackknife_dstrf",
+    "jackknife_se",
+    "sign_consistency_mask",
+    "quantile",
+]

@@ -18,8 +18,7 @@ from torch import nn
 from ..models import encoder_capabilities
 from ..validation import positive_int
 
-__all__ = ["check_model", "check_finite_parameters", "check_stimulus", "check_finite_result",
-           "first_non_finite"]
+__all__ = ["check_model", "check_finite_parameters", "check_stimulus", "check_finite_result", "first_non_finite"]
 
 
 def first_non_finite(values: torch.Tensor) -> tuple[int, tuple[int, ...]] | None:
@@ -42,8 +41,9 @@ def first_non_finite(values: torch.Tensor) -> tuple[int, tuple[int, ...]] | None
 
 def check_finite_parameters(model: nn.Module) -> None:
     """A ValueError naming the first parameter (then buffer, e.g. standardization statistics) with NaN or Inf."""
-    named = [("parameter", n, v) for n, v in model.named_parameters()] + \
-            [("buffer", n, v) for n, v in model.named_buffers()]
+    named = [("parameter", n, v) for n, v in model.named_parameters()] + [
+        ("buffer", n, v) for n, v in model.named_buffers()
+    ]
     for kind, name, value in named:
         found = first_non_finite(value)  # None for integer buffers (batch counters): finite by construction
         if found is None:
@@ -66,9 +66,13 @@ def check_model(model: nn.Module, lags) -> tuple[int | None, int]:
     receptive_field = capabilities.receptive_field
     name = type(model).__name__
     if not capabilities.has_receptive_field:
-        raise TypeError(f"{name} has no receptive_field attribute; dstrf needs a causal encoder with one (None if recurrent)")
+        raise TypeError(
+            f"{name} has no receptive_field attribute; dstrf needs a causal encoder with one (None if recurrent)"
+        )
     if receptive_field is None and lags is None:
-        raise ValueError(f"{name} is recurrent (receptive_field is None): pass lags=L, the number of past frames to keep")
+        raise ValueError(
+            f"{name} is recurrent (receptive_field is None): pass lags=L, the number of past frames to keep"
+        )
     lags = positive_int(receptive_field if lags is None else lags, "lags", "frames")
     if receptive_field is not None and lags > receptive_field:
         raise ValueError(
@@ -88,8 +92,9 @@ def check_stimulus(model: nn.Module, x, what: str = "x") -> torch.Tensor:
         raise ValueError(f"{what} must be one trial's stimulus (freqs, frames); got shape {shape}")
     n_freqs = encoder_capabilities(model).n_freqs
     if n_freqs is not None and shape[0] != n_freqs:
-        raise ValueError(f"{type(model).__name__} takes {n_freqs} frequency bands; {what} has {shape[0]} "
-                         f"(shape {shape})")
+        raise ValueError(
+            f"{type(model).__name__} takes {n_freqs} frequency bands; {what} has {shape[0]} (shape {shape})"
+        )
     if shape[1] == 0:
         raise ValueError(f"{what} has no frames (shape {shape}): give a stimulus of at least one frame")
     found = first_non_finite(x.T)  # (frames, bands): the first in time
@@ -102,8 +107,14 @@ def check_stimulus(model: nn.Module, x, what: str = "x") -> torch.Tensor:
     return x
 
 
-def check_finite_result(values: torch.Tensor, model: nn.Module, what: str, axes: tuple[str, ...],
-                        labels: tuple[np.ndarray, ...], dtype: torch.dtype | None = None) -> None:
+def check_finite_result(
+    values: torch.Tensor,
+    model: nn.Module,
+    what: str,
+    axes: tuple[str, ...],
+    labels: tuple[np.ndarray, ...],
+    dtype: torch.dtype | None = None,
+) -> None:
     """A ValueError if ``values`` holds NaN/Inf: where the first one is (``axes`` named, ``labels[i]`` the frame
     or channel numbers along axis i) and why, since the model and its input were checked finite before."""
     found = first_non_finite(values)
@@ -114,5 +125,7 @@ def check_finite_result(values: torch.Tensor, model: nn.Module, what: str, axes:
     why = "the model overflows or is undefined there (e.g. a division by a zero standard deviation)"
     if dtype in (torch.float16, torch.bfloat16):
         why = f"a value too large for {dtype} (float16 ends at 65504; use dtype=float32), or " + why
-    raise ValueError(f"{what} of {type(model).__name__} has {count} non-finite values, the first at {where}, although "
-                     f"its weights and input are finite: {why}")
+    raise ValueError(
+        f"{what} of {type(model).__name__} has {count} non-finite values, the first at {where}, although "
+        f"its weights and input are finite: {why}"
+    )

@@ -108,12 +108,15 @@ def _padding(model: nn.Module, n_freqs: int, n_frames: int, device, dtype) -> to
 
 def _check_readout(readout: str) -> None:
     if readout not in READOUTS:
-        raise ValueError(f"readout must be one of {READOUTS} (the response at the last frame, or averaged over the "
-                         f"window's frames); got {readout!r}")
+        raise ValueError(
+            f"readout must be one of {READOUTS} (the response at the last frame, or averaged over the "
+            f"window's frames); got {readout!r}"
+        )
 
 
-def _reference(model: nn.Module, x0, lags: int, receptive_field: int | None, readout: str, device, dtype
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def _reference(
+    model: nn.Module, x0, lags: int, receptive_field: int | None, readout: str, device, dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(context (F, P), window (F, L))``: x0's last ``lags`` frames and the frames before them that the readout
     still depends on (all of them for a recurrent model)."""
     n_freqs = _n_freqs(model, x0)
@@ -126,18 +129,21 @@ def _reference(model: nn.Module, x0, lags: int, receptive_field: int | None, rea
     if shape[0] != n_freqs:
         raise ValueError(f"{type(model).__name__} takes {n_freqs} frequency bands; x0 has {shape[0]} (shape {shape})")
     if shape[1] < lags:
-        raise ValueError(f"x0 has {shape[1]} frames, fewer than lags={lags}: the map spans the last lags frames of x0, "
-                         f"so pass at least {lags} frames (or fewer lags)")
+        raise ValueError(
+            f"x0 has {shape[1]} frames, fewer than lags={lags}: the map spans the last lags frames of x0, "
+            f"so pass at least {lags} frames (or fewer lags)"
+        )
     x0 = _as_input(model, torch.as_tensor(x0).detach(), device, dtype, "x0")  # finite, at least one frame
     context = x0[:, : shape[1] - lags]
     if receptive_field is not None:  # frames further back cannot reach the readout
         keep = receptive_field - lags if readout == "last" else receptive_field - 1
-        context = context[:, context.shape[1] - min(keep, context.shape[1]):]
-    return context.clone(), x0[:, shape[1] - lags:].clone()
+        context = context[:, context.shape[1] - min(keep, context.shape[1]) :]
+    return context.clone(), x0[:, shape[1] - lags :].clone()
 
 
-def _responses(model: nn.Module, context: torch.Tensor, window: torch.Tensor, receptive_field: int | None,
-               readout: str) -> torch.Tensor:
+def _responses(
+    model: nn.Module, context: torch.Tensor, window: torch.Tensor, receptive_field: int | None, readout: str
+) -> torch.Tensor:
     """``(N,)``: every neuron's readout of the stimulus ``[context, window]`` (one forward pass, batch 1)."""
     lags = window.shape[1]
     x = torch.cat([context, window], dim=1)
@@ -212,6 +218,7 @@ class _ReLUMonitor:
         def hook(module, inputs, output):
             if isinstance(output, torch.Tensor):
                 self.calls.append((name, not bool((output != 0).any())))
+
         return hook
 
     @property
@@ -230,12 +237,16 @@ def _inactive_message(model: nn.Module, what: str, monitor: _ReLUMonitor, defaul
     off = monitor.off
     if off:
         modules = sorted(set(off))
-        message += (f" {len(off)} of the {len(monitor.calls)} ReLU layers applied in {name} have every unit off there "
-                    f"({', '.join(modules[:4])}{', ...' if len(modules) > 4 else ''}).")
+        message += (
+            f" {len(off)} of the {len(monitor.calls)} ReLU layers applied in {name} have every unit off there "
+            f"({', '.join(modules[:4])}{', ...' if len(modules) > 4 else ''})."
+        )
     where = "the null stimulus (x0=None)" if default_x0 else "this x0"
-    fix = (f" Fix: the reference stimulus, {where}, sits where {name} is locally flat (a bias-free ReLU network, "
-           f"such as DeepEncoder, is entirely off at the null stimulus): pass x0=a typical stimulus window, e.g. "
-           f"frames of a standardized trial from the data")
+    fix = (
+        f" Fix: the reference stimulus, {where}, sits where {name} is locally flat (a bias-free ReLU network, "
+        f"such as DeepEncoder, is entirely off at the null stimulus): pass x0=a typical stimulus window, e.g. "
+        f"frames of a standardized trial from the data"
+    )
     if readout == "last" and (not monitor.calls or len(off) < len(monitor.calls)):
         fix += ", or use readout='mean' (the response averaged over the window)"
     return message + fix + "."
@@ -261,8 +272,9 @@ def _batched_grads(forward, n: int, chunk_size: int) -> torch.Tensor:
             cotangents = torch.zeros((stop - begin, n), dtype=responses.dtype, device=responses.device)
             cotangents[torch.arange(stop - begin), torch.arange(begin, stop)] = 1.0
             try:
-                (grads,) = torch.autograd.grad(responses, window, grad_outputs=cotangents, is_grads_batched=True,
-                                               retain_graph=not last)
+                (grads,) = torch.autograd.grad(
+                    responses, window, grad_outputs=cotangents, is_grads_batched=True, retain_graph=not last
+                )
                 out[begin:stop] = grads.flip(-1)
                 continue
             except (RuntimeError, NotImplementedError):
@@ -333,12 +345,16 @@ def gradmap(
     """
     _check_readout(readout)
     if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS} ('excitatory': d r / d x, positive where more "
-                         f"energy raises the response; 'paper': the GradMap paper's d(-r) / d x); got {convention!r}")
+        raise ValueError(
+            f"convention must be one of {CONVENTIONS} ('excitatory': d r / d x, positive where more "
+            f"energy raises the response; 'paper': the GradMap paper's d(-r) / d x); got {convention!r}"
+        )
     if not isinstance(population, bool):
         if neurons is not None:
-            raise ValueError("pass the population's neurons either as population=[...] or as neurons=[...] with "
-                             "population=True, not both")
+            raise ValueError(
+                "pass the population's neurons either as population=[...] or as neurons=[...] with "
+                "population=True, not both"
+            )
         neurons, population = population, True
     chunk_size = positive_int(chunk_size, "chunk_size", "neurons")
     receptive_field, lags = check_model(model, lags)
@@ -374,9 +390,13 @@ def gradmap(
         maps = -maps
     maps = maps.detach().cpu()
     rows = np.zeros(1, dtype=np.int64) if population else selected
-    check_finite_result(maps, model, "the population map" if population else "the gradient map",
-                        ("map" if population else "neuron", "band", "lag"),
-                        (rows, np.arange(maps.shape[1]), np.arange(maps.shape[2])))
+    check_finite_result(
+        maps,
+        model,
+        "the population map" if population else "the gradient map",
+        ("map" if population else "neuron", "band", "lag"),
+        (rows, np.arange(maps.shape[1]), np.arange(maps.shape[2])),
+    )
     zero = ~(maps.flatten(1) != 0).any(1)
     if bool(zero.any()):
         if population:
@@ -384,10 +404,14 @@ def gradmap(
         else:
             names = selected[zero.numpy()].tolist()
             plural = len(names) > 1
-            what = (f"The gradient map{'s' if plural else ''} of neuron{'s' if plural else ''} "
-                    f"{names[:20]}{' ...' if len(names) > 20 else ''} ({len(names)} of {len(zero)}) "
-                    f"{'are' if plural else 'is'}")
-        warnings.warn(_inactive_message(model, what, monitor, x0 is None, readout), InactiveGradmapWarning, stacklevel=2)
+            what = (
+                f"The gradient map{'s' if plural else ''} of neuron{'s' if plural else ''} "
+                f"{names[:20]}{' ...' if len(names) > 20 else ''} ({len(names)} of {len(zero)}) "
+                f"{'are' if plural else 'is'}"
+            )
+        warnings.warn(
+            _inactive_message(model, what, monitor, x0 is None, readout), InactiveGradmapWarning, stacklevel=2
+        )
     return maps
 
 
@@ -426,8 +450,10 @@ class OptimalStimulus:
 
 
 def _check_constraint(constraint) -> tuple | None:
-    usage = ("constraint must be None, ('range', lo, hi) (every value clamped to [lo, hi]) or ('norm', radius) "
-             "(the L2 norm of the stimulus minus the null stimulus at most radius)")
+    usage = (
+        "constraint must be None, ('range', lo, hi) (every value clamped to [lo, hi]) or ('norm', radius) "
+        "(the L2 norm of the stimulus minus the null stimulus at most radius)"
+    )
     if constraint is None:
         return None
     if isinstance(constraint, str) or not isinstance(constraint, Sequence) or not constraint:
@@ -548,8 +574,11 @@ def optimal_stimulus(
         _probe_causality(model, receptive_field, lags, window.shape[0], device, dtype)
         monitor = _ReLUMonitor(model)  # watches the first forward pass only
         try:
-            bar = _tqdm(total=steps, desc="optimal stimulus", unit="step", disable=not progress, leave=False) \
-                if _tqdm is not None else None
+            bar = (
+                _tqdm(total=steps, desc="optimal stimulus", unit="step", disable=not progress, leave=False)
+                if _tqdm is not None
+                else None
+            )
             for step in range(steps + 1):
                 responses = _responses(model, context, stimulus, receptive_field, readout)
                 if selected is None:
@@ -562,7 +591,8 @@ def optimal_stimulus(
                     raise ValueError(
                         f"the readout of neuron(s) {selected.tolist()[:10]} of {type(model).__name__} became "
                         f"{curve[step]} after {step} steps: the stimulus ran where the model overflows. Bound it "
-                        "(constraint=('range', lo, hi) or ('norm', radius)) or lower lr.")
+                        "(constraint=('range', lo, hi) or ('norm', radius)) or lower lr."
+                    )
                 if step in snapshot_steps:
                     kept.append((step, stimulus.detach().cpu().clone()))
                 if step == steps:
@@ -570,8 +600,12 @@ def optimal_stimulus(
                 (grad,) = torch.autograd.grad(value, stimulus)
                 if step == 0 and not bool((grad != 0).any()):
                     what = f"The gradient of the readout of neuron(s) {selected.tolist()[:10]} is"
-                    warnings.warn(_inactive_message(model, what, monitor, x0 is None, readout)
-                                  + " The stimulus cannot move from there.", InactiveGradmapWarning, stacklevel=2)
+                    warnings.warn(
+                        _inactive_message(model, what, monitor, x0 is None, readout)
+                        + " The stimulus cannot move from there.",
+                        InactiveGradmapWarning,
+                        stacklevel=2,
+                    )
                 stimulus.grad = grad
                 optimizer.step()
                 stimulus.grad = None

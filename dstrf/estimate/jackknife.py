@@ -104,8 +104,9 @@ def jackknife_dstrf(
     mean = se = mask = None
     for start in range(0, len(times_), chunk_size):
         rows = slice(start, start + chunk_size)
-        stack = torch.stack([dstrf(m, x, lags=lags, channels=channels, times=times_[rows], dtype=torch.float64)
-                             for m in models])
+        stack = torch.stack(
+            [dstrf(m, x, lags=lags, channels=channels, times=times_[rows], dtype=torch.float64) for m in models]
+        )
         if mean is None or se is None or mask is None:  # the first chunk (sets all three at once)
             shape = (len(times_), *stack.shape[2:])
             mean, se = torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)

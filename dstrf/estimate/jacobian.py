@@ -90,8 +90,13 @@ def _check_causal(model: nn.Module, x: torch.Tensor, receptive_field: int | None
     probe = x[None].clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(model(probe)[0, 0, t], probe)
     # NaN != 0, so a non-finite gradient would look like a dependence on every frame: "not causal"
-    check_finite_result(grad[0], model, f"the gradient of output 0 at frame {t} on a probe of {n_frames} frames",
-                        ("band", "frame"), (np.arange(x.shape[0]), np.arange(n_frames)))
+    check_finite_result(
+        grad[0],
+        model,
+        f"the gradient of output 0 at frame {t} on a probe of {n_frames} frames",
+        ("band", "frame"),
+        (np.arange(x.shape[0]), np.arange(n_frames)),
+    )
     support = grad[0].abs().sum(0).nonzero().flatten()
     if support.numel() and int(support.max()) > t:
         raise ValueError(
@@ -106,20 +111,42 @@ def _check_causal(model: nn.Module, x: torch.Tensor, receptive_field: int | None
 
 
 @overload
-def dstrf(model: nn.Module, x: torch.Tensor | np.ndarray, lags: int | None = None,
-          channels: Sequence[int] | None = None, times: Sequence[int] | np.ndarray | slice | None = None,
-          chunk_size: int | None = None, batch_size: int = 1024, dtype: torch.dtype = torch.float32,
-          out: None = None) -> torch.Tensor: ...
+def dstrf(
+    model: nn.Module,
+    x: torch.Tensor | np.ndarray,
+    lags: int | None = None,
+    channels: Sequence[int] | None = None,
+    times: Sequence[int] | np.ndarray | slice | None = None,
+    chunk_size: int | None = None,
+    batch_size: int = 1024,
+    dtype: torch.dtype = torch.float32,
+    out: None = None,
+) -> torch.Tensor: ...
 @overload
-def dstrf(model: nn.Module, x: torch.Tensor | np.ndarray, lags: int | None = None,
-          channels: Sequence[int] | None = None, times: Sequence[int] | np.ndarray | slice | None = None,
-          chunk_size: int | None = None, batch_size: int = 1024, dtype: torch.dtype = torch.float32, *,
-          out: str | os.PathLike) -> DSTRFFile: ...
+def dstrf(
+    model: nn.Module,
+    x: torch.Tensor | np.ndarray,
+    lags: int | None = None,
+    channels: Sequence[int] | None = None,
+    times: Sequence[int] | np.ndarray | slice | None = None,
+    chunk_size: int | None = None,
+    batch_size: int = 1024,
+    dtype: torch.dtype = torch.float32,
+    *,
+    out: str | os.PathLike,
+) -> DSTRFFile: ...
 @overload
-def dstrf(model: nn.Module, x: torch.Tensor | np.ndarray, lags: int | None = None,
-          channels: Sequence[int] | None = None, times: Sequence[int] | np.ndarray | slice | None = None,
-          chunk_size: int | None = None, batch_size: int = 1024, dtype: torch.dtype = torch.float32,
-          out: str | os.PathLike | None = None) -> torch.Tensor | DSTRFFile: ...
+def dstrf(
+    model: nn.Module,
+    x: torch.Tensor | np.ndarray,
+    lags: int | None = None,
+    channels: Sequence[int] | None = None,
+    times: Sequence[int] | np.ndarray | slice | None = None,
+    chunk_size: int | None = None,
+    batch_size: int = 1024,
+    dtype: torch.dtype = torch.float32,
+    out: str | os.PathLike | None = None,
+) -> torch.Tensor | DSTRFFile: ...
 def dstrf(
     model: nn.Module,
     x: torch.Tensor | np.ndarray,
@@ -233,13 +260,25 @@ def _windowed(model: nn.Module) -> bool:
     return encoder_capabilities(model).windowed
 
 
-def _window_chunk(model: nn.Module, x: torch.Tensor, receptive_field: int, lags: int, channels: np.ndarray,
-                  times: np.ndarray, batch_size: int, dtype: torch.dtype) -> torch.Tensor:
+def _window_chunk(
+    model: nn.Module,
+    x: torch.Tensor,
+    receptive_field: int,
+    lags: int,
+    channels: np.ndarray,
+    times: np.ndarray,
+    batch_size: int,
+    dtype: torch.dtype,
+) -> torch.Tensor:
     """W for the output frames ``times``, one batch element per output window (see the module docstring)."""
     n_freqs = x.shape[0]
     capabilities = encoder_capabilities(model)
     pad = torch.as_tensor(capabilities.padding_value, dtype=x.dtype, device=x.device)
-    before = pad.reshape(-1, 1).expand(n_freqs, receptive_field - 1) if pad.ndim else pad.expand(n_freqs, receptive_field - 1)
+    before = (
+        pad.reshape(-1, 1).expand(n_freqs, receptive_field - 1)
+        if pad.ndim
+        else pad.expand(n_freqs, receptive_field - 1)
+    )
     padded = torch.cat([before, x], dim=1)  # frame t of x is column t + R - 1
     index = torch.as_tensor(times, device=x.device)[:, None] + torch.arange(receptive_field, device=x.device)
     windows = padded[:, index].permute(1, 0, 2).detach().requires_grad_(True)  # (Tc, F, R), oldest frame first
@@ -254,8 +293,9 @@ def _window_chunk(model: nn.Module, x: torch.Tensor, receptive_field: int, lags:
         picked = channels[begin : begin + group]
         cotangents = torch.zeros((len(picked), *output.shape), dtype=output.dtype, device=output.device)
         cotangents[torch.arange(len(picked)), :, torch.as_tensor(picked)] = 1.0
-        (grads,) = torch.autograd.grad(output, windows, grad_outputs=cotangents, is_grads_batched=True,
-                                       retain_graph=begin + group < len(channels))
+        (grads,) = torch.autograd.grad(
+            output, windows, grad_outputs=cotangents, is_grads_batched=True, retain_graph=begin + group < len(channels)
+        )
         # window column R - 1 - k is lag k; lags reaching before the trial start are padding, not data
         lagged = grads.flip(-1)[..., :lags].permute(1, 0, 2, 3).cpu()  # (Tc, channels, F, L)
         valid = torch.as_tensor(times[:, None] >= np.arange(lags)[None, :])  # (Tc, L)
@@ -263,8 +303,17 @@ def _window_chunk(model: nn.Module, x: torch.Tensor, receptive_field: int, lags:
     return result
 
 
-def _open_output(path: Path, model: nn.Module, x: torch.Tensor, lags: int, receptive_field: int | None,
-                 channels: np.ndarray, times: np.ndarray, dtype: torch.dtype, shape: tuple) -> _Writer | DSTRFFile:
+def _open_output(
+    path: Path,
+    model: nn.Module,
+    x: torch.Tensor,
+    lags: int,
+    receptive_field: int | None,
+    channels: np.ndarray,
+    times: np.ndarray,
+    dtype: torch.dtype,
+    shape: tuple,
+) -> _Writer | DSTRFFile:
     digest = fingerprint(model, x, lags, channels, times, dtype)
     if path.exists():
         with DSTRFFile(path) as existing:
@@ -275,13 +324,25 @@ def _open_output(path: Path, model: nn.Module, x: torch.Tensor, lags: int, recep
             f"{path} holds a different dSTRF (other weights, stimulus, lags, channels or times); refusing to overwrite "
             "it. Choose another path or remove it."
         )
-    attrs = {"lags": lags, "receptive_field": -1 if receptive_field is None else receptive_field,
-             "model": type(model).__name__, "fingerprint": digest}
+    attrs = {
+        "lags": lags,
+        "receptive_field": -1 if receptive_field is None else receptive_field,
+        "model": type(model).__name__,
+        "fingerprint": digest,
+    }
     return _Writer(path, shape, dtype, times, channels, attrs)
 
 
-def _chunk(model: nn.Module, x: torch.Tensor, receptive_field: int | None, lags: int, channels: np.ndarray,
-           times: np.ndarray, batch_size: int, dtype: torch.dtype) -> torch.Tensor:
+def _chunk(
+    model: nn.Module,
+    x: torch.Tensor,
+    receptive_field: int | None,
+    lags: int,
+    channels: np.ndarray,
+    times: np.ndarray,
+    batch_size: int,
+    dtype: torch.dtype,
+) -> torch.Tensor:
     """W ``(len(times), len(channels), F, L)`` for the output frames ``times``, all within one chunk."""
     result = torch.zeros((len(times), len(channels), x.shape[0], lags), dtype=dtype)
     rows = np.arange(len(times))
@@ -317,8 +378,13 @@ def _chunk(model: nn.Module, x: torch.Tensor, receptive_field: int | None, lags:
             else:
                 members = local[g : g + 1]
             cotangents[b, 0, int(channels[c]), torch.as_tensor(members, device=output.device)] = 1.0
-        (grads,) = torch.autograd.grad(output, segment, grad_outputs=cotangents, is_grads_batched=True,
-                                       retain_graph=begin + batch_size < len(pairs))
+        (grads,) = torch.autograd.grad(
+            output,
+            segment,
+            grad_outputs=cotangents,
+            is_grads_batched=True,
+            retain_graph=begin + batch_size < len(pairs),
+        )
         grads = grads[:, 0]  # (batch, F, t1 - s0)
         batch_c = torch.as_tensor([c for c, _ in batch])
         batch_g = torch.as_tensor([g for _, g in batch], device=x.device)

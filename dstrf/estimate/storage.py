@@ -29,7 +29,9 @@ __all__ = ["DSTRFFile", "DSTRFFileError", "open_dstrf", "fingerprint"]
 _DTYPES = dict(DTYPES.values())  # torch dtype -> the numpy dtype stored on disk
 
 
-def fingerprint(model: nn.Module, x: torch.Tensor, lags: int, channels: np.ndarray, times: np.ndarray, dtype: torch.dtype) -> str:
+def fingerprint(
+    model: nn.Module, x: torch.Tensor, lags: int, channels: np.ndarray, times: np.ndarray, dtype: torch.dtype
+) -> str:
     """A hash of everything that determines a dSTRF result."""
     h = hashlib.sha256()
     h.update(type(model).__qualname__.encode())
@@ -134,16 +136,24 @@ def open_dstrf(path: str | os.PathLike) -> DSTRFFile:
 class _Writer:
     """Receives computed rows chunk by chunk and writes them; renames the file when complete."""
 
-    def __init__(self, path: Path, shape: tuple[int, ...], dtype: torch.dtype, times: np.ndarray,
-                 channels: np.ndarray, attrs: dict) -> None:
+    def __init__(
+        self,
+        path: Path,
+        shape: tuple[int, ...],
+        dtype: torch.dtype,
+        times: np.ndarray,
+        channels: np.ndarray,
+        attrs: dict,
+    ) -> None:
         if dtype not in _DTYPES:
             raise ValueError(f"dSTRF files store float16, float32 or float64; got {dtype}")
         self.path, self.partial = path, path.with_name(path.name + ".partial")
         self.partial.parent.mkdir(parents=True, exist_ok=True)
         self._file = h5py.File(self.partial, "w")  # a stale .partial is an unfinished run of ours: replaced
         chunk = (max(1, min(shape[0], 64)), 1, shape[2], shape[3])
-        self._data = self._file.create_dataset("dstrf", shape=shape, dtype=_DTYPES[dtype], chunks=chunk,
-                                               fletcher32=True)
+        self._data = self._file.create_dataset(
+            "dstrf", shape=shape, dtype=_DTYPES[dtype], chunks=chunk, fletcher32=True
+        )
         self._file.create_dataset("times", data=np.asarray(times, dtype=np.int64))
         self._file.create_dataset("channels", data=np.asarray(channels, dtype=np.int64))
         self._data.attrs.update(attrs)

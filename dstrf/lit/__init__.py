@@ -6,5 +6,13 @@ from .datamodule import TrialDataModule, TrialDataset, collate_trials
 from .loggers import wandb_logger, wandb_mode
 from .module import DataUnitsEncoder, EncoderModule, frame_mask
 
-__all__ = ["EncoderModule", "DataUnitsEncoder", "TrialDataModule", "TrialDataset", "collate_trials", "frame_mask",
-           "wandb_logger", "wandb_mode"]
+__all__ = [
+    "EncoderModule",
+    "DataUnitsEncoder",
+    "TrialDataModule",
+    "TrialDataset",
+    "collate_trials",
+    "frame_mask",
+    "wandb_logger",
+    "wandb_mode",
+]

@@ -37,8 +37,10 @@ class ChecksBeforeFit(Protocol):
 
 def _check_lags(lags: int | None, module: EncoderModule) -> None:
     if lags is None and module.receptive_field is None:
-        raise ValueError(f"lags=None, but {type(module.encoder).__name__} is recurrent (no finite receptive field): "
-                         "set lags, the number of past frames the maps cover (e.g. lags=50)")
+        raise ValueError(
+            f"lags=None, but {type(module.encoder).__name__} is recurrent (no finite receptive field): "
+            "set lags, the number of past frames the maps cover (e.g. lags=50)"
+        )
     if lags is not None and int(lags) < 1:
         raise ValueError(f"lags must be a positive number of frames; got {lags}")
 
@@ -96,11 +98,22 @@ class DSTRFCallback(L.Callback):
         ``lags`` frames of a trial see padding, not stimulus).
     """
 
-    def __init__(self, trials: Sequence[int] | None = None, channels: Sequence[int] | None = None,
-                 times: Sequence[int] | None = None, lags: int | None = None, chunk_size: int | None = None,
-                 dtype: str = "float32", dirpath: str | None = None, figures: bool = True,
-                 figure_channels: Sequence[int] | None = None, figure_times: Sequence[int] | None = None,
-                 animation: bool = False, animation_frames: int = 100, analyze: bool = False) -> None:
+    def __init__(
+        self,
+        trials: Sequence[int] | None = None,
+        channels: Sequence[int] | None = None,
+        times: Sequence[int] | None = None,
+        lags: int | None = None,
+        chunk_size: int | None = None,
+        dtype: str = "float32",
+        dirpath: str | None = None,
+        figures: bool = True,
+        figure_channels: Sequence[int] | None = None,
+        figure_times: Sequence[int] | None = None,
+        animation: bool = False,
+        animation_frames: int = 100,
+        analyze: bool = False,
+    ) -> None:
         dtype_named(dtype)
         if times is not None and len(times) != 2:
             raise ValueError(f"times must be [start, stop] frames; got {list(times)}")
@@ -132,23 +145,42 @@ class DSTRFCallback(L.Callback):
         if self.chunk_size is not None and int(self.chunk_size) < 1:
             raise ValueError(f"chunk_size must be a positive number of frames; got {self.chunk_size}")
         if self.times is not None and not 0 <= self.times.start < self.times.stop:
-            raise ValueError(f"times=[{self.times.start}, {self.times.stop}] must be [start, stop] with 0 <= start < stop")
+            raise ValueError(
+                f"times=[{self.times.start}, {self.times.stop}] must be [start, stop] with 0 <= start < stop"
+            )
 
-    def compute(self, module: EncoderModule, stimuli: dict[int, torch.Tensor], out: Path, rank: int = 0,
-                world_size: int = 1) -> list[int]:
+    def compute(
+        self, module: EncoderModule, stimuli: dict[int, torch.Tensor], out: Path, rank: int = 0, world_size: int = 1
+    ) -> list[int]:
         """Write the dSTRFs of this rank's share of ``stimuli`` (trial id -> raw stimulus); their trial ids
         (:func:`dstrf.postfit.write_dstrfs`)."""
-        return postfit.write_dstrfs(module.data_units(), stimuli, out, lags=self.lags, channels=self.channels,
-                                    times=self.times, chunk_size=self.chunk_size, dtype=self.dtype, rank=rank,
-                                    world_size=world_size)
+        return postfit.write_dstrfs(
+            module.data_units(),
+            stimuli,
+            out,
+            lags=self.lags,
+            channels=self.channels,
+            times=self.times,
+            chunk_size=self.chunk_size,
+            dtype=self.dtype,
+            rank=rank,
+            world_size=world_size,
+        )
 
     def draw(self, module: EncoderModule, trials, trial_ids: Sequence[int], out: Path, loggers=()) -> list[Path]:
         """Figures (and animations) of the finished dSTRF files in ``out``, logged; the paths written
         (:func:`dstrf.postfit.dstrf_figures`)."""
-        written = postfit.dstrf_figures(module.data_units(), trials, trial_ids, out, channels=self.figure_channels,
-                                        times=self.figure_times, animation=self.animation,
-                                        animation_frames=self.animation_frames,
-                                        sfreq=module.hparams.get("sfreq") or trials.sfreq)
+        written = postfit.dstrf_figures(
+            module.data_units(),
+            trials,
+            trial_ids,
+            out,
+            channels=self.figure_channels,
+            times=self.figure_times,
+            animation=self.animation,
+            animation_frames=self.animation_frames,
+            sfreq=module.hparams.get("sfreq") or trials.sfreq,
+        )
         for path in written:
             log_media(loggers, f"dstrf/{path.stem}", path)
         return written
@@ -157,9 +189,13 @@ class DSTRFCallback(L.Callback):
         """Nonlinearity measures of the dSTRF files in ``out``, per trial and per channel, the figure logged;
         the per-trial CSV (:func:`dstrf.postfit.analyze_dstrfs`)."""
         files = {trial: postfit.trial_file(out, trial) for trial in trial_ids}
-        written = postfit.analyze_dstrfs(files, out, trials.channel_names,
-                                         label="DSTRFCallback analyze: trial {trial} has",
-                                         remedy="computed times must reach further")
+        written = postfit.analyze_dstrfs(
+            files,
+            out,
+            trials.channel_names,
+            label="DSTRFCallback analyze: trial {trial} has",
+            remedy="computed times must reach further",
+        )
         log_media(loggers, "dstrf/nonlinearities", written["figure"])
         return written["per_trial"]
 
@@ -177,8 +213,11 @@ class DSTRFCallback(L.Callback):
         self.compute(module, stimuli, out, trainer.global_rank, trainer.world_size)
         trainer.strategy.barrier("dstrf")
         if trainer.is_global_zero:
-            index = {"checkpoint": Path(best).name if best else None, "units": "response units per stimulus unit",
-                     "trials": {str(t): postfit.trial_file(out, t).name for t in sorted(trial_ids)}}
+            index = {
+                "checkpoint": Path(best).name if best else None,
+                "units": "response units per stimulus unit",
+                "trials": {str(t): postfit.trial_file(out, t).name for t in sorted(trial_ids)},
+            }
             postfit.write_index(out, index)
             if self.figures or self.animation:
                 self.draw(module, datamodule.trials, sorted(trial_ids), out, trainer.loggers)
@@ -220,14 +259,24 @@ class GradmapCallback(L.Callback):
         Default ``<trainer.default_root_dir>/gradmap``.
     """
 
-    def __init__(self, lags: int | None = None, readout: str = "last", convention: str = "excitatory",
-                 x0: Sequence[int] | None = None, optimal_stimuli: Sequence[int] | None = None, steps: int = 1500,
-                 lr: float = 0.05, constraint: Sequence | None = ("range", -3.0, 3.0),
-                 dirpath: str | None = None) -> None:
+    def __init__(
+        self,
+        lags: int | None = None,
+        readout: str = "last",
+        convention: str = "excitatory",
+        x0: Sequence[int] | None = None,
+        optimal_stimuli: Sequence[int] | None = None,
+        steps: int = 1500,
+        lr: float = 0.05,
+        constraint: Sequence | None = ("range", -3.0, 3.0),
+        dirpath: str | None = None,
+    ) -> None:
         option(readout, "readout", READOUTS)
         option(convention, "convention", CONVENTIONS)
         if x0 is not None and len(x0) != 2:
-            raise ValueError(f"x0 must be [trial, frame] (the window of that trial ending at that frame); got {list(x0)}")
+            raise ValueError(
+                f"x0 must be [trial, frame] (the window of that trial ending at that frame); got {list(x0)}"
+            )
         self.lags, self.readout, self.convention = lags, readout, convention
         self.x0 = None if x0 is None else (int(x0[0]), int(x0[1]))
         self.optimal_stimuli = [int(n) for n in optimal_stimuli or []]
@@ -245,8 +294,9 @@ class GradmapCallback(L.Callback):
         n = module.hparams.n_outputs
         bad = [c for c in self.optimal_stimuli if not 0 <= c < n]
         if bad:
-            raise ValueError(f"optimal_stimuli={self.optimal_stimuli}: the model has {n} outputs (0..{n - 1}); "
-                             f"{bad} do not exist")
+            raise ValueError(
+                f"optimal_stimuli={self.optimal_stimuli}: the model has {n} outputs (0..{n - 1}); {bad} do not exist"
+            )
         if self.steps < 1 or not self.lr > 0:
             raise ValueError(f"steps must be >= 1 and lr > 0; got steps={self.steps}, lr={self.lr}")
 
@@ -259,14 +309,37 @@ class GradmapCallback(L.Callback):
             raise ValueError("GradmapCallback: the model is recurrent (no finite receptive field); set lags")
         names = list(module.hparams.get("channel_names") or trials.channel_names)
         sfreq = module.hparams.get("sfreq") or trials.sfreq
-        written = postfit.write_gradmaps(model, trials, out, lags=lags, x0=self.x0, readout=self.readout,
-                                         convention=self.convention, channel_names=names, sfreq=sfreq)
+        written = postfit.write_gradmaps(
+            model,
+            trials,
+            out,
+            lags=lags,
+            x0=self.x0,
+            readout=self.readout,
+            convention=self.convention,
+            channel_names=names,
+            sfreq=sfreq,
+        )
         if self.optimal_stimuli:
             # the standardized encoder: the constraint's range is in standard deviations
-            written.update(postfit.write_optimal_stimuli(
-                module.encoder, self.optimal_stimuli, trials, out, mean=module.stimulus_mean,
-                std=module.stimulus_std, lags=lags, x0=self.x0, readout=self.readout, steps=self.steps, lr=self.lr,
-                constraint=self.constraint, channel_names=names, sfreq=sfreq))
+            written.update(
+                postfit.write_optimal_stimuli(
+                    module.encoder,
+                    self.optimal_stimuli,
+                    trials,
+                    out,
+                    mean=module.stimulus_mean,
+                    std=module.stimulus_std,
+                    lags=lags,
+                    x0=self.x0,
+                    readout=self.readout,
+                    steps=self.steps,
+                    lr=self.lr,
+                    constraint=self.constraint,
+                    channel_names=names,
+                    sfreq=sfreq,
+                )
+            )
         for key in ("gradmaps_figure", "optimal_stimuli_figure"):
             if key in written:
                 log_media(loggers, f"gradmap/{written[key].stem}", written[key])

@@ -111,7 +111,9 @@ class TrialDataModule(L.LightningDataModule):
         self.trials = trials
         self.split = (split if isinstance(split, Split) else split(len(trials))).check(len(trials))
         if not self.split.val:
-            raise ValueError(f"the split has no validation trials (needed for early stopping and checkpoints): {self.split}")
+            raise ValueError(
+                f"the split has no validation trials (needed for early stopping and checkpoints): {self.split}"
+            )
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.standardize, self.standardize_response = bool(standardize), bool(standardize_response)
         fitted = Standardization.fit(trials, self.split.train)

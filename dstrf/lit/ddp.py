@@ -74,21 +74,33 @@ def _watch(children: list[subprocess.Popen], stop: threading.Event) -> None:
 
 
 @contextmanager
-def job_processes(trainer: L.Trainer, job_dir: Path, overrides: Sequence[str], resume_from: str | None) -> Iterator[None]:
+def job_processes(
+    trainer: L.Trainer, job_dir: Path, overrides: Sequence[str], resume_from: str | None
+) -> Iterator[None]:
     """Run the body as rank 0 of this job with ranks 1..K-1 started for it (see the module docstring)."""
     n = processes_to_start(trainer)
     if n == 0:
         yield
         return
     saved = {key: os.environ.get(key) for key in _RANK_ENV}
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(n), NODE_RANK="0", LOCAL_RANK="0")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(n), NODE_RANK="0", LOCAL_RANK="0"
+    )
     children: list[subprocess.Popen] = []
     stop = threading.Event()
     try:
         for rank in range(1, n):
             env = {**os.environ, "LOCAL_RANK": str(rank), "DSTRF_RESUME_FROM": resume_from or ""}
-            command = [sys.executable, "-m", "dstrf.train", *overrides, f"hydra.run.dir={quote_override(str(job_dir))}",
-                       "hydra.output_subdir=null", f"hydra.job.name=rank{rank}", "hydra.mode=RUN"]
+            command = [
+                sys.executable,
+                "-m",
+                "dstrf.train",
+                *overrides,
+                f"hydra.run.dir={quote_override(str(job_dir))}",
+                "hydra.output_subdir=null",
+                f"hydra.job.name=rank{rank}",
+                "hydra.mode=RUN",
+            ]
             children.append(subprocess.Popen(command, env=env, cwd=os.getcwd()))
         threading.Thread(target=_watch, args=(children, stop), daemon=True).start()
         yield
@@ -96,7 +108,9 @@ def job_processes(trainer: L.Trainer, job_dir: Path, overrides: Sequence[str], r
         for rank, child in enumerate(children, start=1):
             code = child.wait()
             if code != 0:
-                raise RuntimeError(f"rank {rank} of the DDP job in {job_dir} failed with exit code {code}; see {job_dir}/rank{rank}.log")
+                raise RuntimeError(
+                    f"rank {rank} of the DDP job in {job_dir} failed with exit code {code}; see {job_dir}/rank{rank}.log"
+                )
     except BaseException:
         stop.set()
         for child in children:

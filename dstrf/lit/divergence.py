@@ -65,14 +65,16 @@ class DivergenceGuard(L.Callback):
 
     def __init__(self, check_every_n_steps: int = 1, monitor: str = "val/loss") -> None:
         if isinstance(check_every_n_steps, bool) or not isinstance(check_every_n_steps, int) or check_every_n_steps < 1:
-            raise ValueError(f"check_every_n_steps must be a positive integer (1 checks every batch); got "
-                             f"{check_every_n_steps!r}")
+            raise ValueError(
+                f"check_every_n_steps must be a positive integer (1 checks every batch); got {check_every_n_steps!r}"
+            )
         self.check_every_n_steps = check_every_n_steps
         self.monitor = monitor
 
     # -- checks --------------------------------------------------------------------------------------------------
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loss = _scalar_loss(outputs)
         if loss is None:
             return
@@ -80,12 +82,19 @@ class DivergenceGuard(L.Callback):
             return
         finite = bool(torch.isfinite(loss.detach()).all())
         if self._anywhere(trainer, not finite):
-            what = (f"training loss is {_fmt_value(loss)}" if not finite
-                    else "training loss is not finite on another process")
-            every = (f"; checked every {self.check_every_n_steps} batches"
-                     if loss.device.type != "cpu" and self.check_every_n_steps > 1 else "")
-            raise DivergenceError(self._message(trainer, pl_module, f"at epoch {trainer.current_epoch} "
-                                                                    f"(batch {batch_idx}{every})", what))
+            what = (
+                f"training loss is {_fmt_value(loss)}"
+                if not finite
+                else "training loss is not finite on another process"
+            )
+            every = (
+                f"; checked every {self.check_every_n_steps} batches"
+                if loss.device.type != "cpu" and self.check_every_n_steps > 1
+                else ""
+            )
+            raise DivergenceError(
+                self._message(trainer, pl_module, f"at epoch {trainer.current_epoch} (batch {batch_idx}{every})", what)
+            )
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         value = trainer.callback_metrics.get(self.monitor)
@@ -94,14 +103,22 @@ class DivergenceGuard(L.Callback):
         value = torch.as_tensor(value)
         finite = bool(torch.isfinite(value).all())
         if self._anywhere(trainer, not finite):
-            what = (f"validation loss ({self.monitor}) is {_fmt_value(value)}" if not finite
-                    else f"validation loss ({self.monitor}) is not finite on another process")
+            what = (
+                f"validation loss ({self.monitor}) is {_fmt_value(value)}"
+                if not finite
+                else f"validation loss ({self.monitor}) is not finite on another process"
+            )
             what += ": the predictions of the validation trials are not finite"
             if trainer.sanity_checking:  # nothing was trained yet: no learning rate to blame
-                raise DivergenceError(f"the model's predictions are not finite in the sanity check before training: "
-                                      f"{what}. Check the model's initial parameters and that the data are finite")
-            where = (f"at epoch {trainer.current_epoch}" if trainer.state.fn == "fit"
-                     else "(found when validating the fitted model)")  # trainer.validate() of a checkpoint
+                raise DivergenceError(
+                    f"the model's predictions are not finite in the sanity check before training: "
+                    f"{what}. Check the model's initial parameters and that the data are finite"
+                )
+            where = (
+                f"at epoch {trainer.current_epoch}"
+                if trainer.state.fn == "fit"
+                else "(found when validating the fitted model)"
+            )  # trainer.validate() of a checkpoint
             raise DivergenceError(self._message(trainer, pl_module, where, what))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -120,8 +137,10 @@ class DivergenceGuard(L.Callback):
             n_bad = int((~torch.isfinite(p.detach())).sum())
             total_bad = sum(int((~torch.isfinite(q.detach())).sum()) for _, q in params)
             total = sum(q.numel() for _, q in params)
-            what = (f"parameter {name} has {n_bad} non-finite entries (of {p.numel()}); {total_bad} of the "
-                    f"model's {total} parameter entries are non-finite")
+            what = (
+                f"parameter {name} has {n_bad} non-finite entries (of {p.numel()}); {total_bad} of the "
+                f"model's {total} parameter entries are non-finite"
+            )
         raise DivergenceError(self._message(trainer, pl_module, f"at epoch {trainer.current_epoch}", what))
 
     # -- helpers -------------------------------------------------------------------------------------------------
@@ -144,10 +163,15 @@ class DivergenceGuard(L.Callback):
         if getattr(datamodule, "standardize", True) is False:
             standardize += "; it is false now"
         clip = getattr(trainer, "gradient_clip_val", None)
-        clipping = ("clip gradients (trainer.gradient_clip_val=1.0)" if not clip else
-                    f"clip gradients harder (trainer.gradient_clip_val={_fmt_number(float(clip))} now)")
-        return (f"the fit diverged {where}: {what}. Lower the learning rate ({lower}), check that the data are "
-                f"standardized ({standardize}) and finite, or {clipping}")
+        clipping = (
+            "clip gradients (trainer.gradient_clip_val=1.0)"
+            if not clip
+            else f"clip gradients harder (trainer.gradient_clip_val={_fmt_number(float(clip))} now)"
+        )
+        return (
+            f"the fit diverged {where}: {what}. Lower the learning rate ({lower}), check that the data are "
+            f"standardized ({standardize}) and finite, or {clipping}"
+        )
 
 
 def _fmt_value(value: torch.Tensor) -> str:

@@ -118,6 +118,7 @@ class EncoderModule(L.LightningModule):
     response_std: torch.Tensor
 
     if TYPE_CHECKING:  # lightning types it AttributeDict | MutableMapping; save_hyperparameters made the former
+
         @property
         def hparams(self) -> AttributeDict: ...
 
@@ -140,7 +141,9 @@ class EncoderModule(L.LightningModule):
         if isinstance(encoder, DictConfig):
             encoder = cast(dict[str, Any], OmegaConf.to_container(encoder, resolve=True))  # a DictConfig: a dict
         if not isinstance(encoder, Mapping) or "_target_" not in encoder:
-            raise TypeError(f"encoder must be a config mapping with a _target_ (e.g. dstrf.models.DeepEncoder); got {encoder!r}")
+            raise TypeError(
+                f"encoder must be a config mapping with a _target_ (e.g. dstrf.models.DeepEncoder); got {encoder!r}"
+            )
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}; got {loss!r}")
         if optimizer not in OPTIMIZERS:
@@ -156,12 +159,22 @@ class EncoderModule(L.LightningModule):
         channel_names = list(channel_names) if channel_names is not None else [f"ch{n}" for n in range(n_outputs)]
         if len(channel_names) != n_outputs:
             raise ValueError(f"channel_names has {len(channel_names)} names for {n_outputs} outputs")
-        self.save_hyperparameters({
-            "encoder": dict(encoder), "n_freqs": int(n_freqs), "n_outputs": int(n_outputs), "loss": loss,
-            "optimizer": optimizer, "lr": float(lr), "weight_decay": float(weight_decay), "scheduler": scheduler,
-            "warmup": warmup, "channel_names": channel_names, "sfreq": None if sfreq is None else float(sfreq),
-            "log_channels": int(log_channels),
-        })
+        self.save_hyperparameters(
+            {
+                "encoder": dict(encoder),
+                "n_freqs": int(n_freqs),
+                "n_outputs": int(n_outputs),
+                "loss": loss,
+                "optimizer": optimizer,
+                "lr": float(lr),
+                "weight_decay": float(weight_decay),
+                "scheduler": scheduler,
+                "warmup": warmup,
+                "channel_names": channel_names,
+                "sfreq": None if sfreq is None else float(sfreq),
+                "log_channels": int(log_channels),
+            }
+        )
         self.encoder = hydra.utils.instantiate(dict(encoder), n_freqs=int(n_freqs), n_outputs=int(n_outputs))
         if loss == "poisson" and not encoder_capabilities(self.encoder).positive_output:
             raise ValueError(
@@ -199,7 +212,9 @@ class EncoderModule(L.LightningModule):
         """
         stimulus = torch.as_tensor(stimulus, dtype=torch.float32, device=self.stimulus_mean.device)
         if stimulus.ndim != 2 or stimulus.shape[0] != self.hparams.n_freqs:
-            raise ValueError(f"predict expects a stimulus ({self.hparams.n_freqs} freqs, frames); got shape {tuple(stimulus.shape)}")
+            raise ValueError(
+                f"predict expects a stimulus ({self.hparams.n_freqs} freqs, frames); got shape {tuple(stimulus.shape)}"
+            )
         was_training = self.training
         self.eval()
         try:
@@ -224,9 +239,13 @@ class EncoderModule(L.LightningModule):
             return
         trials = datamodule.trials
         if trials.n_freqs != self.hparams.n_freqs:
-            raise ValueError(f"the data have {trials.n_freqs} frequency bands but the model was built for {self.hparams.n_freqs}")
+            raise ValueError(
+                f"the data have {trials.n_freqs} frequency bands but the model was built for {self.hparams.n_freqs}"
+            )
         if trials.n_channels != self.hparams.n_outputs:
-            raise ValueError(f"the data have {trials.n_channels} response channels but the model has {self.hparams.n_outputs} outputs")
+            raise ValueError(
+                f"the data have {trials.n_channels} response channels but the model has {self.hparams.n_outputs} outputs"
+            )
         trials.check_receptive_field(self.receptive_field)
         if stage == "fit":
             # Only a fit takes statistics from the data; validate/test on a loaded checkpoint keep the stored ones.
@@ -267,8 +286,11 @@ class EncoderModule(L.LightningModule):
         datamodule = self.trainer.datamodule  # type: ignore[attr-defined]  # lightning sets it at fit, undeclared
         trials, s = datamodule.trials, datamodule.standardization
         ids = datamodule.split.train
-        self.encoder.fit([s.stimulus(trials.stimuli[i]) for i in ids], [s.response(trials.responses[i]) for i in ids],
-                         warmup=self.warmup)
+        self.encoder.fit(
+            [s.stimulus(trials.stimuli[i]) for i in ids],
+            [s.response(trials.responses[i]) for i in ids],
+            warmup=self.warmup,
+        )
 
     def on_train_epoch_end(self) -> None:
         if self.closed_form:
@@ -310,9 +332,11 @@ class EncoderModule(L.LightningModule):
         test trials, in the model's (standardized) units, every frame (warm-up frames included)."""
         pred = self(batch["stimulus"])
         pads = batch["pad"].tolist() if "pad" in batch else [False] * len(batch["trial"])
-        return {trial: pred[row, :, :length].detach().cpu()
-                for row, (trial, length, pad) in enumerate(zip(batch["trial"].tolist(), batch["lengths"].tolist(), pads))
-                if not pad}
+        return {
+            trial: pred[row, :, :length].detach().cpu()
+            for row, (trial, length, pad) in enumerate(zip(batch["trial"].tolist(), batch["lengths"].tolist(), pads))
+            if not pad
+        }
 
     def on_test_epoch_start(self) -> None:
         self.test_predictions = {}
@@ -383,4 +407,7 @@ class EncoderModule(L.LightningModule):
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/r", "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": "val/r", "interval": "epoch"},
+        }

@@ -6,5 +6,12 @@ Undefined values are NaN, never 0, with a warning that names the channel and the
 from .correlation import PearsonR, UndefinedCorrelationWarning, pearson_r
 from .noise_ceiling import NoiseCeilingWarning, cc_max, cc_norm, signal_power
 
-__all__ = ["pearson_r", "PearsonR", "signal_power", "cc_norm", "cc_max", "UndefinedCorrelationWarning",
-           "NoiseCeilingWarning"]
+__all__ = [
+    "pearson_r",
+    "PearsonR",
+    "signal_power",
+    "cc_norm",
+    "cc_max",
+    "UndefinedCorrelationWarning",
+    "NoiseCeilingWarning",
+]

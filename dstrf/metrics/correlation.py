@@ -46,10 +46,16 @@ def _moments(p: torch.Tensor, y: torch.Tensor, w: torch.Tensor, dims: tuple[int,
     zero = torch.zeros((), dtype=p.dtype, device=p.device)
     pw, yw = torch.where(w, p, zero), torch.where(w, y, zero)
     return {
-        "n": w.to(p.dtype).sum(dims), "sx": pw.sum(dims), "sy": yw.sum(dims),
-        "sxx": (pw * pw).sum(dims), "syy": (yw * yw).sum(dims), "sxy": (pw * yw).sum(dims),
-        "min_x": _extreme(p, w, dims, "min"), "max_x": _extreme(p, w, dims, "max"),
-        "min_y": _extreme(y, w, dims, "min"), "max_y": _extreme(y, w, dims, "max"),
+        "n": w.to(p.dtype).sum(dims),
+        "sx": pw.sum(dims),
+        "sy": yw.sum(dims),
+        "sxx": (pw * pw).sum(dims),
+        "syy": (yw * yw).sum(dims),
+        "sxy": (pw * yw).sum(dims),
+        "min_x": _extreme(p, w, dims, "min"),
+        "max_x": _extreme(p, w, dims, "max"),
+        "min_y": _extreme(y, w, dims, "min"),
+        "max_y": _extreme(y, w, dims, "max"),
     }
 
 
@@ -77,8 +83,11 @@ def warn_channels(idx: list[int], what: str, plural: str, result: str, stackleve
     if not idx:
         return
     single = len(idx) == 1
-    warnings.warn(f"{_channels(idx)} {what if single else plural}; {'its' if single else 'their'} {result} is NaN",
-                  UndefinedCorrelationWarning, stacklevel=stacklevel)
+    warnings.warn(
+        f"{_channels(idx)} {what if single else plural}; {'its' if single else 'their'} {result} is NaN",
+        UndefinedCorrelationWarning,
+        stacklevel=stacklevel,
+    )
 
 
 def _frames(n: torch.Tensor, idx: list[int]) -> str:
@@ -115,18 +124,28 @@ def _r_from_moments(m: dict[str, torch.Tensor], stacklevel: int = 3) -> torch.Te
     r = torch.where(ok, r, torch.full_like(r, float("nan")))
     reasons = [
         (few, "has {n} (a correlation needs at least 2)", "have {n} (a correlation needs at least 2)"),
-        (bad_x, "of the prediction is not finite (NaN or inf) over the {n}",
-         "of the prediction are not finite (NaN or inf) over the {n}"),
-        (bad_y, "of the target is not finite (NaN or inf) over the {n}",
-         "of the target are not finite (NaN or inf) over the {n}"),
+        (
+            bad_x,
+            "of the prediction is not finite (NaN or inf) over the {n}",
+            "of the prediction are not finite (NaN or inf) over the {n}",
+        ),
+        (
+            bad_y,
+            "of the target is not finite (NaN or inf) over the {n}",
+            "of the target are not finite (NaN or inf) over the {n}",
+        ),
         (const_y, "of the target is constant over the {n}", "of the target are constant over the {n}"),
-        (const_x, "of the prediction is constant over the {n}",
-         "of the prediction are constant over the {n}"),
-        (lost_y, "of the target varies too little around its mean over the {n} for its variance to survive rounding",
-         "of the target vary too little around their means over the {n} for their variances to survive rounding"),
-        (lost_x, "of the prediction varies too little around its mean over the {n} for its variance to survive "
-         "rounding", "of the prediction vary too little around their means over the {n} for their variances to "
-         "survive rounding"),
+        (const_x, "of the prediction is constant over the {n}", "of the prediction are constant over the {n}"),
+        (
+            lost_y,
+            "of the target varies too little around its mean over the {n} for its variance to survive rounding",
+            "of the target vary too little around their means over the {n} for their variances to survive rounding",
+        ),
+        (
+            lost_x,
+            "of the prediction varies too little around its mean over the {n} for its variance to survive rounding",
+            "of the prediction vary too little around their means over the {n} for their variances to survive rounding",
+        ),
     ]
     for flags, what, plural in reasons:
         idx = torch.nonzero(flags.reshape(-1)).reshape(-1).tolist()
@@ -184,13 +203,19 @@ class PearsonR(Metric):
         super().__init__(**kwargs)
         for name in ("n", "sx", "sy", "sxx", "syy", "sxy"):
             self.add_state(name, default=torch.zeros(n_channels, dtype=torch.float64), dist_reduce_fx="sum")
-        for name, start, reduce in (("min_x", float("inf"), "min"), ("max_x", float("-inf"), "max"),
-                                    ("min_y", float("inf"), "min"), ("max_y", float("-inf"), "max")):
+        for name, start, reduce in (
+            ("min_x", float("inf"), "min"),
+            ("max_x", float("-inf"), "max"),
+            ("min_y", float("inf"), "min"),
+            ("max_y", float("-inf"), "max"),
+        ):
             self.add_state(name, default=torch.full((n_channels,), start, dtype=torch.float64), dist_reduce_fx=reduce)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         if pred.shape != target.shape or pred.ndim != 3:
-            raise ValueError(f"pred and target must both be (batch, channels, time); got {tuple(pred.shape)} and {tuple(target.shape)}")
+            raise ValueError(
+                f"pred and target must both be (batch, channels, time); got {tuple(pred.shape)} and {tuple(target.shape)}"
+            )
         p, y = pred.detach().double(), target.detach().double()
         m = _moments(p, y, _expand_mask(mask, p), (0, 2))
         for name in ("n", "sx", "sy", "sxx", "syy", "sxy"):

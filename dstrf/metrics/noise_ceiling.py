@@ -73,7 +73,9 @@ def _flag(flags: torch.Tensor, taken: torch.Tensor) -> tuple[list[int], torch.Te
     return torch.nonzero(new).reshape(-1).tolist(), taken | new
 
 
-def _undefined_signal(y: torch.Tensor, sp: torch.Tensor, result: str, taken: torch.Tensor | None = None) -> torch.Tensor:
+def _undefined_signal(
+    y: torch.Tensor, sp: torch.Tensor, result: str, taken: torch.Tensor | None = None
+) -> torch.Tensor:
     """Flag (with warnings) the channels whose repeats are non-finite, whose mean response is constant or whose
     signal power is not positive: ``result`` (``"cc_max"``, ``"cc_norm"``) is undefined there. Channels in
     ``taken`` (already flagged for another reason) are not named again; the result includes them."""
@@ -81,16 +83,30 @@ def _undefined_signal(y: torch.Tensor, sp: torch.Tensor, result: str, taken: tor
     if taken is None:
         taken = torch.zeros(y.shape[1], dtype=torch.bool, device=y.device)
     idx, taken = _flag(_nonfinite(y), taken)
-    warn_channels(idx, f"of the repeats is not finite (NaN or inf) over the {n_frames} frames",
-                  f"of the repeats are not finite (NaN or inf) over the {n_frames} frames", result, stacklevel=4)
+    warn_channels(
+        idx,
+        f"of the repeats is not finite (NaN or inf) over the {n_frames} frames",
+        f"of the repeats are not finite (NaN or inf) over the {n_frames} frames",
+        result,
+        stacklevel=4,
+    )
     idx, taken = _flag(_constant(y.mean(0)), taken)
-    warn_channels(idx, f"has a constant mean response over the {n_frames} frames",
-                  f"have a constant mean response over the {n_frames} frames", result, stacklevel=4)
+    warn_channels(
+        idx,
+        f"has a constant mean response over the {n_frames} frames",
+        f"have a constant mean response over the {n_frames} frames",
+        result,
+        stacklevel=4,
+    )
     idx, taken = _flag(~(sp > 0), taken)
     sp_text = f"SP = {float(sp[idx[0]]):.3g}" if len(idx) == 1 else "SP"
-    warn_channels(idx, f"has no measurable stimulus-locked signal (signal power {sp_text} <= 0 from {n_repeats} "
-                       "repeats)", f"have no measurable stimulus-locked signal (signal power {sp_text} <= 0 from "
-                       f"{n_repeats} repeats)", result, stacklevel=4)
+    warn_channels(
+        idx,
+        f"has no measurable stimulus-locked signal (signal power {sp_text} <= 0 from {n_repeats} repeats)",
+        f"have no measurable stimulus-locked signal (signal power {sp_text} <= 0 from {n_repeats} repeats)",
+        result,
+        stacklevel=4,
+    )
     return taken
 
 
@@ -101,11 +117,14 @@ def _above_one(value: torch.Tensor, sp: torch.Tensor, n_repeats: int, result: st
     if idx:
         shown = ", ".join(f"channel {i}: {float(value[i]):.3f} (SP = {float(sp[i]):.3g})" for i in idx[:10])
         more = f", ... ({len(idx)} in all)" if len(idx) > 10 else ""
-        warnings.warn(f"{result} exceeds 1 for {shown}{more}. It is an estimate: the sampling error of the signal "
-                      f"power SP (from {n_repeats} repeats) lets a near-perfect prediction pass 1 a little; far above "
-                      "1, the signal is too weak for that many repeats, or the prediction fits the repeats' noise "
-                      "(was it fitted to these very repeats?). The values are kept; treat them as unreliable",
-                      NoiseCeilingWarning, stacklevel=3)
+        warnings.warn(
+            f"{result} exceeds 1 for {shown}{more}. It is an estimate: the sampling error of the signal "
+            f"power SP (from {n_repeats} repeats) lets a near-perfect prediction pass 1 a little; far above "
+            "1, the signal is too weak for that many repeats, or the prediction fits the repeats' noise "
+            "(was it fitted to these very repeats?). The values are kept; treat them as unreliable",
+            NoiseCeilingWarning,
+            stacklevel=3,
+        )
     return value
 
 
@@ -138,12 +157,20 @@ def cc_norm(pred: torch.Tensor, repeats: torch.Tensor) -> torch.Tensor:
     ybar = y.mean(0)
     sp = signal_power(y)
     idx, undefined = _flag(_nonfinite(p), torch.zeros(p.shape[0], dtype=torch.bool, device=p.device))
-    warn_channels(idx, f"of the prediction is not finite (NaN or inf) over the {p.shape[-1]} frames",
-                  f"of the prediction are not finite (NaN or inf) over the {p.shape[-1]} frames", "cc_norm")
+    warn_channels(
+        idx,
+        f"of the prediction is not finite (NaN or inf) over the {p.shape[-1]} frames",
+        f"of the prediction are not finite (NaN or inf) over the {p.shape[-1]} frames",
+        "cc_norm",
+    )
     undefined = _undefined_signal(y, sp, "cc_norm", undefined)
     idx, undefined = _flag(_constant(p), undefined)
-    warn_channels(idx, f"of the prediction is constant over the {p.shape[-1]} frames",
-                  f"of the prediction are constant over the {p.shape[-1]} frames", "cc_norm")
+    warn_channels(
+        idx,
+        f"of the prediction is constant over the {p.shape[-1]} frames",
+        f"of the prediction are constant over the {p.shape[-1]} frames",
+        "cc_norm",
+    )
     cov = ((p - p.mean(-1, keepdim=True)) * (ybar - ybar.mean(-1, keepdim=True))).mean(-1)
     denom = torch.sqrt(torch.where(undefined, torch.ones_like(sp), p.var(dim=-1, unbiased=False) * sp))
     value = torch.where(undefined, torch.full_like(cov, float("nan")), cov / denom)

@@ -46,8 +46,9 @@ class ClosedFormEncoder(Protocol):
     @property
     def fitted(self) -> bool: ...
 
-    def fit(self, stimuli: Sequence[torch.Tensor], responses: Sequence[torch.Tensor],
-            warmup: int | None = None) -> torch.nn.Module: ...
+    def fit(
+        self, stimuli: Sequence[torch.Tensor], responses: Sequence[torch.Tensor], warmup: int | None = None
+    ) -> torch.nn.Module: ...
 
 
 __all__ = [

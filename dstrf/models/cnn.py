@@ -214,8 +214,7 @@ class ConvNet2D(EncoderBase):
         self.freqs_out = self.n_freqs - self.n_layers * (kf - 1)
 
         self.convs = nn.ModuleList(
-            nn.Conv2d(1 if i == 0 else self.channels, self.channels, (kf, kt))
-            for i in range(self.n_layers)
+            nn.Conv2d(1 if i == 0 else self.channels, self.channels, (kf, kt)) for i in range(self.n_layers)
         )
         self.norms = nn.ModuleList(nn.LayerNorm(self.channels) for _ in range(self.n_layers))
         self.act = nn.LeakyReLU(self.negative_slope)

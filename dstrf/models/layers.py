@@ -22,9 +22,7 @@ __all__ = ["ParametricSoftplus", "check_dropout", "check_input", "int_tuple"]
 def check_input(x: torch.Tensor, n_freqs: int, name: str) -> None:
     """Raise ``ValueError`` unless ``x`` is a ``(batch, n_freqs, time)`` tensor."""
     if x.dim() != 3 or x.shape[1] != n_freqs:
-        raise ValueError(
-            f"{name} expects input (batch, {n_freqs} freqs, time); got shape {tuple(x.shape)}"
-        )
+        raise ValueError(f"{name} expects input (batch, {n_freqs} freqs, time); got shape {tuple(x.shape)}")
 
 
 def int_tuple(values: Iterable[object] | int, name: str, length: int | None = None) -> tuple[int, ...]:
@@ -75,8 +73,7 @@ class ParametricSoftplus(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if z.dim() != 3 or z.shape[1] != self.n_outputs:
             raise ValueError(
-                f"ParametricSoftplus expects input (batch, {self.n_outputs} channels, time); "
-                f"got shape {tuple(z.shape)}"
+                f"ParametricSoftplus expects input (batch, {self.n_outputs} channels, time); got shape {tuple(z.shape)}"
             )
         alpha = self.alpha[:, None]
         beta = self.beta[:, None]

@@ -33,15 +33,11 @@ class LocallyConnected1d(nn.Module):
         self.kernel_size = positive_int(kernel_size, "kernel_size")
         self.stride = positive_int(stride, "stride")
         if self.n_freqs < self.kernel_size:
-            raise ValueError(
-                f"LocallyConnected1d needs n_freqs >= kernel_size={self.kernel_size}; got {self.n_freqs}"
-            )
+            raise ValueError(f"LocallyConnected1d needs n_freqs >= kernel_size={self.kernel_size}; got {self.n_freqs}")
         self.positions = (self.n_freqs - self.kernel_size) // self.stride + 1
         # Same fan-in scaling as PyTorch's Conv1d default, applied to each position's own filter.
         bound = 1.0 / math.sqrt(self.kernel_size)
-        self.weight = nn.Parameter(
-            torch.empty(self.positions, self.channels, self.kernel_size).uniform_(-bound, bound)
-        )
+        self.weight = nn.Parameter(torch.empty(self.positions, self.channels, self.kernel_size).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(self.channels, self.positions).uniform_(-bound, bound))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

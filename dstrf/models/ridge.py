@@ -51,12 +51,24 @@ class _Moments:
     yy: np.ndarray  # (N,)
 
     def __add__(self, other: _Moments) -> _Moments:
-        return _Moments(self.n + other.n, self.sx + other.sx, self.sy + other.sy, self.xx + other.xx,
-                        self.xy + other.xy, self.yy + other.yy)
+        return _Moments(
+            self.n + other.n,
+            self.sx + other.sx,
+            self.sy + other.sy,
+            self.xx + other.xx,
+            self.xy + other.xy,
+            self.yy + other.yy,
+        )
 
     def __sub__(self, other: _Moments) -> _Moments:
-        return _Moments(self.n - other.n, self.sx - other.sx, self.sy - other.sy, self.xx - other.xx,
-                        self.xy - other.xy, self.yy - other.yy)
+        return _Moments(
+            self.n - other.n,
+            self.sx - other.sx,
+            self.sy - other.sy,
+            self.xx - other.xx,
+            self.xy - other.xy,
+            self.yy - other.yy,
+        )
 
     def centred(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(Cxx, cxy, mean x, mean y)``: the cross-products about the means."""
@@ -74,8 +86,9 @@ def _lagged(x: np.ndarray, lags: int, start: int, stop: int) -> np.ndarray:
     return np.ascontiguousarray(windows.transpose(1, 0, 2)).reshape(stop - start, F_ * lags)
 
 
-def lagged_moments(stimulus: np.ndarray, response: np.ndarray, lags: int, warmup: int = 0,
-                   chunk_size: int = 2048) -> _Moments:
+def lagged_moments(
+    stimulus: np.ndarray, response: np.ndarray, lags: int, warmup: int = 0, chunk_size: int = 2048
+) -> _Moments:
     """The moments of one trial over frames ``t >= warmup``: stimulus ``(F, T)``, response ``(N, T)``, in
     float64, memory one chunk of ``chunk_size`` frames of the lagged design.
 
@@ -100,30 +113,30 @@ def lagged_moments(stimulus: np.ndarray, response: np.ndarray, lags: int, warmup
         X, Y = _lagged(x, L, warmup, T), y[:, warmup:].T
         return _Moments(float(T - warmup), X.sum(0), Y.sum(0), X.T @ X, X.T @ Y, (Y * Y).sum(0))
     xp = np.concatenate([np.zeros((F_, L - 1)), x], axis=1)  # xp[:, s] = x(s - L + 1), zeros before the start
-    w, Tp = warmup + L - 1, T + L - 1                        # scored frames t = w .. Tp - 1 in padded indices
+    w, Tp = warmup + L - 1, T + L - 1  # scored frames t = w .. Tp - 1 in padded indices
 
     core = np.zeros((F_, D))
     for start in range(w, Tp - L + 1, chunk_size):
         stop = min(start + chunk_size, Tp - L + 1)
         core += xp[:, start:stop] @ _lagged(xp, L, start, stop)
-    head = _lagged(xp, L, w - L + 1, w)     # (L - 1, D): s = w - L + 1 .. w - 1
-    tail = _lagged(xp, L, Tp - L + 1, Tp)   # (L - 1, D): s = T - L + 1 .. T - 1
-    head_k = np.zeros((F_, D))                               # lag k: the k frames before w
-    tail_k = xp[:, Tp - L + 1:Tp] @ tail                     # lag k: the first L - 1 - k tail frames
+    head = _lagged(xp, L, w - L + 1, w)  # (L - 1, D): s = w - L + 1 .. w - 1
+    tail = _lagged(xp, L, Tp - L + 1, Tp)  # (L - 1, D): s = T - L + 1 .. T - 1
+    head_k = np.zeros((F_, D))  # lag k: the k frames before w
+    tail_k = xp[:, Tp - L + 1 : Tp] @ tail  # lag k: the first L - 1 - k tail frames
     xx = np.empty((F_, L, F_, L))
     for k in range(L):
         if k:
             head_k += np.outer(xp[:, w - k], head[L - 1 - k])
             tail_k -= np.outer(xp[:, Tp - k], tail[L - 1 - k])
-        g = (core + head_k + tail_k).reshape(F_, F_, L)        # [f, g, d]: XX[(f, k), (g, k + d)]
-        xx[:, k, :, k:] = g[:, :, :L - k]                      # lags k' = k .. L - 1
-        xx[:, k + 1:, :, k] = g[:, :, 1:L - k].transpose(1, 2, 0)  # k' > k mirrored: XX is symmetric
+        g = (core + head_k + tail_k).reshape(F_, F_, L)  # [f, g, d]: XX[(f, k), (g, k + d)]
+        xx[:, k, :, k:] = g[:, :, : L - k]  # lags k' = k .. L - 1
+        xx[:, k + 1 :, :, k] = g[:, :, 1 : L - k].transpose(1, 2, 0)  # k' > k mirrored: XX is symmetric
     xx_full = xx.reshape(D, D)
 
     csum = np.concatenate([np.zeros((F_, 1)), np.cumsum(xp, axis=1)], axis=1)  # csum[:, s] = sum of xp[:, :s]
     sx = np.stack([csum[:, Tp - k] - csum[:, w - k] for k in range(L)], axis=1).reshape(D)
     yw = y[:, warmup:]
-    xy = np.stack([xp[:, w - k:Tp - k] @ yw.T for k in range(L)], axis=1).reshape(D, N)
+    xy = np.stack([xp[:, w - k : Tp - k] @ yw.T for k in range(L)], axis=1).reshape(D, N)
     return _Moments(float(T - warmup), sx, yw.sum(1), xx_full, xy, (yw * yw).sum(1))
 
 
@@ -140,9 +153,9 @@ def _held_out_r(w: np.ndarray, b: np.ndarray, m: _Moments) -> np.ndarray:
     """Pearson r per (alpha, channel) of the predictions ``X w + b`` on held-out moments ``m``, without
     predicting: ``w`` ``(A, D, N)``, ``b`` ``(A, N)`` -> ``(A, N)``."""
     n = m.n
-    sp = np.einsum("d,adn->an", m.sx, w) + n * b                      # sum of predictions
+    sp = np.einsum("d,adn->an", m.sx, w) + n * b  # sum of predictions
     spp = (w * (m.xx @ w)).sum(1) + 2 * b * (sp - n * b) + n * b * b  # sum of squared predictions
-    spy = np.einsum("adn,dn->an", w, m.xy) + b * m.sy                 # sum of prediction x response
+    spy = np.einsum("adn,dn->an", w, m.xy) + b * m.sy  # sum of prediction x response
     cov = spy - sp * m.sy / n
     var_p = spp - sp * sp / n
     var_y = m.yy - m.sy * m.sy / n
@@ -184,8 +197,10 @@ def _solve_all(m: _Moments, alphas: np.ndarray, penalty: np.ndarray | None = Non
             factor, info = torch.linalg.cholesky_ex(cxx + alpha * Q)
             if info.item() != 0:
                 if penalty is not None:
-                    raise ValueError(f"Cxx + {alpha.item():g} Q is not positive definite: the Laplacian penalty "
-                                     "leaves a direction the data do not constrain; use larger alphas")
+                    raise ValueError(
+                        f"Cxx + {alpha.item():g} Q is not positive definite: the Laplacian penalty "
+                        "leaves a direction the data do not constrain; use larger alphas"
+                    )
                 break  # not positive definite in float64 (a tiny alpha on collinear bands): eigh below
             ws.append(torch.cholesky_solve(cxy, factor))
         else:
@@ -193,7 +208,7 @@ def _solve_all(m: _Moments, alphas: np.ndarray, penalty: np.ndarray | None = Non
             return w.numpy(), (my[None, :] - torch.einsum("d,adn->an", mx, w)).numpy()
     lam, V = torch.linalg.eigh(cxx)
     lam = lam.clamp(min=0)  # a covariance is positive semi-definite; negatives are rounding
-    z = V.T @ cxy                                                # (D, N)
+    z = V.T @ cxy  # (D, N)
     w = V @ (z[None] / (lam[None, :, None] + a[:, None, None]))  # (A, D, N)
     return w.numpy(), (my[None, :] - torch.einsum("d,adn->an", mx, w)).numpy()
 
@@ -225,9 +240,17 @@ class RidgeSTRF(LinearSTRF):
     alpha: torch.Tensor
     cv_r: torch.Tensor
 
-    def __init__(self, n_freqs: int, n_outputs: int, lags: int = 65, alphas: Sequence[float] | None = None,
-                 cv: int | str = 5, fallback_alpha: float | None = None, chunk_size: int = 2048,
-                 penalty: str = "ridge") -> None:
+    def __init__(
+        self,
+        n_freqs: int,
+        n_outputs: int,
+        lags: int = 65,
+        alphas: Sequence[float] | None = None,
+        cv: int | str = 5,
+        fallback_alpha: float | None = None,
+        chunk_size: int = 2048,
+        penalty: str = "ridge",
+    ) -> None:
         super().__init__(n_freqs, n_outputs, lags=lags)
         grid = np.asarray(DEFAULT_ALPHAS if alphas is None else list(alphas), dtype=np.float64)
         if grid.ndim != 1 or grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid <= 0):
@@ -251,25 +274,38 @@ class RidgeSTRF(LinearSTRF):
         self.register_buffer("cv_r", torch.full((len(grid), self.n_outputs), float("nan"), dtype=torch.float64))
 
     @torch.no_grad()
-    def fit(self, stimuli: Sequence[torch.Tensor | np.ndarray], responses: Sequence[torch.Tensor | np.ndarray],
-            warmup: int | None = None) -> RidgeSTRF:
+    def fit(
+        self,
+        stimuli: Sequence[torch.Tensor | np.ndarray],
+        responses: Sequence[torch.Tensor | np.ndarray],
+        warmup: int | None = None,
+    ) -> RidgeSTRF:
         """Fit on training trials: ``stimuli[i]`` ``(F, T_i)``, ``responses[i]`` ``(N, T_i)`` (standardized as
         the model will see them), scoring frames ``t >= warmup`` (default ``lags - 1``: full windows)."""
         if len(stimuli) != len(responses) or not stimuli:
-            raise ValueError(f"fit needs as many stimuli as responses, at least one; got {len(stimuli)} and {len(responses)}")
+            raise ValueError(
+                f"fit needs as many stimuli as responses, at least one; got {len(stimuli)} and {len(responses)}"
+            )
         warmup = self.lags - 1 if warmup is None else int(warmup)
-        moments = [lagged_moments(_numpy(x), _numpy(y), self.lags, warmup, self.chunk_size)
-                   for x, y in zip(stimuli, responses)]
+        moments = [
+            lagged_moments(_numpy(x), _numpy(y), self.lags, warmup, self.chunk_size) for x, y in zip(stimuli, responses)
+        ]
         total = sum(moments[1:], moments[0])
         if total.n < 2:
-            raise ValueError(f"the training trials have {int(total.n)} frames past the warm-up of {warmup}; "
-                             "a ridge fit needs at least 2")
+            raise ValueError(
+                f"the training trials have {int(total.n)} frames past the warm-up of {warmup}; "
+                "a ridge fit needs at least 2"
+            )
         alphas = self.alphas.cpu().numpy()
         Q = laplacian(self.n_freqs, self.lags) if self.penalty == "laplacian" else None
         self.check_training_trials(len(moments))
         if len(moments) < 2:
-            warnings.warn(f"RidgeSTRF: {len(moments)} training trial, no inner cross-validation: alpha = "
-                          f"{self.fallback_alpha} for every channel", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"RidgeSTRF: {len(moments)} training trial, no inner cross-validation: alpha = "
+                f"{self.fallback_alpha} for every channel",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             assert self.fallback_alpha is not None  # check_training_trials refused the fit otherwise
             chosen = np.full(self.n_outputs, float(self.fallback_alpha))
             curve = np.full((len(alphas), self.n_outputs), np.nan)
@@ -298,9 +334,11 @@ class RidgeSTRF(LinearSTRF):
         """Refuse a fit whose alpha no inner cross-validation can choose (fewer than 2 training trials),
         unless ``fallback_alpha`` is set."""
         if n_trials < 2 and self.fallback_alpha is None:
-            raise ValueError(f"fallback_alpha=None and {n_trials} training trial: RidgeSTRF chooses alpha by "
-                             "cross-validation over the training trials, which needs at least 2; give more training "
-                             "trials, or set fallback_alpha to use one alpha for every channel")
+            raise ValueError(
+                f"fallback_alpha=None and {n_trials} training trial: RidgeSTRF chooses alpha by "
+                "cross-validation over the training trials, which needs at least 2; give more training "
+                "trials, or set fallback_alpha to use one alpha for every channel"
+            )
 
     @property
     def fitted(self) -> bool:
@@ -310,8 +348,13 @@ class RidgeSTRF(LinearSTRF):
     def cv_summary(self, channel_names: Sequence[str] | None = None) -> dict:
         """The chosen alpha per channel and the inner-CV curve, for ``metrics.json``."""
         names = list(channel_names) if channel_names is not None else [f"ch{n}" for n in range(self.n_outputs)]
-        return {"alphas": self.alphas.tolist(), "alpha": dict(zip(names, self.alpha.tolist())),
-                "cv": self.cv, "penalty": self.penalty, "cv_r": self.cv_r.T.tolist()}
+        return {
+            "alphas": self.alphas.tolist(),
+            "alpha": dict(zip(names, self.alpha.tolist())),
+            "cv": self.cv,
+            "penalty": self.penalty,
+            "cv_r": self.cv_r.T.tolist(),
+        }
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", alphas={len(self.alphas)}, cv={self.cv!r}, penalty={self.penalty!r}"

@@ -20,8 +20,17 @@ import yaml
 
 from .job import read_json
 
-__all__ = ["CV_KEYS", "SEARCH_DEPTH", "JobEntry", "SweepDirectoryError", "find_jobs", "is_job_dir", "job_entry", "job_status",
-           "read_manifest"]
+__all__ = [
+    "CV_KEYS",
+    "SEARCH_DEPTH",
+    "JobEntry",
+    "SweepDirectoryError",
+    "find_jobs",
+    "is_job_dir",
+    "job_entry",
+    "job_status",
+    "read_manifest",
+]
 
 CV_KEYS = ("split.fold", "split.jackknife")
 SEARCH_DEPTH = 3  # job directories are searched this many levels below a sweep directory without sweep.json
@@ -30,7 +39,6 @@ _SKIP_DIRS = {"superseded", "checkpoints", "csv", "wandb"}
 
 class SweepDirectoryError(ValueError):
     """The directory is not a run or sweep dstrf can read (not a directory, a malformed ``sweep.json``)."""
-
 
 
 def job_status(job_dir: Path) -> str:
@@ -66,8 +74,15 @@ class JobEntry:
     status: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"dir": self.name, "num": self.num, "group": self.group, "fold": self.fold,
-                "jackknife": self.jackknife, "status": self.status, "overrides": list(self.overrides)}
+        return {
+            "dir": self.name,
+            "num": self.num,
+            "group": self.group,
+            "fold": self.fold,
+            "jackknife": self.jackknife,
+            "status": self.status,
+            "overrides": list(self.overrides),
+        }
 
 
 def _read_overrides(job_dir: Path) -> list[str]:
@@ -137,15 +152,31 @@ def _search(root: Path) -> list[Path]:
     return found
 
 
-def job_entry(job_dir: Path, name: str = ".", num: int | None = None, overrides: Sequence[str] | None = None,
-              group: str | None = None, fold: Any = None, jackknife: Any = None, known: bool = False) -> JobEntry:
+def job_entry(
+    job_dir: Path,
+    name: str = ".",
+    num: int | None = None,
+    overrides: Sequence[str] | None = None,
+    group: str | None = None,
+    fold: Any = None,
+    jackknife: Any = None,
+    known: bool = False,
+) -> JobEntry:
     """The :class:`JobEntry` of ``job_dir``; what is not given (``known=False``) is read from its files."""
     job_dir = Path(job_dir).absolute()
     overrides = list(overrides) if overrides is not None else _read_overrides(job_dir)
     if not known:
         fold, jackknife = _split_indices(job_dir)
-    return JobEntry(job_dir, name, num, tuple(overrides), group if group is not None else _group_of(overrides),
-                    _as_index(fold), _as_index(jackknife), job_status(job_dir))
+    return JobEntry(
+        job_dir,
+        name,
+        num,
+        tuple(overrides),
+        group if group is not None else _group_of(overrides),
+        _as_index(fold),
+        _as_index(jackknife),
+        job_status(job_dir),
+    )
 
 
 def read_manifest(sweep_dir: Path) -> dict | None:
@@ -171,11 +202,18 @@ def find_jobs(sweep_dir: str | Path) -> list[JobEntry]:
         for k, job in enumerate(manifest["jobs"]):
             name = str(job.get("dir", job.get("num", k)))
             overrides = [str(o) for o in job.get("overrides", [])]
-            entries.append(job_entry(
-                sweep_dir / name, name=Path(name).as_posix(), num=_as_index(job.get("num", k)), overrides=overrides,
-                group=str(job["group"]) if job.get("group") is not None else _group_of(overrides),
-                fold=job.get("fold"), jackknife=job.get("jackknife"), known="fold" in job,
-            ))
+            entries.append(
+                job_entry(
+                    sweep_dir / name,
+                    name=Path(name).as_posix(),
+                    num=_as_index(job.get("num", k)),
+                    overrides=overrides,
+                    group=str(job["group"]) if job.get("group") is not None else _group_of(overrides),
+                    fold=job.get("fold"),
+                    jackknife=job.get("jackknife"),
+                    known="fold" in job,
+                )
+            )
         return entries
     dirs = _search(sweep_dir)
     overrides_of = {d: [o for o in _read_overrides(d) if _override_key(o) not in CV_KEYS] for d in dirs}

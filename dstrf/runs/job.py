@@ -68,8 +68,20 @@ __all__ = [
 
 # Files and folders a job writes; everything else in the directory (e.g. a user's notes) stays in place.
 # (Hydra's train.log stays: its handler is already open on it for the new run.)
-JOB_OUTPUTS = (".hydra", "checkpoints", "csv", "wandb", "dstrf", "gradmap", "metrics.json", "test_predictions.npz",
-               "ridge_cv.png", "job.json", "fit.json", "done.json")
+JOB_OUTPUTS = (
+    ".hydra",
+    "checkpoints",
+    "csv",
+    "wandb",
+    "dstrf",
+    "gradmap",
+    "metrics.json",
+    "test_predictions.npz",
+    "ridge_cv.png",
+    "job.json",
+    "fit.json",
+    "done.json",
+)
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
@@ -298,8 +310,9 @@ def _checkpoints_newest_first(job_dir: Path) -> list[Path]:
     directory = job_dir / "checkpoints"
     if not directory.is_dir():
         return []
-    others = sorted((p for p in directory.glob("*.ckpt") if p.name != "last.ckpt"),
-                    key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    others = sorted(
+        (p for p in directory.glob("*.ckpt") if p.name != "last.ckpt"), key=lambda p: p.stat().st_mtime_ns, reverse=True
+    )
     last = directory / "last.ckpt"
     return ([last] if last.is_file() else []) + others
 
@@ -349,8 +362,11 @@ def prepare_job(job_dir: Path, cfg: DictConfig, read_only: bool = False) -> JobS
         if readable and not lost_best:
             return JobState("resume", digest, resume_from=readable[0], notes=tuple(notes), data=data)
         if notes or (job_dir / "checkpoints").is_dir():
-            notes.append("the best checkpoint is unreadable: the job starts over" if lost_best
-                         else "no readable checkpoint: the job starts over")
+            notes.append(
+                "the best checkpoint is unreadable: the job starts over"
+                if lost_best
+                else "no readable checkpoint: the job starts over"
+            )
     if read_only:
         return JobState("start", digest, notes=tuple(notes), data=data)
     if done is None and started is None and (job_dir / "metrics.json").exists():
@@ -383,15 +399,20 @@ def mark_started(job_dir: Path, cfg: DictConfig, state: JobState) -> None:
     write_json(job_dir / "job.json", record)
 
 
-def mark_fitted(job_dir: Path, state: JobState, best_checkpoint: str | None, last_checkpoint: str | None,
-                epochs: int) -> None:
+def mark_fitted(
+    job_dir: Path, state: JobState, best_checkpoint: str | None, last_checkpoint: str | None, epochs: int
+) -> None:
     """``fit.json``: training has ended; a re-run only recomputes the results from ``best_checkpoint``."""
-    write_json(job_dir / "fit.json", {
-        "config_hash": state.config_hash, "finished": dt.datetime.now().isoformat(timespec="seconds"),
-        "best_checkpoint": relative_path(best_checkpoint, job_dir),
-        "last_checkpoint": relative_path(last_checkpoint, job_dir),
-        "epochs": int(epochs),
-    })
+    write_json(
+        job_dir / "fit.json",
+        {
+            "config_hash": state.config_hash,
+            "finished": dt.datetime.now().isoformat(timespec="seconds"),
+            "best_checkpoint": relative_path(best_checkpoint, job_dir),
+            "last_checkpoint": relative_path(last_checkpoint, job_dir),
+            "epochs": int(epochs),
+        },
+    )
 
 
 def mark_done(job_dir: Path, state: JobState, summary: dict[str, Any], outputs: Sequence[str | Path] = ()) -> None:
@@ -402,8 +423,12 @@ def mark_done(job_dir: Path, state: JobState, summary: dict[str, Any], outputs: 
     for output in outputs:
         path = Path(output) if Path(output).is_absolute() else job_dir / output
         sizes[relative_path(path, job_dir)] = path.stat().st_size if path.is_file() else None
-    record = {"config_hash": state.config_hash, "finished": dt.datetime.now().isoformat(timespec="seconds"),
-              "outputs": sizes, **summary}
+    record = {
+        "config_hash": state.config_hash,
+        "finished": dt.datetime.now().isoformat(timespec="seconds"),
+        "outputs": sizes,
+        **summary,
+    }
     write_json(job_dir / "done.json", record)  # atomic: a reader never sees half a marker
 
 

@@ -43,20 +43,26 @@ class AggregateCallback(Callback):
             sweep_dir = Path(str(config.hydra.sweep.dir))
             _report(aggregate(sweep_dir))
         except Exception as err:  # noqa: BLE001 -- by design: aggregation must never fail the sweep
-            log.error(f"dstrf: aggregating the sweep failed ({type(err).__name__}: {err}); "
-                      f"run `dstrf-aggregate SWEEP_DIR` to retry")
+            log.error(
+                f"dstrf: aggregating the sweep failed ({type(err).__name__}: {err}); "
+                f"run `dstrf-aggregate SWEEP_DIR` to retry"
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="dstrf-aggregate",
         description="Per-trial, jackknife-aware test scores of a dstrf sweep, from its done jobs: writes "
-                    "summary.csv and summary.json into the sweep directory. Exit status 0: every job done; "
-                    "2: some jobs missing or incomplete (summary of the done ones); 1: error.",
+        "summary.csv and summary.json into the sweep directory. Exit status 0: every job done; "
+        "2: some jobs missing or incomplete (summary of the done ones); 1: error.",
     )
     parser.add_argument("sweep_dir", help="the sweep directory (holds sweep.json or one subdirectory per job)")
-    parser.add_argument("--quiet", "-q", action="store_true",
-                        help="print no table (jobs that are not done are still reported on stderr)")
+    parser.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="print no table (jobs that are not done are still reported on stderr)",
+    )
     args = parser.parse_args(argv)
     try:
         summary = aggregate(args.sweep_dir)

@@ -153,8 +153,9 @@ def _fingerprint(jobs, options: dict, digest: Callable[[object], str]) -> str:
     return h.hexdigest()[:32]
 
 
-def _models_unless_finished(jobs_, jobs, options: dict, target: Path, what: str, entry: dict, index: dict,
-                            listing: str) -> tuple[list, str] | None:
+def _models_unless_finished(
+    jobs_, jobs, options: dict, target: Path, what: str, entry: dict, index: dict, listing: str
+) -> tuple[list, str] | None:
     """Every model of the set and the fingerprint of what they make, to compute ``target``; None when ``target`` is already finished from the same
     models and options (recorded under ``index[listing]`` as kept) or a model cannot be had (recorded under
     ``index["failed"]``: the whole set fails, never a mean of fewer models)."""
@@ -195,39 +196,67 @@ def estimate_sweep(
     for job, error in broken:
         jobs_.fail(job, error, getattr(error, "path", None))
 
-    options = {"channels": None if channels is None else list(map(int, channels)), "q": q, "lags": lags, "dtype": dtype,
-               "times": None if times is None else [times.start, times.stop]}
-    index: dict[str, Any] = {"sweep": str(experiment.dir.name), "q": q, "units": "response units per stimulus unit", "trials": [],
-             "kept": 0, "failed": []}
+    options = {
+        "channels": None if channels is None else list(map(int, channels)),
+        "q": q,
+        "lags": lags,
+        "dtype": dtype,
+        "times": None if times is None else [times.start, times.stop],
+    }
+    index: dict[str, Any] = {
+        "sweep": str(experiment.dir.name),
+        "q": q,
+        "units": "response units per stimulus unit",
+        "trials": [],
+        "kept": 0,
+        "failed": [],
+    }
     for (group, trial), jobs in tqdm(sorted(plan.items()), desc="dSTRFs", unit="trial", disable=not progress):
         target = postfit.trial_file(out / (group or "."), trial)
-        entry = {"group": group, "trial": trial, "file": str(target.relative_to(out).as_posix()),
-                 "models": [j.name for j in jobs]}
-        todo = _models_unless_finished(jobs_, jobs, {**options, "trial": trial}, target, "dSTRFs", entry, index,
-                                       "trials")
+        entry = {
+            "group": group,
+            "trial": trial,
+            "file": str(target.relative_to(out).as_posix()),
+            "models": [j.name for j in jobs],
+        }
+        todo = _models_unless_finished(
+            jobs_, jobs, {**options, "trial": trial}, target, "dSTRFs", entry, index, "trials"
+        )
         if todo is None:
             continue
         models, digest = todo
         stimulus = experiment.trials(jobs[0])[trial].stimulus  # the raw stimulus, in the data's units
         try:
-            result = jackknife_dstrf(models, stimulus.to(device), lags=lags, q=q, channels=channels, times=times,
-                                     dtype=dtype_named(dtype)[0])
+            result = jackknife_dstrf(
+                models, stimulus.to(device), lags=lags, q=q, channels=channels, times=times, dtype=dtype_named(dtype)[0]
+            )
         except ValueError as err:  # the options or the data: the same for every trial, a usage error
             raise ValueError(f"trial {trial}{f' of group {group}' if group else ''}: {err}") from err
         n_frames, n_outputs = stimulus.shape[-1], result.mean.shape[1]
         postfit.write_jackknife_file(
-            target, result.mean.numpy(), result.se.numpy(), result.mask.numpy(),
+            target,
+            result.mean.numpy(),
+            result.se.numpy(),
+            result.mask.numpy(),
             times=np.arange(n_frames)[times if times is not None else slice(None)],
             channels=channels if channels is not None else range(n_outputs),
-            attrs={"fingerprint": digest, "q": q, "n_models": len(models), "trial": trial,
-                   "models": json.dumps(entry["models"]), "lags": result.mean.shape[-1]})
+            attrs={
+                "fingerprint": digest,
+                "q": q,
+                "n_models": len(models),
+                "trial": trial,
+                "models": json.dumps(entry["models"]),
+                "lags": result.mean.shape[-1],
+            },
+        )
         index["trials"].append(entry)
     postfit.write_index(out, index)
     return index
 
 
-def _finished(target: Path, digest: str, what: str, load: Callable[[], object] | None = None,
-              name: str | None = None) -> bool:
+def _finished(
+    target: Path, digest: str, what: str, load: Callable[[], object] | None = None, name: str | None = None
+) -> bool:
     """True if ``target`` already holds this very result (same fingerprint): it is kept. A file there with a
     different result is an error (never overwritten); so is one that cannot be read (:class:`_Failed`; ``name``
     is the file relative to the output folder, for ``index.json``). ``load()``, if given, loads the models
@@ -264,8 +293,10 @@ def _held_out_models(sweep_dir, trials: Sequence[int] | None):
             try:
                 split = job.configured_split()
             except Exception as second:  # noqa: BLE001 -- then nobody can tell which trials lose a model
-                raise ValueError(f"{err}; and its split cannot be recomputed from its config ({second}), so the "
-                                 "trials it tested are unknown") from second
+                raise ValueError(
+                    f"{err}; and its split cannot be recomputed from its config ({second}), so the "
+                    "trials it tested are unknown"
+                ) from second
             broken.append((job, err))
         if split is not None:
             done.append((job, split))
@@ -324,17 +355,32 @@ def estimate_gradmaps(
     for job, error in broken:
         jobs_.fail(job, error, getattr(error, "path", None))
     options = {"q": q, "lags": lags, "readout": readout, "convention": convention, "x0": list(x0) if x0 else None}
-    reference = ("null stimulus (training mean of each band)" if x0 is None
-                 else f"the window of trial {x0[0]} ending at frame {x0[1]}")
-    index: dict[str, Any] = {"sweep": str(experiment.dir.name), "q": q, "units": "response units per stimulus unit",
-             "reference": reference, "folds": [], "kept": 0, "failed": []}
+    reference = (
+        "null stimulus (training mean of each band)"
+        if x0 is None
+        else f"the window of trial {x0[0]} ending at frame {x0[1]}"
+    )
+    index: dict[str, Any] = {
+        "sweep": str(experiment.dir.name),
+        "q": q,
+        "units": "response units per stimulus unit",
+        "reference": reference,
+        "folds": [],
+        "kept": 0,
+        "failed": [],
+    }
     for group, stem, jobs, tested in tqdm(_model_sets(plan), desc="gradmaps", unit="fold", disable=not progress):
         names = [job.name for job in jobs]
         target = out / (group or ".") / f"{stem}.h5"
-        entry = {"group": group, "file": str(target.relative_to(out).as_posix()), "test_trials": tested,
-                 "models": names}
-        todo = _models_unless_finished(jobs_, jobs, {**options, "kind": "gradmap"}, target, "gradient maps", entry,
-                                       index, "folds")
+        entry = {
+            "group": group,
+            "file": str(target.relative_to(out).as_posix()),
+            "test_trials": tested,
+            "models": names,
+        }
+        todo = _models_unless_finished(
+            jobs_, jobs, {**options, "kind": "gradmap"}, target, "gradient maps", entry, index, "folds"
+        )
         if todo is None:
             continue
         models, digest = todo
@@ -345,19 +391,49 @@ def estimate_gradmaps(
                 raise ValueError("the models are recurrent: give --lags for the gradient maps' window")
             window = data.window(*x0, lags or models[0].receptive_field)
         try:
-            maps = torch.stack([gradmap(model, lags=lags, x0=None if window is None else window.to(device),
-                                        readout=readout, convention=convention).double() for model in models])
+            maps = torch.stack(
+                [
+                    gradmap(
+                        model,
+                        lags=lags,
+                        x0=None if window is None else window.to(device),
+                        readout=readout,
+                        convention=convention,
+                    ).double()
+                    for model in models
+                ]
+            )
         except ValueError as err:  # the options or the data: the same for every fold, a usage error
             raise ValueError(f"{stem}{f' of group {group}' if group else ''}: {err}") from err
         mean, se, mask = maps.mean(0), jackknife_se(maps), sign_consistency_mask(maps, q)
         postfit.write_jackknife_file(
-            target, mean.float().numpy(), se.float().numpy(), mask.numpy(), channels=np.arange(mean.shape[0]),
-            attrs={"fingerprint": digest, "q": q, "n_models": len(jobs), "lags": mean.shape[-1],
-                   "models": json.dumps(names), "test_trials": json.dumps(tested), "readout": readout,
-                   "convention": convention})
-        title = f"{group + ' ' if group else ''}{stem}: mean gradient map of {len(jobs)} models, sign-consistent at q={q}"
-        postfit.gradmap_figure(mean * mask, target.with_suffix(".png"), sfreq=data.sfreq, freqs=data.freqs,
-                               labels=data.channel_names, title=title)
+            target,
+            mean.float().numpy(),
+            se.float().numpy(),
+            mask.numpy(),
+            channels=np.arange(mean.shape[0]),
+            attrs={
+                "fingerprint": digest,
+                "q": q,
+                "n_models": len(jobs),
+                "lags": mean.shape[-1],
+                "models": json.dumps(names),
+                "test_trials": json.dumps(tested),
+                "readout": readout,
+                "convention": convention,
+            },
+        )
+        title = (
+            f"{group + ' ' if group else ''}{stem}: mean gradient map of {len(jobs)} models, sign-consistent at q={q}"
+        )
+        postfit.gradmap_figure(
+            mean * mask,
+            target.with_suffix(".png"),
+            sfreq=data.sfreq,
+            freqs=data.freqs,
+            labels=data.channel_names,
+            title=title,
+        )
         index["folds"].append(entry)
     postfit.write_index(out, index)
     return index
@@ -418,8 +494,12 @@ def analyze_sweep(
         try:
             return _test_r(done.get(group, []), jobs_)
         except _Failed as failure:
-            entry = {"group": group, "trial": None, "file": f"{group or '.'}/nonlinearities.png",
-                     "models": [job.name for job in done.get(group, [])]}
+            entry = {
+                "group": group,
+                "trial": None,
+                "file": f"{group or '.'}/nonlinearities.png",
+                "models": [job.name for job in done.get(group, [])],
+            }
             index["failed"].append(failure.record({**entry, "left_out": "the prediction gain"}))
             return None
 
@@ -431,8 +511,9 @@ def analyze_sweep(
         tables = {}
         for entry in tqdm(entries, desc=f"nonlinearities {group or '(sweep)'}", unit="trial", disable=not progress):
             try:
-                tables[entry["trial"]] = _analyze_file(out / entry["file"], entry["file"], names, tau_max, alpha,
-                                                       gain_variant)
+                tables[entry["trial"]] = _analyze_file(
+                    out / entry["file"], entry["file"], names, tau_max, alpha, gain_variant
+                )
             except _Failed as failure:
                 index["trials"].remove(entry)
                 index["failed"].append(failure.record(entry))
@@ -450,13 +531,23 @@ def _analyze_file(path: Path, name: str, channel_names: list[str], tau_max, alph
     """The nonlinearity table of one jackknife dSTRF file; :class:`_Failed` if the file cannot be read."""
     try:
         with h5py.File(path, "r") as f:  # the sign-consistent mean, over the frames past the warm-up
-            return postfit.nonlinearity_table(f["mean"], channel_names, mask=f["mask"], lags=int(f.attrs["lags"]),
-                                              times=f["times"][()], channels=f["channels"][()], label=f"{name}:",
-                                              remedy="estimate a longer time range to analyze it", tau_max=tau_max,
-                                              alpha=alpha, gain_variant=gain_variant)
+            return postfit.nonlinearity_table(
+                f["mean"],
+                channel_names,
+                mask=f["mask"],
+                lags=int(f.attrs["lags"]),
+                times=f["times"][()],
+                channels=f["channels"][()],
+                label=f"{name}:",
+                remedy="estimate a longer time range to analyze it",
+                tau_max=tau_max,
+                alpha=alpha,
+                gain_variant=gain_variant,
+            )
     except (OSError, KeyError) as err:  # h5py: truncated, damaged (checksum), or lacking a dataset
-        raise _Failed(f"cannot read {path}: {err}; remove it and rerun dstrf-estimate to compute it again",
-                      name) from err
+        raise _Failed(
+            f"cannot read {path}: {err}; remove it and rerun dstrf-estimate to compute it again", name
+        ) from err
 
 
 def _trial_frame(text: str) -> tuple[int, int]:
@@ -482,19 +573,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0")
     parser.add_argument("--out", type=Path, help="output folder (default SWEEP_DIR/dstrf, or SWEEP_DIR/gradmap)")
-    parser.add_argument("--gradmap", action="store_true",
-                        help="per fold, the jackknife-aggregated gradient maps at the null stimulus instead of dSTRFs")
+    parser.add_argument(
+        "--gradmap",
+        action="store_true",
+        help="per fold, the jackknife-aggregated gradient maps at the null stimulus instead of dSTRFs",
+    )
     parser.add_argument("--readout", default="last", choices=READOUTS, help="gradmap readout (default last)")
-    parser.add_argument("--convention", default="excitatory", choices=CONVENTIONS,
-                        help="gradmap sign (default excitatory: positive where more energy raises the response)")
-    parser.add_argument("--analyze", action="store_true",
-                        help="also the nonlinearity measures of every trial's dSTRF (nonlinearities.csv, per channel, figure)")
-    parser.add_argument("--baseline", metavar="GROUP",
-                        help="with --analyze: the group of the linear model, for the prediction-gain figure")
+    parser.add_argument(
+        "--convention",
+        default="excitatory",
+        choices=CONVENTIONS,
+        help="gradmap sign (default excitatory: positive where more energy raises the response)",
+    )
+    parser.add_argument(
+        "--analyze",
+        action="store_true",
+        help="also the nonlinearity measures of every trial's dSTRF (nonlinearities.csv, per channel, figure)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="GROUP",
+        help="with --analyze: the group of the linear model, for the prediction-gain figure",
+    )
     parser.add_argument("--tau-max", type=int, help="with --analyze: largest temporal-hold shift (default: see docs)")
     parser.add_argument("--alpha", type=float, default=0.05, help="with --analyze: temporal-hold significance level")
-    parser.add_argument("--x0", type=_trial_frame, metavar="TRIAL:FRAME",
-                        help="gradmap reference: the window of TRIAL ending at FRAME (default: the null stimulus)")
+    parser.add_argument(
+        "--x0",
+        type=_trial_frame,
+        metavar="TRIAL:FRAME",
+        help="gradmap reference: the window of TRIAL ending at FRAME (default: the null stimulus)",
+    )
     args = parser.parse_args(argv)
     if (args.baseline or args.tau_max) and not args.analyze:
         parser.error("--baseline and --tau-max go with --analyze")
@@ -503,20 +611,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or Path(args.sweep_dir) / ("gradmap" if args.gradmap else "dstrf")
     try:
         if args.gradmap:
-            index = estimate_gradmaps(args.sweep_dir, args.q, args.lags, args.readout, args.convention, args.x0,
-                                      args.device, args.out)
+            index = estimate_gradmaps(
+                args.sweep_dir, args.q, args.lags, args.readout, args.convention, args.x0, args.device, args.out
+            )
             written, what = index["folds"], f"gradient maps of {len(index['folds'])} folds"
         else:
-            index = estimate_sweep(args.sweep_dir, args.trials, args.channels, args.times, args.q, args.lags,
-                                   args.dtype, args.device, args.out)
+            index = estimate_sweep(
+                args.sweep_dir,
+                args.trials,
+                args.channels,
+                args.times,
+                args.q,
+                args.lags,
+                args.dtype,
+                args.device,
+                args.out,
+            )
             written, what = index["trials"], f"{len(index['trials'])} trial dSTRFs"
-        print(f"dstrf-estimate: {what} in {out} ({len(written) - index['kept']} computed, {index['kept']} kept; "
-              "index.json lists their models)", flush=True)
+        print(
+            f"dstrf-estimate: {what} in {out} ({len(written) - index['kept']} computed, {index['kept']} kept; "
+            "index.json lists their models)",
+            flush=True,
+        )
         if args.analyze:
             analyzed = analyze_sweep(args.sweep_dir, index, args.out, args.baseline, args.tau_max, args.alpha)
             for group, path in analyzed.items():
-                print(f"dstrf-estimate: nonlinearities of {group or 'the sweep'} in {path} (per channel: "
-                      f"{path.with_name('nonlinearities_by_channel.csv').name}, figure: nonlinearities.png)")
+                print(
+                    f"dstrf-estimate: nonlinearities of {group or 'the sweep'} in {path} (per channel: "
+                    f"{path.with_name('nonlinearities_by_channel.csv').name}, figure: nonlinearities.png)"
+                )
     except (ValueError, FileExistsError, FileNotFoundError) as error:
         print(f"dstrf-estimate: error: {error}", file=sys.stderr)
         return 1
@@ -529,9 +652,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _failure_report(failed: list[dict], n_written: int) -> str:
     """The failed trials or folds, one line each: which, which job, which file, why (the message says it)."""
     units = sum(1 for record in failed if "left_out" not in record)  # not a figure's missing part
-    lines = [f"dstrf-estimate: {units} of {n_written + units} could not be written"
-             + (f" (and {len(failed) - units} figures lack a part)" if len(failed) > units else "")
-             + "; index.json lists them under 'failed':"]
+    lines = [
+        f"dstrf-estimate: {units} of {n_written + units} could not be written"
+        + (f" (and {len(failed) - units} figures lack a part)" if len(failed) > units else "")
+        + "; index.json lists them under 'failed':"
+    ]
     for record in failed:
         if record.get("trial") is not None:
             unit = f"trial {record['trial']}"

@@ -75,15 +75,20 @@ def load_test_outputs(job_dir: Path) -> TestOutputs:
     path = Path(job_dir) / "test_predictions.npz"
     with np.load(path, allow_pickle=False) as data:
         files = set(data.files)
-        ids = sorted(int(k[len("trial_"):]) for k in files if re.fullmatch(r"trial_\d+", k))
+        ids = sorted(int(k[len("trial_") :]) for k in files if re.fullmatch(r"trial_\d+", k))
         lacking = [k for k in ("warmup", "channel_names", *(f"response_{i}" for i in ids)) if k not in files]
         if lacking:
             raise ValueError(f"{path} lacks {lacking[:3]} (written by an older dstrf?); rerun the job to rescore it")
-        out = TestOutputs(int(data["warmup"]), [str(c) for c in data["channel_names"]],
-                           {i: data[f"trial_{i}"].astype(np.float64) for i in ids},
-                           {i: data[f"response_{i}"].astype(np.float64) for i in ids})
+        out = TestOutputs(
+            int(data["warmup"]),
+            [str(c) for c in data["channel_names"]],
+            {i: data[f"trial_{i}"].astype(np.float64) for i in ids},
+            {i: data[f"response_{i}"].astype(np.float64) for i in ids},
+        )
     for i in ids:
         if out.predictions[i].shape != out.responses[i].shape or out.predictions[i].shape[0] != len(out.channels):
-            raise ValueError(f"{path}: trial {i} has prediction {out.predictions[i].shape}, response "
-                             f"{out.responses[i].shape} and {len(out.channels)} channels")
+            raise ValueError(
+                f"{path}: trial {i} has prediction {out.predictions[i].shape}, response "
+                f"{out.responses[i].shape} and {len(out.channels)} channels"
+            )
     return out

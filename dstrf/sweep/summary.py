@@ -60,8 +60,16 @@ from ..runs.job import jsonable, read_json
 from ..tables import format_table
 from .scoring import jackknife_se, load_test_outputs, scored
 
-__all__ = ["CSV_COLUMNS", "GroupSummary", "SUMMARY_CSV", "SUMMARY_JSON", "SweepSummary", "aggregate", "done_jobs",
-           "summarise_group"]
+__all__ = [
+    "CSV_COLUMNS",
+    "GroupSummary",
+    "SUMMARY_CSV",
+    "SUMMARY_JSON",
+    "SweepSummary",
+    "aggregate",
+    "done_jobs",
+    "summarise_group",
+]
 
 SUMMARY_CSV, SUMMARY_JSON = "summary.csv", "summary.json"
 CSV_COLUMNS = ("group", "trial", "channel", "n_models", "r_pred", "r_score", "r_score_se")
@@ -131,12 +139,20 @@ class GroupSummary(_DoneJobs):
         is NaN)."""
         n = len(self.channels)
         if not self.r_pred.size:
-            return {"channel": list(self.channels), "r_pred": [math.nan] * n, "r_score": [math.nan] * n,
-                    "r_score_se": [math.nan] * n}
+            return {
+                "channel": list(self.channels),
+                "r_pred": [math.nan] * n,
+                "r_score": [math.nan] * n,
+                "r_score_se": [math.nan] * n,
+            }
         several = self.n_models > 1  # a single model's SE is undefined by construction: not a missing value
         se = self.r_score_se[several].mean(axis=0) if several.any() else np.full(n, math.nan)
-        return {"channel": list(self.channels), "r_pred": self.r_pred.mean(axis=0).tolist(),
-                "r_score": self.r_score.mean(axis=0).tolist(), "r_score_se": se.tolist()}
+        return {
+            "channel": list(self.channels),
+            "r_pred": self.r_pred.mean(axis=0).tolist(),
+            "r_score": self.r_score.mean(axis=0).tolist(),
+            "r_score_se": se.tolist(),
+        }
 
 
 @dataclass
@@ -187,40 +203,64 @@ class SweepSummary(_DoneJobs):
         for group in self.groups:
             for t, trial in enumerate(group.trials):
                 for n, channel in enumerate(group.channels):
-                    rows.append({"group": group.name, "trial": trial, "channel": channel,
-                                 "n_models": int(group.n_models[t]), "r_pred": float(group.r_pred[t, n]),
-                                 "r_score": float(group.r_score[t, n]), "r_score_se": float(group.r_score_se[t, n])})
+                    rows.append(
+                        {
+                            "group": group.name,
+                            "trial": trial,
+                            "channel": channel,
+                            "n_models": int(group.n_models[t]),
+                            "r_pred": float(group.r_pred[t, n]),
+                            "r_score": float(group.r_score[t, n]),
+                            "r_score_se": float(group.r_score_se[t, n]),
+                        }
+                    )
         return rows
 
     def to_dict(self) -> dict[str, Any]:
         def job_ref(job: JobEntry) -> dict[str, Any]:
-            return {"dir": job.name, "group": job.group, "fold": job.fold, "jackknife": job.jackknife,
-                    "status": job.status}
+            return {
+                "dir": job.name,
+                "group": job.group,
+                "fold": job.fold,
+                "jackknife": job.jackknife,
+                "status": job.status,
+            }
 
         def nan_ref(entry: tuple[JobEntry, int, int, list[str]]) -> dict[str, Any]:
             job, n_nan, n_scores, reasons = entry
             return {**job_ref(job), "n_nan": n_nan, "n_scores": n_scores, "reasons": reasons}
 
-        return jsonable({
-            "created": dt.datetime.now().isoformat(timespec="seconds"),
-            "complete": self.complete,
-            "n_jobs": len(self.jobs),
-            "n_done": self.n_done,
-            "n_nan": self.n_nan,
-            "groups": [
-                {"group": g.name, "n_jobs": len(g.jobs), "n_done": g.n_done, "n_nan": g.n_nan,
-                 "nan_jobs": [job.name for job, _, _, _ in g.nan_scores], "nan_reasons": g.nan_reasons,
-                 "channels": g.channels, "trials": g.trials, "r_pred_mean": g.r_pred_mean,
-                 "r_score_mean": g.r_score_mean, "per_channel": g.per_channel()}
-                for g in self.groups
-            ],
-            "trials": self.rows(),
-            "models": self.models,
-            "missing": [job_ref(job) for job in self.missing],
-            "incomplete": [job_ref(job) for job in self.incomplete],
-            "unreadable": [{**job_ref(job), "error": reason} for job, reason in self.unreadable],
-            "nan": [nan_ref(entry) for entry in self.nan_scores],
-        })
+        return jsonable(
+            {
+                "created": dt.datetime.now().isoformat(timespec="seconds"),
+                "complete": self.complete,
+                "n_jobs": len(self.jobs),
+                "n_done": self.n_done,
+                "n_nan": self.n_nan,
+                "groups": [
+                    {
+                        "group": g.name,
+                        "n_jobs": len(g.jobs),
+                        "n_done": g.n_done,
+                        "n_nan": g.n_nan,
+                        "nan_jobs": [job.name for job, _, _, _ in g.nan_scores],
+                        "nan_reasons": g.nan_reasons,
+                        "channels": g.channels,
+                        "trials": g.trials,
+                        "r_pred_mean": g.r_pred_mean,
+                        "r_score_mean": g.r_score_mean,
+                        "per_channel": g.per_channel(),
+                    }
+                    for g in self.groups
+                ],
+                "trials": self.rows(),
+                "models": self.models,
+                "missing": [job_ref(job) for job in self.missing],
+                "incomplete": [job_ref(job) for job in self.incomplete],
+                "unreadable": [{**job_ref(job), "error": reason} for job, reason in self.unreadable],
+                "nan": [nan_ref(entry) for entry in self.nan_scores],
+            }
+        )
 
     def write(self) -> None:
         """``summary.csv`` and ``summary.json`` in the sweep directory (each replaced atomically)."""
@@ -239,24 +279,44 @@ class SweepSummary(_DoneJobs):
             nan = ""
             if group.n_nan:
                 names = [job.name for job, _, _, _ in group.nan_scores]
-                nan = (f", {group.n_nan} NaN scores from {len(names)} job{'s' if len(names) > 1 else ''} "
-                       f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}): its means are NaN")
-            lines.append(f"group {_label(group.name)}: {group.n_done} of {len(group.jobs)} jobs done, "
-                         f"{len(group.trials)} test trials{nan}")
+                nan = (
+                    f", {group.n_nan} NaN scores from {len(names)} job{'s' if len(names) > 1 else ''} "
+                    f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}): its means are NaN"
+                )
+            lines.append(
+                f"group {_label(group.name)}: {group.n_done} of {len(group.jobs)} jobs done, "
+                f"{len(group.trials)} test trials{nan}"
+            )
             if not group.trials:
                 continue
             per = pd.DataFrame(group.per_channel())
             if not (group.n_models > 1).any():  # every trial has one model: no SE to show, none lacking
                 per["r_score_se"] = None
-            lines.append(format_table(per, {"channel": "channel", "r_pred": "r_pred", "r_score": "r_score",
-                                            "r_score_se": "SE"}, max_rows=max_rows, indent="  ",
-                                      footer=[{"channel": "mean", "r_pred": group.r_pred_mean,
-                                               "r_score": group.r_score_mean}]))
+            lines.append(
+                format_table(
+                    per,
+                    {"channel": "channel", "r_pred": "r_pred", "r_score": "r_score", "r_score_se": "SE"},
+                    max_rows=max_rows,
+                    indent="  ",
+                    footer=[{"channel": "mean", "r_pred": group.r_pred_mean, "r_score": group.r_score_mean}],
+                )
+            )
             models = [m for m in self.models if m["group"] == group.name]
             if models:
-                lines.append(format_table(models, {"dir": "model", "fold": "fold", "jackknife": "jk",
-                                                   "epochs": "epochs", "test_r_mean": "test r"},
-                                          max_rows=max_rows, indent="  "))
+                lines.append(
+                    format_table(
+                        models,
+                        {
+                            "dir": "model",
+                            "fold": "fold",
+                            "jackknife": "jk",
+                            "epochs": "epochs",
+                            "test_r_mean": "test r",
+                        },
+                        max_rows=max_rows,
+                        indent="  ",
+                    )
+                )
         if self.groups:
             lines.append("")
             lines.append(f"written: {self.sweep_dir / SUMMARY_CSV}, {self.sweep_dir / SUMMARY_JSON}")
@@ -265,29 +325,43 @@ class SweepSummary(_DoneJobs):
     def format_problems(self, max_rows: int = 100) -> str:
         """A loud list of every job that is not done and every job with NaN scores (empty when there is none)."""
         problems = [(job, "MISSING", "never started: no job.json") for job in self.missing]
-        problems += [(job, "INCOMPLETE", "started but no done.json: still running, interrupted or failed")
-                     for job in self.incomplete]
+        problems += [
+            (job, "INCOMPLETE", "started but no done.json: still running, interrupted or failed")
+            for job in self.incomplete
+        ]
         problems += [(job, "UNREADABLE", reason) for job, reason in self.unreadable]
         nan: list[tuple[JobEntry | None, str, str]] = [
-            (job, "NAN", f"{n_nan} of its {n_scores} test scores are NaN; {reasons[0] if reasons else ''}"
-             + (f" (and {len(reasons) - 1} more reasons in {SUMMARY_JSON})" if len(reasons) > 1 else ""))
-            for job, n_nan, n_scores, reasons in self.nan_scores]
-        nan += [(None, "NAN", f"group {_label(group.name)}: {reason}")
-                for group in self.groups for reason in group.nan_reasons]
+            (
+                job,
+                "NAN",
+                f"{n_nan} of its {n_scores} test scores are NaN; {reasons[0] if reasons else ''}"
+                + (f" (and {len(reasons) - 1} more reasons in {SUMMARY_JSON})" if len(reasons) > 1 else ""),
+            )
+            for job, n_nan, n_scores, reasons in self.nan_scores
+        ]
+        nan += [
+            (None, "NAN", f"group {_label(group.name)}: {reason}")
+            for group in self.groups
+            for reason in group.nan_reasons
+        ]
         if not problems and not nan:
             return ""
         bar = "!" * 100
         lines = [bar]
         if problems:
-            lines.append(f"!!! {len(problems)} of {len(self.jobs)} jobs of {self.sweep_dir} are NOT done; the summary "
-                         f"covers the {self.n_done} done jobs only:")
+            lines.append(
+                f"!!! {len(problems)} of {len(self.jobs)} jobs of {self.sweep_dir} are NOT done; the summary "
+                f"covers the {self.n_done} done jobs only:"
+            )
             lines += _problem_lines(problems, max_rows)
             lines.append("!!! rerun the same sweep command to run them: done jobs are skipped, interrupted ones resume")
         if nan:
             jobs = len(self.nan_scores)
-            lines.append(f"!!! {self.n_nan} test scores of {jobs} job{'s' if jobs != 1 else ''} of {self.sweep_dir} are "
-                         "NaN (non-finite scores): every mean that includes them is NaN. A non-finite prediction is a "
-                         "diverged fit (rerun it with a lower learning rate); a constant channel has no correlation:")
+            lines.append(
+                f"!!! {self.n_nan} test scores of {jobs} job{'s' if jobs != 1 else ''} of {self.sweep_dir} are "
+                "NaN (non-finite scores): every mean that includes them is NaN. A non-finite prediction is a "
+                "diverged fit (rerun it with a lower learning rate); a constant channel has no correlation:"
+            )
             lines += _problem_lines(nan, max_rows)
         lines.append(bar)
         return "\n".join(lines)
@@ -298,8 +372,10 @@ def _label(group: str) -> str:
 
 
 def _problem_lines(problems: Sequence[tuple[JobEntry | None, str, str]], max_rows: int) -> list[str]:
-    lines = [f"!!!   {kind:<10}  {job.name + '  ' if job is not None else ''}({why})"
-             for job, kind, why in problems[:max_rows]]
+    lines = [
+        f"!!!   {kind:<10}  {job.name + '  ' if job is not None else ''}({why})"
+        for job, kind, why in problems[:max_rows]
+    ]
     if len(problems) > max_rows:
         lines.append(f"!!!   ... and {len(problems) - max_rows} more (all listed in {SUMMARY_JSON})")
     return lines
@@ -320,17 +396,33 @@ def summarise_group(name: str, jobs: list[JobEntry], models: list[dict]) -> Grou
             continue
         metrics = read_json(job.dir / "metrics.json") or {}
         model: dict[str, Any] = {
-            "group": name, "dir": job.name, "num": job.num, "fold": job.fold, "jackknife": job.jackknife,
-            "model": metrics.get("model"), "epochs": metrics.get("epochs"),
+            "group": name,
+            "dir": job.name,
+            "num": job.num,
+            "fold": job.fold,
+            "jackknife": job.jackknife,
+            "model": metrics.get("model"),
+            "epochs": metrics.get("epochs"),
             "left_out": (metrics.get("split") or {}).get("left_out"),
             "val_r_mean": (metrics.get("val") or {}).get("r_mean"),
-            "test_trials": [], "test_r": None, "test_r_mean": None, "per_trial": {}, "n_nan": 0, "nan_reasons": [],
+            "test_trials": [],
+            "test_r": None,
+            "test_r_mean": None,
+            "per_trial": {},
+            "n_nan": 0,
+            "nan_reasons": [],
         }
         has_test = bool((metrics.get("split") or {}).get("test")) or "test" in metrics
         if not (job.dir / "test_predictions.npz").is_file():
             if has_test or not metrics:
-                unreadable.append((job, "done.json but no test_predictions.npz" if metrics else
-                                   "done.json but no metrics.json or test_predictions.npz"))
+                unreadable.append(
+                    (
+                        job,
+                        "done.json but no test_predictions.npz"
+                        if metrics
+                        else "done.json but no metrics.json or test_predictions.npz",
+                    )
+                )
                 continue
             models.append(model)  # a job without test trials: nothing to score
             continue
@@ -340,17 +432,25 @@ def summarise_group(name: str, jobs: list[JobEntry], models: list[dict]) -> Grou
             unreadable.append((job, f"cannot read test_predictions.npz: {err}"))
             continue
         if group.channels and out.channels != group.channels:
-            unreadable.append((job, f"its channels {out.channels[:5]}... differ from those of the group's other "
-                                    f"jobs {group.channels[:5]}..."))
+            unreadable.append(
+                (
+                    job,
+                    f"its channels {out.channels[:5]}... differ from those of the group's other "
+                    f"jobs {group.channels[:5]}...",
+                )
+            )
             continue
         ids = sorted(out.predictions)
         for i in ids:
             if i in responses:
                 first, response = responses[i]
-                if out.responses[i].shape != response.shape or not np.allclose(out.responses[i], response,
-                                                                               equal_nan=True):
-                    raise ValueError(f"group {name!r}: jobs {first} and {job.name} saved different measured responses "
-                                     f"for trial {i}; are they from the same data?")
+                if out.responses[i].shape != response.shape or not np.allclose(
+                    out.responses[i], response, equal_nan=True
+                ):
+                    raise ValueError(
+                        f"group {name!r}: jobs {first} and {job.name} saved different measured responses "
+                        f"for trial {i}; are they from the same data?"
+                    )
         group.channels = group.channels or out.channels
         w = out.warmup
         per_trial, reasons = {}, []
@@ -358,8 +458,15 @@ def summarise_group(name: str, jobs: list[JobEntry], models: list[dict]) -> Grou
             per_trial[i], why = scored(out.predictions[i][:, w:], out.responses[i][:, w:], f"trial {i}")
             reasons += why
         # the pooled r is NaN only where some trial's is: its reasons would repeat theirs
-        pooled = scored(np.concatenate([out.predictions[i][:, w:] for i in ids], axis=-1),
-                         np.concatenate([out.responses[i][:, w:] for i in ids], axis=-1), "")[0] if ids else None
+        pooled = (
+            scored(
+                np.concatenate([out.predictions[i][:, w:] for i in ids], axis=-1),
+                np.concatenate([out.responses[i][:, w:] for i in ids], axis=-1),
+                "",
+            )[0]
+            if ids
+            else None
+        )
         n_nan = int(sum(np.isnan(r).sum() for r in per_trial.values()))
         if n_nan:
             group.nan_scores.append((job, n_nan, sum(r.size for r in per_trial.values()), reasons))
@@ -371,10 +478,15 @@ def summarise_group(name: str, jobs: list[JobEntry], models: list[dict]) -> Grou
                 responses[i] = (job.name, out.responses[i])
             warmups.setdefault(i, []).append(w)
             scores.setdefault(i, []).append(per_trial[i])
-        model.update(test_trials=ids, warmup=w, per_trial={str(i): r.tolist() for i, r in per_trial.items()},
-                     test_r=None if pooled is None else pooled.tolist(),
-                     test_r_mean=None if pooled is None else float(pooled.mean()), n_nan=n_nan,
-                     nan_reasons=reasons)
+        model.update(
+            test_trials=ids,
+            warmup=w,
+            per_trial={str(i): r.tolist() for i, r in per_trial.items()},
+            test_r=None if pooled is None else pooled.tolist(),
+            test_r_mean=None if pooled is None else float(pooled.mean()),
+            n_nan=n_nan,
+            nan_reasons=reasons,
+        )
         models.append(model)
 
     trials = sorted(pred_sum)
@@ -403,10 +515,14 @@ def aggregate(sweep_dir: str | Path, write: bool = True) -> SweepSummary:
     jobs = find_jobs(sweep_dir)
     if not jobs:
         if is_job_dir(sweep_dir):
-            raise SweepDirectoryError(f"{sweep_dir} is a single run, not a sweep; dstrf-aggregate summarises a sweep "
-                                 "directory (one subdirectory per job); see `dstrf-inspect` for a single run")
-        raise SweepDirectoryError(f"{sweep_dir} holds no dstrf jobs: neither a sweep.json nor subdirectories (up to "
-                             f"{SEARCH_DEPTH} levels deep) with job.json or metrics.json")
+            raise SweepDirectoryError(
+                f"{sweep_dir} is a single run, not a sweep; dstrf-aggregate summarises a sweep "
+                "directory (one subdirectory per job); see `dstrf-inspect` for a single run"
+            )
+        raise SweepDirectoryError(
+            f"{sweep_dir} holds no dstrf jobs: neither a sweep.json nor subdirectories (up to "
+            f"{SEARCH_DEPTH} levels deep) with job.json or metrics.json"
+        )
     by_group: dict[str, list[JobEntry]] = {}
     for job in jobs:
         by_group.setdefault(job.group, []).append(job)

@@ -105,8 +105,13 @@ def _job_name(group: str, fold: Any, jackknife: Any) -> str:
 class DstrfSweeper(BasicSweeper):
     """See the module docstring. ``folds``/``jackknife`` are set by ``conf/sweep/*.yaml``."""
 
-    def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None,
-                 folds: bool = False, jackknife: bool = False) -> None:
+    def __init__(
+        self,
+        max_batch_size: Optional[int] = None,
+        params: Optional[Dict[str, str]] = None,
+        folds: bool = False,
+        jackknife: bool = False,
+    ) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.folds, self.jackknife = bool(folds or jackknife), bool(jackknife)
         self._n_trials: Dict[str, int] = {}
@@ -151,7 +156,9 @@ class DstrfSweeper(BasicSweeper):
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"another sweep is running in {sweep_dir}; wait for it or use another hydra.sweep.dir") from None
+            raise RuntimeError(
+                f"another sweep is running in {sweep_dir}; wait for it or use another hydra.sweep.dir"
+            ) from None
 
         try:
             return self._run(arguments, points, swept, sweep_dir)
@@ -166,20 +173,39 @@ class DstrfSweeper(BasicSweeper):
             group = ",".join(o for o in base if o.split("=", 1)[0].lstrip("+~") in swept - set(CV_KEYS))
             for job_overrides, fold, jackknife in self._expand(list(base), cfg):
                 subdir = _job_name(group, fold, jackknife)
-                manifest.append({"num": len(manifest), "dir": subdir, "overrides": job_overrides, "group": group,
-                                 "fold": fold, "jackknife": jackknife})
-                jobs.append(job_overrides + [f"hydra.sweep.dir={quote_override(str(sweep_dir))}", f"hydra.sweep.subdir={quote_override(subdir)}"])
+                manifest.append(
+                    {
+                        "num": len(manifest),
+                        "dir": subdir,
+                        "overrides": job_overrides,
+                        "group": group,
+                        "fold": fold,
+                        "jackknife": jackknife,
+                    }
+                )
+                jobs.append(
+                    job_overrides
+                    + [
+                        f"hydra.sweep.dir={quote_override(str(sweep_dir))}",
+                        f"hydra.sweep.subdir={quote_override(subdir)}",
+                    ]
+                )
         dirs = [job["dir"] for job in manifest]
         if len(set(dirs)) != len(dirs):
             duplicates = sorted({d for d in dirs if dirs.count(d) > 1})
             raise ValueError(f"several jobs of this sweep would share the directories {duplicates}")
 
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        (sweep_dir / "sweep.json").write_text(json.dumps({
-            "created": dt.datetime.now().isoformat(timespec="seconds"),
-            "overrides": list(arguments),
-            "jobs": manifest,
-        }, indent=2))
+        (sweep_dir / "sweep.json").write_text(
+            json.dumps(
+                {
+                    "created": dt.datetime.now().isoformat(timespec="seconds"),
+                    "overrides": list(arguments),
+                    "jobs": manifest,
+                },
+                indent=2,
+            )
+        )
         log.info(f"dstrf sweep: {len(jobs)} jobs in {sweep_dir}")
 
         batch_size = self.max_batch_size or len(jobs)

@@ -49,7 +49,7 @@ def held(T, n_freqs, n_lags, h, rng, width=4):
     while t < T:
         base, gain = rng.integers(0, n_lags // 2), rng.uniform(0.5, 2.0)
         for j in range(min(h, T - t)):
-            W[t, :, base + j: base + j + width] = gain * feat
+            W[t, :, base + j : base + j + width] = gain * feat
             latency[t] = base + j
             t += 1
     return W, latency

@@ -93,7 +93,9 @@ def test_frame_view_reads_rows_from_start_on_times_the_mask():
     rng = np.random.default_rng(0)
     data, mask = rng.normal(size=(10, 2, 3, 4)), rng.random((10, 2, 3, 4)) > 0.5
     view = FrameView(data, 4, mask=mask, times=np.arange(100, 110), channels=[5, 7])
-    assert view.shape == (6, 2, 3, 4) and view.times.tolist() == list(range(104, 110)) and view.channels.tolist() == [5, 7]
+    assert (
+        view.shape == (6, 2, 3, 4) and view.times.tolist() == list(range(104, 110)) and view.channels.tolist() == [5, 7]
+    )
     np.testing.assert_array_equal(view[1:3, 1], (data * mask)[5:7, 1])
     np.testing.assert_array_equal(view[:], (data * mask)[4:])
     np.testing.assert_allclose(complexity(view), complexity((data * mask)[4:]))

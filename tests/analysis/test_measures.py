@@ -121,7 +121,9 @@ def test_equal_to_brute_force_on_random_structured_dstrfs(chunk_size, cached, mo
     W = rng.standard_normal((T, 3, f, lags)).cumsum(0) * 0.3 + rng.standard_normal((T, 3, f, lags))
     W[:, 0] = held(T, f, lags, 4, rng, width=2)[0] + 0.1 * rng.standard_normal((T, f, lags))  # a hold to find
     W[10], W[11, 1], W[:, 2, :, -1] = 0, 0, 0  # zero frames, a zero lag
-    np.testing.assert_allclose(complexity(W, chunk_size=chunk_size), [brute_complexity(W[:, n]) for n in range(3)], rtol=1e-12)
+    np.testing.assert_allclose(
+        complexity(W, chunk_size=chunk_size), [brute_complexity(W[:, n]) for n in range(3)], rtol=1e-12
+    )
     hold, details = temporal_hold(W, tau_max=6, details=True, chunk_size=chunk_size)
     for n in range(3):
         expected_hold, expected_p = brute_hold(W[:, n], 6)
@@ -305,9 +307,19 @@ def test_dstrfs_of_models_fitted_to_synthetic_neurons():
     from dstrf.models import LNSTRF, DeepEncoder, LinearSTRF
 
     torch.manual_seed(0)
-    data = make_synthetic(n_trials=4, n_frames=600, n_freqs=12, neurons=["linear", "ln", "temporal_hold"], lags=20,
-                          hold=5, snr=4.0, seed=0)
-    stimuli = [(x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True) for x in (t.stimulus.numpy() for t in data.trials)]
+    data = make_synthetic(
+        n_trials=4,
+        n_frames=600,
+        n_freqs=12,
+        neurons=["linear", "ln", "temporal_hold"],
+        lags=20,
+        hold=5,
+        snr=4.0,
+        seed=0,
+    )
+    stimuli = [
+        (x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True) for x in (t.stimulus.numpy() for t in data.trials)
+    ]
     responses = [t.response.numpy() for t in data.trials]
     linear = fit(LinearSTRF(12, 3, lags=20), stimuli, responses, 200, 1e-2)
     ln = fit(LNSTRF(12, 3, lags=20), stimuli, responses, 200, 1e-2)

@@ -69,7 +69,7 @@ def test_frame_count_drops_partial_last_frame(kind):
     stimulus, _ = spectrogram(x, SR, 100, kind=kind, n_bands=8)
     assert stimulus.shape == (8, 10)
     y = x.copy()
-    y[10 * hop:] = 0  # the dropped samples change nothing
+    y[10 * hop :] = 0  # the dropped samples change nothing
     np.testing.assert_array_equal(spectrogram(y, SR, 100, kind=kind, n_bands=8)[0], stimulus)
 
 
@@ -83,8 +83,9 @@ def test_44k1_audio_at_100_frames_per_second(kind):
 
 def test_low_gammatone_centres_at_44k1_stay_stable():
     # scipy's expanded 8th-order polynomial diverges under lfilter below ~100 Hz at 44.1 kHz
-    stimulus, freqs = spectrogram(tone(60.0, 0.3, 44100), 44100, 100, kind="gammatone", n_bands=12, fmin=30.0,
-                                  fmax=2000.0)
+    stimulus, freqs = spectrogram(
+        tone(60.0, 0.3, 44100), 44100, 100, kind="gammatone", n_bands=12, fmin=30.0, fmax=2000.0
+    )
     level = stimulus[:, 10:].mean(axis=1)
     assert np.all(np.isfinite(stimulus)) and stimulus.max() < 0
     assert int(np.argmax(level)) == int(np.argmin(np.abs(freqs - 60.0)))

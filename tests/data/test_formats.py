@@ -53,11 +53,19 @@ def assert_trials(trials, stimuli, responses):
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("column", [False, True])
 def test_mat_cells_round_trip_in_matlab_orientation(tmp_path, version, column):
-    path = write_mat(tmp_path / "d.mat", version, {
-        "stim": cell(STIMULI, column), "resp": cell(RESPONSES, column), "reps": cell(REPEATS, column),
-        "fs": 100.0, "cf": np.array([[200.0, 800.0, 3200.0]]),
-        "chans": cell([np.str_("e1"), np.str_("e2")]), "tnames": cell([np.str_("speech"), np.str_("music")]),
-    })
+    path = write_mat(
+        tmp_path / "d.mat",
+        version,
+        {
+            "stim": cell(STIMULI, column),
+            "resp": cell(RESPONSES, column),
+            "reps": cell(REPEATS, column),
+            "fs": 100.0,
+            "cf": np.array([[200.0, 800.0, 3200.0]]),
+            "chans": cell([np.str_("e1"), np.str_("e2")]),
+            "tnames": cell([np.str_("speech"), np.str_("music")]),
+        },
+    )
     assert h5py.is_hdf5(path) == (version == "7.3")
     trials = load_mat(path, repeats="reps", sfreq="fs", freqs="cf", channel_names="chans", trial_names="tnames")
     assert_trials(trials, STIMULI, RESPONSES)
@@ -97,12 +105,23 @@ def test_mat_single_trial_arrays_and_number_sfreq(tmp_path, version):
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_mat_bad_inputs(tmp_path, version):
-    path = write_mat(tmp_path / "bad.mat", version, {
-        "stim": cell(STIMULI), "resp": cell(RESPONSES[:1]), "fs": 100.0, "grid": cell([STIMULI[0]] * 4).reshape(2, 2),
-        "wide": cell([STIMULI[0].T, RESPONSES[0]]),
-    })
-    with pytest.raises(KeyError, match=re.escape("no variable 'stimulus' (argument stimulus); the file has variables "
-                                                 "['fs', 'grid', 'resp', 'stim', 'wide']")):
+    path = write_mat(
+        tmp_path / "bad.mat",
+        version,
+        {
+            "stim": cell(STIMULI),
+            "resp": cell(RESPONSES[:1]),
+            "fs": 100.0,
+            "grid": cell([STIMULI[0]] * 4).reshape(2, 2),
+            "wide": cell([STIMULI[0].T, RESPONSES[0]]),
+        },
+    )
+    with pytest.raises(
+        KeyError,
+        match=re.escape(
+            "no variable 'stimulus' (argument stimulus); the file has variables ['fs', 'grid', 'resp', 'stim', 'wide']"
+        ),
+    ):
         load_mat(path, stimulus="stimulus")
     with pytest.raises(KeyError, match="no variable 'Fs' \\(argument sfreq\\)"):
         load_mat(path, response="stim", sfreq="Fs")
@@ -119,9 +138,17 @@ def test_mat_bad_inputs(tmp_path, version):
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_mat_nested_cells_and_trials_warnings_name_the_file(tmp_path, version):
-    path = write_mat(tmp_path / "n.mat", version, {"stim": cell([STIMULI[0], cell([STIMULI[1]])]),
-                                                  "resp": cell(RESPONSES), "fs": 10.0,
-                                                  "wide": np.ones((30, 4)), "y": np.ones((1, 4))})
+    path = write_mat(
+        tmp_path / "n.mat",
+        version,
+        {
+            "stim": cell([STIMULI[0], cell([STIMULI[1]])]),
+            "resp": cell(RESPONSES),
+            "fs": 10.0,
+            "wide": np.ones((30, 4)),
+            "y": np.ones((1, 4)),
+        },
+    )
     with pytest.raises(TypeError, match="element \\{2\\} of cell 'stim' is a cell"):
         load_mat(path)
     with pytest.warns(UserWarning, match=re.escape(f"{path}: stimulus of trial(s) [0] has more frequency bands")):
@@ -178,8 +205,9 @@ def test_raw_cut_at_annotations(meas_date):
     else:  # onsets relative to the measurement start, which is first_samp samples before the first sample
         raw.set_meas_date(meas_date)
         onsets = [1.2, 2.2, 4.2]
-    raw.set_annotations(mne.Annotations(onsets, [0.2, 0.2, 0.2], ["word", "BAD_blink", "word"],
-                                        orig_time=raw.info["meas_date"]))
+    raw.set_annotations(
+        mne.Annotations(onsets, [0.2, 0.2, 0.2], ["word", "BAD_blink", "word"], orig_time=raw.info["meas_date"])
+    )
     trials = from_mne(raw, STIMULI, annotations="word")
     assert_trials(trials, STIMULI, [data[:3, 100:120], data[:3, 400:425]])
 
@@ -201,8 +229,11 @@ def test_mne_bad_inputs():
     raw, _ = make_raw(first_samp=5)
     with pytest.raises(ValueError, match="3 event\\(s\\) selected but 2 stimuli"):
         from_mne(raw, STIMULI, events=events_at([5, 105, 205], [1, 1, 1]))
-    with pytest.raises(ValueError, match=re.escape("events[2] (sample 995, trial 1): its response needs samples "
-                                                   "990..1014") + ".*recording has samples 0..999"):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("events[2] (sample 995, trial 1): its response needs samples 990..1014")
+        + ".*recording has samples 0..999",
+    ):
         from_mne(raw, STIMULI, events=events_at([5, 105, 995], [1, 2, 1]), event_id=1)  # rows 0 and 2 selected
     with pytest.raises(ValueError, match=re.escape("events[0] (sample 7, trial 0): its response needs samples -8..11")):
         from_mne(raw, STIMULI, events=events_at([7, 105], [1, 1]), tmin=-0.1)
@@ -224,8 +255,12 @@ def test_mne_bad_inputs():
     with pytest.raises(ValueError, match="stimulus 1 must be 2-D"):
         from_mne(raw, [STIMULI[0], np.ones(5)], events=events_at([5, 105], [1, 1]))
     misc = mne.io.RawArray(np.zeros((2, 100)), mne.create_info(2, SFREQ), verbose="error")  # type misc: no data
-    with pytest.raises(ValueError, match=re.escape("picks=None (the data channels: EEG, MEG, ...) select no channels "
-                                                   "of 2 (channel types ['misc'])")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "picks=None (the data channels: EEG, MEG, ...) select no channels of 2 (channel types ['misc'])"
+        ),
+    ):
         from_mne(misc, STIMULI[:1], events=events_at([0], [1]))
     assert from_mne(misc, STIMULI[:1], events=events_at([0], [1]), picks="misc").channel_names == ["0", "1"]
     with pytest.raises(TypeError, match="must be an mne.io.Raw or mne.Epochs"):
@@ -234,8 +269,9 @@ def test_mne_bad_inputs():
     with pytest.raises(ValueError, match="3 epoch\\(s\\) but 2 stimuli"):
         from_mne(epochs, STIMULI)
     short = mne.EpochsArray(np.ones((2, 2, 22)), epochs.info, verbose="error")
-    with pytest.raises(ValueError, match=re.escape("epoch 1: its response needs samples 0..24 of the epoch") +
-                       ".*has samples 0..21"):
+    with pytest.raises(
+        ValueError, match=re.escape("epoch 1: its response needs samples 0..24 of the epoch") + ".*has samples 0..21"
+    ):
         from_mne(short, STIMULI)
     with pytest.raises(ValueError, match="already cut"):
         from_mne(epochs, STIMULI, events=events_at([0, 1], [1, 1]))
@@ -243,8 +279,10 @@ def test_mne_bad_inputs():
 
 # ------------------------------------------------------------------------------------------------ naplib
 def test_naplib_stand_in_is_time_first():
-    data = [{"name": "s1", "dataf": 100, "aud": STIMULI[0].T, "resp": RESPONSES[0].T},
-            {"name": "s2", "dataf": 100, "aud": STIMULI[1].T, "resp": RESPONSES[1].T}]
+    data = [
+        {"name": "s1", "dataf": 100, "aud": STIMULI[0].T, "resp": RESPONSES[0].T},
+        {"name": "s2", "dataf": 100, "aud": STIMULI[1].T, "resp": RESPONSES[1].T},
+    ]
     trials = from_naplib(data)
     assert_trials(trials, STIMULI, RESPONSES)
     assert trials.sfreq == 100.0 and trials.names == ["s1", "s2"]

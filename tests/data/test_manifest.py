@@ -43,8 +43,10 @@ def two_trials(tmp_path):
     write_wav(tmp_path / "b.wav", 0.5, seed=2)
     np.save(tmp_path / "a.npy", response(100, seed=3))
     np.save(tmp_path / "b.npy", response(50, seed=4))
-    rows = [{"audio": "a.wav", "response": "a.npy", "name": "first"},
-            {"audio": "b.wav", "response": "b.npy", "name": "second"}]
+    rows = [
+        {"audio": "a.wav", "response": "a.npy", "name": "first"},
+        {"audio": "b.wav", "response": "b.npy", "name": "second"},
+    ]
     return write_csv(tmp_path / "manifest.csv", rows)
 
 
@@ -107,8 +109,11 @@ def test_length_beyond_tolerance_names_row_lengths_and_tolerance(tmp_path):
     write_wav(tmp_path / "a.wav", 1.0)
     np.save(tmp_path / "a.npy", response(110))
     manifest = write_csv(tmp_path / "m.csv", [{"audio": "a.wav", "response": "a.npy", "name": "late"}])
-    with pytest.raises(ValueError, match=r"row 0 \(line 2\) \('late'\).*110 frames \(1\.100 s\).*100 frames "
-                                         r"\(1\.000 s\).*tolerance 0\.05 s"):
+    with pytest.raises(
+        ValueError,
+        match=r"row 0 \(line 2\) \('late'\).*110 frames \(1\.100 s\).*100 frames "
+        r"\(1\.000 s\).*tolerance 0\.05 s",
+    ):
         load(manifest, tolerance=0.05)
     assert load(manifest, tolerance=0.1).lengths == [100]
 
@@ -194,8 +199,12 @@ def test_manifest_files_lists_every_file_once(tmp_path):
         "- {audio: a.wav, response: r.npz, key: x, repeats: rep.npy}\n- {audio: a.wav, response: r.npz, key: y, "
         "repeats: /abs/rep2.npy, name: again}\n"
     )
-    assert manifest_files(manifest) == [tmp_path / "a.wav", tmp_path / "r.npz", tmp_path / "rep.npy",
-                                        Path("/abs/rep2.npy")]
+    assert manifest_files(manifest) == [
+        tmp_path / "a.wav",
+        tmp_path / "r.npz",
+        tmp_path / "rep.npy",
+        Path("/abs/rep2.npy"),
+    ]
 
 
 def test_hydra_config_instantiates_load_manifest(two_trials):

@@ -46,7 +46,13 @@ def test_holdout_errors():
 def test_split_roles_are_ints_and_serialisable():
     split = Split([2, 3], [1], [0])
     assert split.as_dict() == {
-        "train": [2, 3], "val": [1], "test": [0], "fold": 0, "jackknife": None, "left_out": None, "scheme": "holdout"
+        "train": [2, 3],
+        "val": [1],
+        "test": [0],
+        "fold": 0,
+        "jackknife": None,
+        "left_out": None,
+        "scheme": "holdout",
     }
     with pytest.raises(ValueError, match="no training trials"):
         Split([], [1], [0])
@@ -157,13 +163,19 @@ def test_grid_sizes():
     assert pools == [7] * 5 and n_folds("kfold", 10, n_folds=5) == 5
     assert split_grid("kfold", 10, jackknife=True, n_folds=5) == [(f, j) for f in range(5) for j in range(7)]
     assert split_grid(kfold, 10, jackknife=False) == [(f, None) for f in range(5)]
-    assert len(split_grid("kfold", 11, jackknife=True, n_folds=3, val_size=2)) == sum(
-        n_jackknife("kfold", 11, f, n_folds=3, val_size=2) for f in range(3)
-    ) == 5 + 5 + 6
+    assert (
+        len(split_grid("kfold", 11, jackknife=True, n_folds=3, val_size=2))
+        == sum(n_jackknife("kfold", 11, f, n_folds=3, val_size=2) for f in range(3))
+        == 5 + 5 + 6
+    )
     assert n_folds("leave_one_out", 8) == 8
     assert split_grid("leave_one_out", 8, jackknife=True) == [(f, j) for f in range(8) for j in range(6)]
     assert n_folds("pairs", 7) == 21
-    assert split_grid("pairs", 7, jackknife=True) == split_grid("pairs", 7, jackknife=False) == [(f, None) for f in range(21)]
+    assert (
+        split_grid("pairs", 7, jackknife=True)
+        == split_grid("pairs", 7, jackknife=False)
+        == [(f, None) for f in range(21)]
+    )
     assert split_grid("holdout", 10, jackknife=True) == [(0, j) for j in range(7)]
     # fold / jackknife from a config are ignored; a partial contributes its keywords
     from functools import partial
@@ -183,20 +195,43 @@ def test_grid_sizes():
     [
         (lambda: kfold(10, fold=5), r"fold=5 is out of range for kfold with n_folds=5: valid folds are 0\.\.4"),
         (lambda: kfold(10, fold=-1), r"fold=-1 is negative for kfold with n_folds=5: valid folds are 0\.\.4"),
-        (lambda: leave_one_out(6, fold=6), r"fold=6 is out of range for leave_one_out with 6 trials: valid folds are 0\.\.5"),
-        (lambda: pairs(4, fold=6), r"fold=6 is out of range for pairs with 4 trials \(6 pairs\): valid folds are 0\.\.5"),
+        (
+            lambda: leave_one_out(6, fold=6),
+            r"fold=6 is out of range for leave_one_out with 6 trials: valid folds are 0\.\.5",
+        ),
+        (
+            lambda: pairs(4, fold=6),
+            r"fold=6 is out of range for pairs with 4 trials \(6 pairs\): valid folds are 0\.\.5",
+        ),
         (lambda: holdout(10, fold=1), r"fold=1 is out of range for holdout \(one fold\): valid folds are 0\.\.0"),
-        (lambda: leave_one_out(8, jackknife=7),
-         r"jackknife=7 is out of range for leave_one_out: fold 0 has 6 training trials to leave out: valid 0\.\.5"),
-        (lambda: kfold(10, jackknife=-1), r"jackknife=-1 is out of range for kfold: fold 0 has 7 training trials .*valid 0\.\.6"),
-        (lambda: holdout(10, jackknife=7), r"jackknife=7 is out of range for holdout: fold 0 has 7 training trials .*valid 0\.\.6"),
+        (
+            lambda: leave_one_out(8, jackknife=7),
+            r"jackknife=7 is out of range for leave_one_out: fold 0 has 6 training trials to leave out: valid 0\.\.5",
+        ),
+        (
+            lambda: kfold(10, jackknife=-1),
+            r"jackknife=-1 is out of range for kfold: fold 0 has 7 training trials .*valid 0\.\.6",
+        ),
+        (
+            lambda: holdout(10, jackknife=7),
+            r"jackknife=7 is out of range for holdout: fold 0 has 7 training trials .*valid 0\.\.6",
+        ),
         (lambda: pairs(6, jackknife=0), r"jackknife=0 is not allowed for pairs: the pairing already is a jackknife"),
         (lambda: kfold(10, n_folds=12), r"n_folds=12 but there are only 10 trials: valid n_folds are 2\.\.10"),
         (lambda: kfold(10, n_folds=1), r"n_folds=1 is invalid: kfold needs an integer n_folds >= 2"),
-        (lambda: leave_one_out(3, val_size=2), r"too few trials: leave_one_out fold 0 of 3 trials .*leaves no training trial"),
+        (
+            lambda: leave_one_out(3, val_size=2),
+            r"too few trials: leave_one_out fold 0 of 3 trials .*leaves no training trial",
+        ),
         (lambda: pairs(3), r"too few trials: pairs fold 0 of 3 trials .*leaves no training trial"),
-        (lambda: kfold(6, n_folds=2, val_size=2, jackknife=0), r"too few trials: .*jackknife=0 would leave no training trial"),
-        (lambda: kfold(10, val_size=0), r"val_size=0 is invalid: give a whole number of validation trials >= 1, or a fraction in \(0, 1\)"),
+        (
+            lambda: kfold(6, n_folds=2, val_size=2, jackknife=0),
+            r"too few trials: .*jackknife=0 would leave no training trial",
+        ),
+        (
+            lambda: kfold(10, val_size=0),
+            r"val_size=0 is invalid: give a whole number of validation trials >= 1, or a fraction in \(0, 1\)",
+        ),
         (lambda: leave_one_out(10, val_size=-1), r"val_size=-1 is invalid"),
         (lambda: pairs(10, val_size=1.5), r"val_size=1\.5 is invalid"),
         (lambda: kfold(10, seed=-1), r"seed=-1 is invalid"),
@@ -229,24 +264,54 @@ def test_config_set_covers_every_scheme():
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: holdout(10, test=[0, 0]), r"test=\[0, 0\] lists trial\(s\) \[0\] more than once; give each trial id once"),
-        (lambda: holdout(10, test=[1], val=[2, 3, 2, 3]), r"val=\[2, 3, 2, 3\] lists trial\(s\) \[2, 3\] more than once"),
-        (lambda: holdout(10, test=3), r"test=3 must be a list of trial ids \(e\.g\. test=\[3\]\); to draw a number or "
-                                      r"fraction of trials, use test_size=3"),
+        (
+            lambda: holdout(10, test=[0, 0]),
+            r"test=\[0, 0\] lists trial\(s\) \[0\] more than once; give each trial id once",
+        ),
+        (
+            lambda: holdout(10, test=[1], val=[2, 3, 2, 3]),
+            r"val=\[2, 3, 2, 3\] lists trial\(s\) \[2, 3\] more than once",
+        ),
+        (
+            lambda: holdout(10, test=3),
+            r"test=3 must be a list of trial ids \(e\.g\. test=\[3\]\); to draw a number or "
+            r"fraction of trials, use test_size=3",
+        ),
         (lambda: holdout(10, val=0.2), r"val=0\.2 must be a list of trial ids .*use val_size=0\.2"),
-        (lambda: holdout(10, test="0,1"), r"test='0,1' must be a list of integer trial ids \(e\.g\. test=\[0, 3\]\), not a string"),
+        (
+            lambda: holdout(10, test="0,1"),
+            r"test='0,1' must be a list of integer trial ids \(e\.g\. test=\[0, 3\]\), not a string",
+        ),
         (lambda: holdout(10, test=[0, 1.5]), r"test=\[0, 1\.5\] must hold integer trial ids; got \[1\.5\]"),
-        (lambda: holdout(10, test_size=1.0), r"test_size=1\.0 is ambiguous: use test_size=1 for one trial or a fraction < 1"),
-        (lambda: holdout(10, val_size=1.0), r"val_size=1\.0 is ambiguous: use val_size=1 for one trial or a fraction < 1"),
+        (
+            lambda: holdout(10, test_size=1.0),
+            r"test_size=1\.0 is ambiguous: use test_size=1 for one trial or a fraction < 1",
+        ),
+        (
+            lambda: holdout(10, val_size=1.0),
+            r"val_size=1\.0 is ambiguous: use val_size=1 for one trial or a fraction < 1",
+        ),
         (lambda: holdout(10, test_size="a"), r"test_size='a' is invalid: test_size must be a fraction in \[0, 1\)"),
         (lambda: kfold(10, val_size=1.0), r"val_size=1\.0 is ambiguous: use val_size=1 for one trial"),
         (lambda: leave_one_out(10, val_size=1.0), r"val_size=1\.0 is ambiguous"),
         (lambda: pairs(10, val_size=1.0), r"val_size=1\.0 is ambiguous"),
         (lambda: Split([2, 3, 2], [1], [0]), r"train lists trial\(s\) \[2\] more than once"),
     ],
-    ids=["test-twice", "val-twice", "test-int", "val-float", "test-string", "test-float-id", "test_size-1.0",
-         "val_size-1.0", "test_size-string", "kfold-val_size-1.0", "loo-val_size-1.0", "pairs-val_size-1.0",
-         "Split-train-twice"],
+    ids=[
+        "test-twice",
+        "val-twice",
+        "test-int",
+        "val-float",
+        "test-string",
+        "test-float-id",
+        "test_size-1.0",
+        "val_size-1.0",
+        "test_size-string",
+        "kfold-val_size-1.0",
+        "loo-val_size-1.0",
+        "pairs-val_size-1.0",
+        "Split-train-twice",
+    ],
 )
 def test_explicit_ids_and_sizes_errors(call, message):
     with pytest.raises(ValueError, match=message):

@@ -43,6 +43,7 @@ def channel(data, name):
 
 def test_deterministic_and_seeded():
     a, b, c = make_synthetic(**SMALL), make_synthetic(**SMALL), make_synthetic(**{**SMALL, "seed": 4})
+
     def arrays(d):
         return d.trials.stimuli + d.trials.responses + d.trials.repeats
 
@@ -117,7 +118,7 @@ def test_gain_change_varies_gain(data):
 def test_temporal_hold_uses_several_latencies(data):
     x = stim(data)
     w = data.filters["temporal_hold"]
-    assert np.all(w[:, 40 - 8 + 1:] == 0)
+    assert np.all(w[:, 40 - 8 + 1 :] == 0)
     shifted = [np.concatenate([np.zeros((32, j)), w[:, : 40 - j]], axis=1) for j in range(8)]
     dj = np.stack([cat([drive(xi, wj) for xi in x]) for wj in shifted])
     mu = cat(x).mean(1)

@@ -68,7 +68,11 @@ def _channel_mismatch(s, r):
 @pytest.mark.parametrize(
     "mutate, error, message",
     [
-        (_nan_stimulus, ValueError, r"stimulus of trial 1 \('trial1'\) contains 1 non-finite value\(s\) \(NaN\), the first at index \(2, 7\)"),
+        (
+            _nan_stimulus,
+            ValueError,
+            r"stimulus of trial 1 \('trial1'\) contains 1 non-finite value\(s\) \(NaN\), the first at index \(2, 7\)",
+        ),
         (_inf_response, ValueError, r"response of trial 2 .* \(Inf\)"),
         (_length_mismatch, ValueError, r"trial 0 .*stimulus has 50 frames but response has 40"),
         (_band_mismatch, ValueError, r"trial 2 .*3 frequency bands but trial 0 has 4"),
@@ -115,7 +119,9 @@ def test_trial_shorter_than_receptive_field_is_named():
     trials = Trials(stimuli, responses, sfreq=100, names=["a", "b", "short"])
     trials.check_receptive_field(20)
     trials.check_receptive_field(None)  # recurrent models have no finite window
-    with pytest.raises(ValueError, match=r"trial 2 \('short'\) has 20 frames, fewer than the model's receptive field of 25"):
+    with pytest.raises(
+        ValueError, match=r"trial 2 \('short'\) has 20 frames, fewer than the model's receptive field of 25"
+    ):
         trials.check_receptive_field(25)
 
 
@@ -148,7 +154,9 @@ def test_standardization_of_a_constant_band_does_not_divide_by_zero():
     for x in stimuli:
         x[1] = 3.0
     s = Standardization.fit(Trials(stimuli, responses, sfreq=100), [0, 1, 2])
-    assert s.stimulus_std[1] == 1.0 and torch.isfinite(s.stimulus(torch.as_tensor(stimuli[0], dtype=torch.float32))).all()
+    assert (
+        s.stimulus_std[1] == 1.0 and torch.isfinite(s.stimulus(torch.as_tensor(stimuli[0], dtype=torch.float32))).all()
+    )
 
 
 def test_window_is_the_stimulus_ending_at_the_frame():
@@ -174,16 +182,30 @@ def test_window_is_the_stimulus_ending_at_the_frame():
         ({"names": ["x", "y", "x"]}, r"trial names must be unique: 'x' names trials \[0, 2\]"),
         ({"freqs": [250, np.nan, 1000, 2000]}, r"freqs must be finite; freqs\[1\] is nan \(1 non-finite value\(s\)\)"),
         ({"freqs": [250, 500, 1000, np.inf]}, r"freqs must be finite; freqs\[3\] is inf"),
-        ({"freqs": [250, 1000, 500, 2000]},
-         r"freqs must be strictly increasing \(band 0 the lowest\); freqs\[2\]=500 is not above freqs\[1\]=1000\. "
-         r"If the bands run from high to low, reverse both: stimulus\[::-1\], freqs\[::-1\]"),
+        (
+            {"freqs": [250, 1000, 500, 2000]},
+            r"freqs must be strictly increasing \(band 0 the lowest\); freqs\[2\]=500 is not above freqs\[1\]=1000\. "
+            r"If the bands run from high to low, reverse both: stimulus\[::-1\], freqs\[::-1\]",
+        ),
         ({"freqs": [250, 250, 1000, 2000]}, r"freqs\[1\]=250 is not above freqs\[0\]=250"),
         ({"freqs": [2000, 1000, 500, 250]}, r"freqs\[1\]=1000 is not above freqs\[0\]=2000"),
         ({"freqs": [1, 2, 3, 4, 5]}, r"freqs must give one centre frequency per band \(4\); got 5"),
-        ({"sfreq": np.array([100.0, 50.0])}, r"sfreq must be one number \(the frame rate in Hz\); got an array of shape \(2,\)"),
+        (
+            {"sfreq": np.array([100.0, 50.0])},
+            r"sfreq must be one number \(the frame rate in Hz\); got an array of shape \(2,\)",
+        ),
     ],
-    ids=["duplicate-channels", "duplicate-trials", "nan-freqs", "inf-freqs", "unsorted-freqs", "equal-freqs",
-         "decreasing-freqs", "freqs-length", "sfreq-array"],
+    ids=[
+        "duplicate-channels",
+        "duplicate-trials",
+        "nan-freqs",
+        "inf-freqs",
+        "unsorted-freqs",
+        "equal-freqs",
+        "decreasing-freqs",
+        "freqs-length",
+        "sfreq-array",
+    ],
 )
 def test_metadata_errors_name_the_argument_and_value(kwargs, message):
     stimuli, responses, _ = make()
@@ -194,7 +216,9 @@ def test_metadata_errors_name_the_argument_and_value(kwargs, message):
 
 def test_non_numeric_freqs_are_a_type_error():
     stimuli, responses, _ = make()
-    with pytest.raises(TypeError, match=r"freqs must be numbers \(centre frequencies in Hz\); got \['low', 'b', 'c', 'd'\]"):
+    with pytest.raises(
+        TypeError, match=r"freqs must be numbers \(centre frequencies in Hz\); got \['low', 'b', 'c', 'd'\]"
+    ):
         Trials(stimuli, responses, sfreq=100, freqs=["low", "b", "c", "d"])
 
 
@@ -209,7 +233,11 @@ def test_sfreq_of_size_one_is_a_scalar():
 @pytest.mark.parametrize(
     "stimulus, response, message",
     [
-        (np.zeros((0, 50)), np.zeros((2, 50)), r"stimulus of trial 0 \('trial0'\) has no frequency bands \(shape \(0, 50\)\)"),
+        (
+            np.zeros((0, 50)),
+            np.zeros((2, 50)),
+            r"stimulus of trial 0 \('trial0'\) has no frequency bands \(shape \(0, 50\)\)",
+        ),
         (np.zeros((4, 50)), np.zeros((0, 50)), r"response of trial 0 \('trial0'\) has no channels \(shape \(0, 50\)\)"),
     ],
     ids=["no-bands", "no-channels"],
@@ -221,16 +249,27 @@ def test_zero_bands_or_channels_are_refused(stimulus, response, message):
 
 def test_transposed_arrays_are_named_in_the_frame_mismatch_error():
     stimuli, responses, _ = make()  # trials (4, 50), (4, 55), (4, 60); responses (2, T)
-    with pytest.raises(ValueError, match=r"trial 1 .*stimulus has 4 frames but response has 55 .*"
-                                         r"the stimulus looks transposed \(frames, bands\): pass stimulus\.T"):
+    with pytest.raises(
+        ValueError,
+        match=r"trial 1 .*stimulus has 4 frames but response has 55 .*"
+        r"the stimulus looks transposed \(frames, bands\): pass stimulus\.T",
+    ):
         Trials([stimuli[0], stimuli[1].T, stimuli[2]], responses, sfreq=100)
-    with pytest.raises(ValueError, match=r"trial 2 .*stimulus has 60 frames but response has 2 .*"
-                                         r"the response looks transposed \(frames, channels\): pass response\.T"):
+    with pytest.raises(
+        ValueError,
+        match=r"trial 2 .*stimulus has 60 frames but response has 2 .*"
+        r"the response looks transposed \(frames, channels\): pass response\.T",
+    ):
         Trials(stimuli, [responses[0], responses[1], responses[2].T], sfreq=100)
-    with pytest.raises(ValueError, match=r"trial 0 .*both look transposed \(frames first\): pass stimulus\.T and response\.T"):
+    with pytest.raises(
+        ValueError, match=r"trial 0 .*both look transposed \(frames first\): pass stimulus\.T and response\.T"
+    ):
         Trials([x.T for x in stimuli], [y.T for y in responses], sfreq=100)
-    with pytest.raises(ValueError, match=r"trial 1 .*55 frequency bands but trial 0 has 4; every trial needs the same "
-                                         r"bands; its stimulus \(55, 4\) looks transposed: pass stimulus\.T"):
+    with pytest.raises(
+        ValueError,
+        match=r"trial 1 .*55 frequency bands but trial 0 has 4; every trial needs the same "
+        r"bands; its stimulus \(55, 4\) looks transposed: pass stimulus\.T",
+    ):
         Trials([stimuli[0], stimuli[1].T], [responses[0], np.ones((2, 4))], sfreq=100)
 
 
@@ -238,8 +277,11 @@ def test_stimuli_with_more_bands_than_frames_warn_with_the_transpose_hint():
     rng = np.random.default_rng(0)
     stimuli = [rng.random((30, 8)), rng.random((30, 40)), rng.random((30, 12))]  # (frames, bands) mistaken for (F, T)?
     responses = [rng.random((2, x.shape[1])) for x in stimuli]
-    with pytest.warns(UserWarning, match=r"stimulus of trial\(s\) \[0, 2\] has more frequency bands than frames "
-                                         r"\(trial 0: shape \(30, 8\), read as 30 bands x 8 frames\).*pass stimulus\.T"):
+    with pytest.warns(
+        UserWarning,
+        match=r"stimulus of trial\(s\) \[0, 2\] has more frequency bands than frames "
+        r"\(trial 0: shape \(30, 8\), read as 30 bands x 8 frames\).*pass stimulus\.T",
+    ):
         Trials(stimuli, responses, sfreq=100)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # plausible shapes warn about nothing
@@ -254,11 +296,15 @@ def test_standardization_matches_numpy_on_pooled_data_with_far_apart_means_and_l
     lengths, offsets = [3, 2000, 57], [0.0, 1e4, -50.0]
     stimuli, responses = [], []
     for n, offset in zip(lengths, offsets):
-        stimuli.append(np.stack([
-            1e4 + 1e-2 * rng.standard_normal(n),  # large mean, tiny spread: sum(x^2) - n mean^2 cancels
-            offset + rng.standard_normal(n),  # trial means far apart: the between-trial term dominates
-            np.full(n, 0.1),  # constant: std 1
-        ]))
+        stimuli.append(
+            np.stack(
+                [
+                    1e4 + 1e-2 * rng.standard_normal(n),  # large mean, tiny spread: sum(x^2) - n mean^2 cancels
+                    offset + rng.standard_normal(n),  # trial means far apart: the between-trial term dominates
+                    np.full(n, 0.1),  # constant: std 1
+                ]
+            )
+        )
         responses.append(np.stack([-1e4 + 1e-2 * rng.standard_normal(n), offset + 3 * rng.standard_normal(n)]))
     trials = Trials(stimuli, responses, sfreq=100)
     s = Standardization.fit(trials, [0, 1, 2])
@@ -330,7 +376,9 @@ def test_standardization_fit_needs_about_one_trial_of_extra_memory_not_all_data(
 
 def test_repeated_trial_ids_are_refused_by_subset_and_fit():
     trials = Trials(*make()[:2], sfreq=100)
-    with pytest.raises(ValueError, match=r"trial ids \[0, 2, 0\] list trial\(s\) \[0\] more than once; give each trial id once"):
+    with pytest.raises(
+        ValueError, match=r"trial ids \[0, 2, 0\] list trial\(s\) \[0\] more than once; give each trial id once"
+    ):
         trials.subset([0, 2, 0])
     with pytest.raises(ValueError, match=r"standardization trial ids \[1, 1\] list trial\(s\) \[1\] more than once"):
         Standardization.fit(trials, [1, 1])

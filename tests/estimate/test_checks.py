@@ -68,8 +68,10 @@ def test_nan_weights_name_the_parameter_instead_of_calling_the_model_not_causal(
         model.convs[1].weight[0, 0, :2] = float("nan")
         model.readout.weight[0, 0] = float("inf")
     n = model.convs[1].weight.numel()
-    message = (rf"model parameter 'convs.1.weight' of DeepEncoder has 2 non-finite values \(2 NaN, 0 Inf\) of {n} "
-               r"\(and 1 more tensors\): the fit diverged")
+    message = (
+        rf"model parameter 'convs.1.weight' of DeepEncoder has 2 non-finite values \(2 NaN, 0 Inf\) of {n} "
+        r"\(and 1 more tensors\): the fit diverged"
+    )
     with pytest.raises(ValueError, match=message):
         dstrf(model, stimulus())
     with pytest.raises(ValueError, match=message):
@@ -86,16 +88,20 @@ def test_an_infinite_buffer_is_named_too():
     module = EncoderModule({"_target_": "dstrf.models.DeepEncoder", "hidden": 4, "dilations": [1, 2]}, F, N)
     model = module.data_units()
     model.stimulus_std[5] = float("inf")  # e.g. standardization statistics of a broken data file
-    with pytest.raises(ValueError, match=r"model buffer 'stimulus_std' of DataUnitsEncoder has 1 non-finite values "
-                                         r"\(0 NaN, 1 Inf\) of 8"):
+    with pytest.raises(
+        ValueError,
+        match=r"model buffer 'stimulus_std' of DataUnitsEncoder has 1 non-finite values "
+        r"\(0 NaN, 1 Inf\) of 8",
+    ):
         dstrf(model, stimulus())
 
 
 # ----------------------------------------------------------------------------------------------- the sizes
 
 
-@pytest.mark.parametrize("name, value", [("chunk_size", 0), ("chunk_size", -5), ("chunk_size", 2.5),
-                                         ("batch_size", 0), ("batch_size", -1)])
+@pytest.mark.parametrize(
+    "name, value", [("chunk_size", 0), ("chunk_size", -5), ("chunk_size", 2.5), ("batch_size", 0), ("batch_size", -1)]
+)
 def test_chunk_and_batch_sizes_below_one_are_errors(name, value):
     # before: chunk_size=0 fell back to the default, -5 never ended, batch_size=-1 gave zeros on this path
     model = WithoutWindows(deep())
@@ -141,12 +147,18 @@ def test_a_model_that_overflows_on_finite_input_is_an_error_naming_the_frame():
     model = Overflow(F, 2)
     x = 0.1 * stimulus()
     x[:, 40:] = 10.0  # the probe (first 11 frames) is fine; from frame 42, whose 3-frame window is all 10, it overflows
-    with pytest.raises(ValueError, match=r"the dSTRF of Overflow has \d+ non-finite values, the first at frame 42, "
-                                         r"channel 0, although its weights and input are finite"):
+    with pytest.raises(
+        ValueError,
+        match=r"the dSTRF of Overflow has \d+ non-finite values, the first at frame 42, "
+        r"channel 0, although its weights and input are finite",
+    ):
         dstrf(model, x)
     assert torch.isfinite(dstrf(model, x, times=range(42))).all()  # the frames before are fine
-    with pytest.raises(ValueError, match=r"the gradient of output 0 at frame 5 on a probe of 11 frames of Overflow "
-                                         r"has \d+ non-finite values, the first at band 0, frame 3"):
+    with pytest.raises(
+        ValueError,
+        match=r"the gradient of output 0 at frame 5 on a probe of 11 frames of Overflow "
+        r"has \d+ non-finite values, the first at band 0, frame 3",
+    ):
         dstrf(model, torch.full((F, T), 10.0))  # the probe of the causality check itself
 
 
@@ -154,21 +166,33 @@ def test_a_float16_overflow_of_the_stored_dstrf_is_an_error_not_inf():
     model = LinearSTRF(F, N, lags=4)
     with torch.no_grad():
         model.weight.fill_(1e5)  # fine in float32, beyond float16's 65504
-    with pytest.raises(ValueError, match=r"the dSTRF of LinearSTRF has .* the first at frame 0, channel 0.* too large "
-                                         r"for torch.float16"):
+    with pytest.raises(
+        ValueError,
+        match=r"the dSTRF of LinearSTRF has .* the first at frame 0, channel 0.* too large "
+        r"for torch.float16",
+    ):
         dstrf(model, stimulus(), dtype=torch.float16)
 
 
 def test_gradmap_and_optimal_stimulus_of_an_overflowing_model_are_errors():
     model = Overflow(F, 2)
-    with pytest.raises(ValueError, match=r"the gradient map of Overflow has 48 non-finite values, the first at "
-                                         r"neuron 0, band 0, lag 0"):
+    with pytest.raises(
+        ValueError,
+        match=r"the gradient map of Overflow has 48 non-finite values, the first at "
+        r"neuron 0, band 0, lag 0",
+    ):
         gradmap(model, x0=torch.full((F, 10), 10.0))
-    with pytest.raises(ValueError, match=r"the population map of Overflow has 24 non-finite values, the first at "
-                                         r"map 0, band 0, lag 0"):
+    with pytest.raises(
+        ValueError,
+        match=r"the population map of Overflow has 24 non-finite values, the first at "
+        r"map 0, band 0, lag 0",
+    ):
         gradmap(model, x0=torch.full((F, 10), 20.0), population=True)  # the mean halves each gradient: 20, not 10
-    with pytest.raises(ValueError, match=r"the readout of neuron\(s\) \[0\] of Cliff became inf after [1-9]\d* steps: "
-                                         r"the stimulus ran where the model overflows"):
+    with pytest.raises(
+        ValueError,
+        match=r"the readout of neuron\(s\) \[0\] of Cliff became inf after [1-9]\d* steps: "
+        r"the stimulus ran where the model overflows",
+    ):
         optimal_stimulus(Cliff(), 0, steps=50, lr=0.5, x0=torch.zeros(F, 1), constraint=None, progress=False)
 
 

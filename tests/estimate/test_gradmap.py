@@ -46,6 +46,7 @@ def data_windows(n_frames=T, count=1, seed=0):
 
 def reference(model, x0, lags, readout="last"):
     """The obviously right map: the full Jacobian of every neuron's readout with respect to the whole of x0."""
+
     def readouts(x):
         out = model(x[None])[0]
         return out[:, -1] if readout == "last" else out[:, -lags:].mean(-1)
@@ -109,9 +110,12 @@ def test_equals_the_per_neuron_autograd_reference(name, readout):
     torch.testing.assert_close(got, expected, **TOL)
     assert expected.abs().max() > 1e-3  # not trivially zero
     # a selection of neurons, in the given order, and fewer lags than the receptive field
-    torch.testing.assert_close(gradmap(model, lags=lags, x0=x0, readout=readout, neurons=[2, 0]), expected[[2, 0]], **TOL)
-    torch.testing.assert_close(gradmap(model, lags=4, x0=x0, readout=readout, neurons=1),
-                               reference(model, x0, 4, readout)[[1]], **TOL)
+    torch.testing.assert_close(
+        gradmap(model, lags=lags, x0=x0, readout=readout, neurons=[2, 0]), expected[[2, 0]], **TOL
+    )
+    torch.testing.assert_close(
+        gradmap(model, lags=4, x0=x0, readout=readout, neurons=1), reference(model, x0, 4, readout)[[1]], **TOL
+    )
 
 
 @pytest.mark.parametrize("readout", ["last", "mean"])
@@ -159,8 +163,11 @@ def test_null_stimulus_of_a_model_in_raw_units_is_its_padding_value(readout):
     raw = RawUnits(inner, mean, std)
     expected = gradmap(inner, readout=readout) / std[None, :, None]  # chain rule through the standardization
     torch.testing.assert_close(gradmap(raw, readout=readout), expected, **TOL)
-    torch.testing.assert_close(gradmap(raw, lags=3, readout=readout),
-                               reference(raw.eval(), mean[:, None].expand(F, 40).clone(), 3, readout), **TOL)
+    torch.testing.assert_close(
+        gradmap(raw, lags=3, readout=readout),
+        reference(raw.eval(), mean[:, None].expand(F, 40).clone(), 3, readout),
+        **TOL,
+    )
 
 
 @pytest.mark.parametrize("name", ["deep", "convnet2d"])
@@ -168,8 +175,9 @@ def test_model_without_a_window_path_gives_the_same_map(name):
     model = encoders()[name]
     x0 = torch.randn(F, T)
     for readout in ("last", "mean"):
-        torch.testing.assert_close(gradmap(WithoutWindows(model), x0=x0, readout=readout),
-                                   gradmap(model, x0=x0, readout=readout), **TOL)
+        torch.testing.assert_close(
+            gradmap(WithoutWindows(model), x0=x0, readout=readout), gradmap(model, x0=x0, readout=readout), **TOL
+        )
 
 
 def test_falls_back_to_one_backward_pass_per_neuron_without_batching_rules(monkeypatch):
@@ -215,7 +223,9 @@ class CausalBatchNormNet(nn.Module):
 
 
 def _snapshot(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}, {n: p.requires_grad for n, p in model.named_parameters()}
+    return {k: v.clone() for k, v in model.state_dict().items()}, {
+        n: p.requires_grad for n, p in model.named_parameters()
+    }
 
 
 @pytest.mark.parametrize("name", ["batchnorm", "convnet2d_dropout", "deep_dropout", "gru"])
@@ -407,8 +417,9 @@ def test_recurrent_context_runs_without_a_graph_and_gives_the_full_sequence_grad
     lags = 6
     leaf = x0.clone().requires_grad_(True)
     output = model(leaf[None])[0, :, -1]  # the whole sequence in one graph: the reference
-    reference = torch.stack([torch.autograd.grad(output[n], leaf, retain_graph=True)[0][:, -lags:].flip(-1)
-                             for n in range(N)])
+    reference = torch.stack(
+        [torch.autograd.grad(output[n], leaf, retain_graph=True)[0][:, -lags:].flip(-1) for n in range(N)]
+    )
     assert reference[:, :, lags - 1].abs().max() > 0  # the oldest frame of the window reaches the readout
     torch.testing.assert_close(gradmap(model, lags=lags, x0=x0), reference, rtol=1e-5, atol=1e-7)
     y, state = model(x0[None, :, :34], return_state=True)

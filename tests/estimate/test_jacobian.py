@@ -123,7 +123,9 @@ def test_phase_comb_path_equals_the_jacobian_too(name):
     model = WithoutWindows(encoders()[name]).double().eval()
     x = torch.randn(F, T, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     expected = reference(model, x, model.receptive_field)
-    torch.testing.assert_close(dstrf(model, x, chunk_size=23, batch_size=5, dtype=torch.float64), expected, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(
+        dstrf(model, x, chunk_size=23, batch_size=5, dtype=torch.float64), expected, rtol=1e-9, atol=1e-12
+    )
 
 
 def test_every_submodule_gets_its_own_mode_back():
@@ -155,7 +157,7 @@ def test_data_units_wrapper_of_an_encoder_without_a_window_path_uses_its_plain_f
     W = dstrf(model, x, dtype=torch.float64)
     lags = model.receptive_field
     for t in (lags, 20, 29):
-        window = expected[:, t, :, t - lags + 1: t + 1].flip(-1)
+        window = expected[:, t, :, t - lags + 1 : t + 1].flip(-1)
         torch.testing.assert_close(W[t], window)
 
 
@@ -167,8 +169,14 @@ def test_no_module_shadows_the_function_dstrf_estimate_dstrf():
     import types
 
     estimate = importlib.import_module("dstrf.estimate")
-    for name in ("dstrf.inspect", "dstrf.lit.callbacks", "dstrf.sweep.posthoc", "dstrf.estimate.jacobian",
-                 "dstrf.estimate.gradmap", "dstrf.estimate.jackknife"):
+    for name in (
+        "dstrf.inspect",
+        "dstrf.lit.callbacks",
+        "dstrf.sweep.posthoc",
+        "dstrf.estimate.jacobian",
+        "dstrf.estimate.gradmap",
+        "dstrf.estimate.jackknife",
+    ):
         importlib.import_module(name)
     assert importlib.util.find_spec("dstrf.estimate.dstrf") is None
     assert callable(estimate.dstrf) and not isinstance(estimate.dstrf, types.ModuleType)

@@ -96,7 +96,7 @@ torch.manual_seed(0)
 model = LinearSTRF(64, 4, lags=20)
 dstrf(model, torch.randn(64, 3000), chunk_size=1000)  # torch's one-time allocations are not the trial's
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-dstrf(model, torch.randn(64, 60000), out=r"{tmp_path / 'long.h5'}", chunk_size=1000).close()
+dstrf(model, torch.randn(64, 60000), out=r"{tmp_path / "long.h5"}", chunk_size=1000).close()
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)

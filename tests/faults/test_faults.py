@@ -26,8 +26,14 @@ BASE = ["experiment=quick", "model=linear_strf", "model.lags=10", "trainer.max_e
 
 def train(args: list[str], cwd: Path, kill_at: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO), "DSTRF_KILL_AT": kill_at or ""}
-    return subprocess.run([sys.executable, "-m", "tests.faults.runner", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tests.faults.runner", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def results(run_dir: Path) -> dict:
@@ -38,10 +44,15 @@ def results(run_dir: Path) -> dict:
     rows = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
     rows = [dict(zip(header, row.split(","))) for row in rows[1:]]
-    return {"val": metrics["val"], "test": metrics["test"], "epochs": metrics["epochs"],
-            "best": metrics["best_checkpoint"], "predictions": predictions,
-            "train_log": [(int(r["epoch"]), float(r["train/loss"])) for r in rows if r.get("train/loss")],
-            "val_log": [(int(r["epoch"]), float(r["val/r"])) for r in rows if r.get("val/r")]}
+    return {
+        "val": metrics["val"],
+        "test": metrics["test"],
+        "epochs": metrics["epochs"],
+        "best": metrics["best_checkpoint"],
+        "predictions": predictions,
+        "train_log": [(int(r["epoch"]), float(r["train/loss"])) for r in rows if r.get("train/loss")],
+        "val_log": [(int(r["epoch"]), float(r["val/r"])) for r in rows if r.get("val/r")],
+    }
 
 
 def assert_same(a: dict, b: dict) -> None:
@@ -126,9 +137,21 @@ def test_a_copied_run_resumes_from_its_own_checkpoints(reference: Path, tmp_path
 def test_a_second_run_in_the_same_directory_refuses_at_once(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
-    first = subprocess.Popen([sys.executable, "-m", "dstrf.train", *BASE, "trainer.max_epochs=1000",
-                              "callbacks.early_stopping.patience=1000", f"hydra.run.dir={run_dir}"],
-                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dstrf.train",
+            *BASE,
+            "trainer.max_epochs=1000",
+            "callbacks.early_stopping.patience=1000",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while not (run_dir / "checkpoints" / "last.ckpt").exists():
@@ -184,8 +207,17 @@ def test_changed_data_supersede_and_a_relative_data_path_works_from_anywhere(tmp
 @pytest.mark.slow
 def test_a_diverged_fit_fails_and_is_never_done(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    result = train(["experiment=quick", "model=linear_strf", "model.lags=10", "module.lr=1e8", "trainer.max_epochs=6",
-                    f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    result = train(
+        [
+            "experiment=quick",
+            "model=linear_strf",
+            "model.lags=10",
+            "module.lr=1e8",
+            "trainer.max_epochs=6",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode != 0
     assert "diverged" in result.stderr and "epoch" in result.stderr and "module.lr" in result.stderr
     assert not (run_dir / "done.json").exists() and not (run_dir / "metrics.json").exists()

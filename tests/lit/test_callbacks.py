@@ -16,12 +16,27 @@ from dstrf.lit.callbacks import DSTRFCallback, GradmapCallback
 @pytest.mark.slow
 def test_dstrf_callback_under_ddp_writes_the_files_of_a_single_process(tmp_path):
     run_dir = tmp_path / "run"
-    args = ["experiment=quick", "callbacks=analysis", "callbacks.dstrf.times=[60,90]", "callbacks.dstrf.channels=[0,4]",
-            "callbacks.gradmap.x0=[3,100]",
-            "split.test=[0,1,2]", "split.val=[3]", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
-            f"hydra.run.dir={run_dir}"]
-    result = subprocess.run([sys.executable, "-m", "dstrf.train", *args], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=600, env={**os.environ, "WANDB_MODE": "disabled"})
+    args = [
+        "experiment=quick",
+        "callbacks=analysis",
+        "callbacks.dstrf.times=[60,90]",
+        "callbacks.dstrf.channels=[0,4]",
+        "callbacks.gradmap.x0=[3,100]",
+        "split.test=[0,1,2]",
+        "split.val=[3]",
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        f"hydra.run.dir={run_dir}",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "dstrf.train", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     index = json.loads((run_dir / "dstrf" / "index.json").read_text())
     assert sorted(index["trials"]) == ["0", "1", "2"]
@@ -72,12 +87,28 @@ def test_bad_settings_are_refused():
 @pytest.mark.slow
 def test_figures_and_animation_are_written_and_logged_to_wandb(tmp_path):
     run_dir = tmp_path / "run"
-    args = ["experiment=quick", "callbacks=dstrf", "callbacks.dstrf.times=[60,120]", "callbacks.dstrf.channels=[1,2]",
-            "callbacks.dstrf.figure_channels=[2]", "callbacks.dstrf.animation=true",
-            "callbacks.dstrf.animation_frames=6", "split.test=[0,1]", "split.val=[2]", "logger=wandb",
-            "logger.mode=offline", f"hydra.run.dir={run_dir}"]
-    result = subprocess.run([sys.executable, "-m", "dstrf.train", *args], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=600, env={**os.environ, "WANDB_MODE": "offline"})
+    args = [
+        "experiment=quick",
+        "callbacks=dstrf",
+        "callbacks.dstrf.times=[60,120]",
+        "callbacks.dstrf.channels=[1,2]",
+        "callbacks.dstrf.figure_channels=[2]",
+        "callbacks.dstrf.animation=true",
+        "callbacks.dstrf.animation_frames=6",
+        "split.test=[0,1]",
+        "split.val=[2]",
+        "logger=wandb",
+        "logger.mode=offline",
+        f"hydra.run.dir={run_dir}",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "dstrf.train", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = run_dir / "dstrf"
     assert sorted(p.name for p in out.glob("*.png")) == ["trial_0_channel_2.png", "trial_1_channel_2.png"]
@@ -103,15 +134,33 @@ def test_gradmap_callback_after_fitting_writes_maps_optimal_stimuli_and_logs_the
     from dstrf.estimate import gradmap
 
     run_dir = tmp_path / "run"
-    args = ["experiment=quick", "model=ln_strf", "callbacks=gradmap", "callbacks.gradmap.optimal_stimuli=[1]",
-            "callbacks.gradmap.steps=60", "callbacks.gradmap.constraint=[range,-2,2]", "logger=wandb",
-            "logger.mode=offline", f"hydra.run.dir={run_dir}"]
-    result = subprocess.run([sys.executable, "-m", "dstrf.train", *args], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=600, env={**os.environ, "WANDB_MODE": "offline"})
+    args = [
+        "experiment=quick",
+        "model=ln_strf",
+        "callbacks=gradmap",
+        "callbacks.gradmap.optimal_stimuli=[1]",
+        "callbacks.gradmap.steps=60",
+        "callbacks.gradmap.constraint=[range,-2,2]",
+        "logger=wandb",
+        "logger.mode=offline",
+        f"hydra.run.dir={run_dir}",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "dstrf.train", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = run_dir / "gradmap"
-    assert sorted(p.name for p in out.iterdir()) == ["gradmaps.npz", "gradmaps.png", "optimal_stimuli.npz",
-                                                       "optimal_stimuli.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "gradmaps.npz",
+        "gradmaps.png",
+        "optimal_stimuli.npz",
+        "optimal_stimuli.png",
+    ]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     module = EncoderModule.load_from_checkpoint(run_dir / metrics["best_checkpoint"], map_location="cpu")
     saved = np.load(out / "gradmaps.npz")
@@ -136,7 +185,7 @@ def test_gradmap_callback_reference_window_from_the_data(tmp_path):
     with pytest.warns(UserWarning, match="all zeros"):  # bias-free ReLU network: flat at the null stimulus
         GradmapCallback().compute(module, trials, tmp_path / "null")
     written = GradmapCallback(x0=[1, 100]).compute(module, trials, tmp_path / "data")
-    window = trials[1].stimulus[:, 100 - 64: 101]
+    window = trials[1].stimulus[:, 100 - 64 : 101]
     np.testing.assert_allclose(np.load(written["gradmaps"])["maps"], gradmap(module.data_units(), x0=window).numpy())
     with pytest.raises(ValueError, match="frame 30 of trial 1 cannot end a window of 65 frames"):
         GradmapCallback(x0=[1, 30]).compute(module, trials, tmp_path / "bad")
@@ -151,24 +200,46 @@ def test_analyze_writes_the_nonlinearity_tables_of_the_test_trials(tmp_path):
     from dstrf.analysis import nonlinearities
 
     run_dir = tmp_path / "run"
-    args = ["experiment=quick", "callbacks=dstrf", "callbacks.dstrf.times=[40,140]", "callbacks.dstrf.channels=[0,3]",
-            "callbacks.dstrf.figures=false", "callbacks.dstrf.analyze=true", "split.test=[0,1]", "split.val=[2]",
-            f"hydra.run.dir={run_dir}"]
-    result = subprocess.run([sys.executable, "-m", "dstrf.train", *args], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=600, env={**os.environ, "WANDB_MODE": "disabled"})
+    args = [
+        "experiment=quick",
+        "callbacks=dstrf",
+        "callbacks.dstrf.times=[40,140]",
+        "callbacks.dstrf.channels=[0,3]",
+        "callbacks.dstrf.figures=false",
+        "callbacks.dstrf.analyze=true",
+        "split.test=[0,1]",
+        "split.val=[2]",
+        f"hydra.run.dir={run_dir}",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "dstrf.train", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = run_dir / "dstrf"
     assert not list(out.glob("trial_*.png"))  # figures=false
     with open(out / "nonlinearities.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["trial"], r["channel"], r["name"]) for r in rows] == [
-        ("0", "0", "linear"), ("0", "3", "temporal_hold"), ("1", "0", "linear"), ("1", "3", "temporal_hold")]
+        ("0", "0", "linear"),
+        ("0", "3", "temporal_hold"),
+        ("1", "0", "linear"),
+        ("1", "3", "temporal_hold"),
+    ]
     with open_dstrf(out / "trial_1.h5") as stored:  # the frames whose window lies inside the trial: 64..139
         expected = nonlinearities(stored[24:].numpy())
-    np.testing.assert_allclose([float(rows[2]["complexity"]), float(rows[3]["complexity"])], expected.column("complexity"))
+    np.testing.assert_allclose(
+        [float(rows[2]["complexity"]), float(rows[3]["complexity"])], expected.column("complexity")
+    )
     assert [int(rows[i]["frames"]) for i in (2, 3)] == [76, 76]
     with open(out / "nonlinearities_by_channel.csv") as f:
         summary = list(csv.DictReader(f))
     assert [r["trials"] for r in summary] == ["2", "2"]
-    assert float(summary[1]["shape_change"]) == pytest.approx((float(rows[1]["shape_change"]) + float(rows[3]["shape_change"])) / 2)
+    assert float(summary[1]["shape_change"]) == pytest.approx(
+        (float(rows[1]["shape_change"]) + float(rows[3]["shape_change"])) / 2
+    )
     assert (out / "nonlinearities.png").is_file()

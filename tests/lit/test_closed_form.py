@@ -15,8 +15,13 @@ RIDGE = {"_target_": "dstrf.models.RidgeSTRF", "lags": 6, "cv": "loo"}
 def _fit(trials, tmp_path, max_epochs=20):
     dm = TrialDataModule(trials, Split(train=(0, 1, 2), val=(3,), test=(4,)), batch_size=2)
     module = EncoderModule(RIDGE, trials.n_freqs, trials.n_channels)
-    trainer = L.Trainer(max_epochs=max_epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_epochs=max_epochs,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, datamodule=dm)
     return module, trainer, dm
 
@@ -26,9 +31,11 @@ def test_fitted_once_on_the_training_trials_only(small_trials, tmp_path):
     assert trainer.current_epoch == 1 and module.encoder.fitted  # one epoch, however many were allowed
     s = dm.standardization
     ids = dm.split.train
-    expected = RidgeSTRF(8, 2, lags=6, cv="loo").fit([s.stimulus(small_trials.stimuli[i]) for i in ids],
-                                                     [s.response(small_trials.responses[i]) for i in ids],
-                                                     warmup=module.warmup)
+    expected = RidgeSTRF(8, 2, lags=6, cv="loo").fit(
+        [s.stimulus(small_trials.stimuli[i]) for i in ids],
+        [s.response(small_trials.responses[i]) for i in ids],
+        warmup=module.warmup,
+    )
     torch.testing.assert_close(module.encoder.strf, expected.strf)
     torch.testing.assert_close(module.encoder.alpha, expected.alpha)
     # other validation and test responses change nothing in the fit: they never choose alpha

@@ -42,8 +42,10 @@ def test_split_from_a_partial_and_errors(small_trials):
 
 
 def test_collate_keeps_trial_ids():
-    items = [{"stimulus": torch.ones(2, 3), "response": torch.ones(1, 3), "trial": 7},
-             {"stimulus": torch.ones(2, 5), "response": torch.ones(1, 5), "trial": 2}]
+    items = [
+        {"stimulus": torch.ones(2, 3), "response": torch.ones(1, 3), "trial": 7},
+        {"stimulus": torch.ones(2, 5), "response": torch.ones(1, 5), "trial": 2},
+    ]
     batch = collate_trials(items)
     assert batch["trial"].tolist() == [7, 2] and batch["lengths"].tolist() == [3, 5]
     assert batch["stimulus"].shape == (2, 2, 5) and batch["stimulus"][0, :, 3:].abs().sum() == 0

@@ -17,8 +17,10 @@ from dstrf.lit.divergence import DivergenceError, DivergenceGuard
 from dstrf.metrics import PearsonR, UndefinedCorrelationWarning
 
 LINEAR = {"_target_": "dstrf.models.LinearSTRF", "lags": 10}
-HINT = ("Lower the learning rate (module.lr={lr} now), check that the data are standardized (data.standardize=true) "
-        "and finite, or clip gradients (trainer.gradient_clip_val=1.0)")
+HINT = (
+    "Lower the learning rate (module.lr={lr} now), check that the data are standardized (data.standardize=true) "
+    "and finite, or clip gradients (trainer.gradient_clip_val=1.0)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +32,15 @@ def _fit(trials, tmp_path, lr, callbacks=(), epochs=3, **trainer_kwargs):
     dm = TrialDataModule(trials, holdout(len(trials)), batch_size=2)
     module = EncoderModule(LINEAR, trials.n_freqs, trials.n_channels, lr=lr)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "checkpoints", monitor="val/r", mode="max")
-    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=tmp_path, callbacks=[DivergenceGuard(), *callbacks, checkpoint],
-                        **trainer_kwargs)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=[DivergenceGuard(), *callbacks, checkpoint],
+        **trainer_kwargs,
+    )
     return trainer, module, dm, checkpoint
 
 
@@ -41,8 +49,11 @@ def test_a_diverging_fit_fails_naming_the_epoch_the_batch_the_loss_and_what_to_c
     with pytest.raises(DivergenceError) as caught:
         trainer.fit(module, datamodule=dm)
     message = str(caught.value)
-    assert re.fullmatch(r"the fit diverged at epoch \d+ \(batch \d+\): training loss is (nan|inf|-inf)\. "
-                        + re.escape(HINT.format(lr="1e8")), message), message
+    assert re.fullmatch(
+        r"the fit diverged at epoch \d+ \(batch \d+\): training loss is (nan|inf|-inf)\. "
+        + re.escape(HINT.format(lr="1e8")),
+        message,
+    ), message
     epoch = int(re.search(r"epoch (\d+)", message).group(1))
     assert epoch == trainer.current_epoch  # the epoch it stopped in, not a later one
 
@@ -73,9 +84,11 @@ def test_non_finite_parameters_after_an_epoch_are_named(trials, tmp_path):
     with pytest.raises(DivergenceError) as caught:
         trainer.fit(module, datamodule=dm)
     n = module.encoder.weight.numel() + module.encoder.bias.numel()
-    assert str(caught.value) == (f"the fit diverged at epoch 1: parameter encoder.weight has 3 non-finite entries (of "
-                                 f"{module.encoder.weight.numel()}); 3 of the model's {n} parameter entries are "
-                                 f"non-finite. {HINT.format(lr='0.001')}")
+    assert str(caught.value) == (
+        f"the fit diverged at epoch 1: parameter encoder.weight has 3 non-finite entries (of "
+        f"{module.encoder.weight.numel()}); 3 of the model's {n} parameter entries are "
+        f"non-finite. {HINT.format(lr='0.001')}"
+    )
 
 
 def test_non_finite_validation_predictions_stop_the_fit_before_the_epoch_is_checkpointed(trials, tmp_path):
@@ -84,8 +97,10 @@ def test_non_finite_validation_predictions_stop_the_fit_before_the_epoch_is_chec
         warnings.simplefilter("ignore", UndefinedCorrelationWarning)  # val/r of the NaN predictions
         with pytest.raises(DivergenceError) as caught:
             trainer.fit(module, datamodule=dm)
-    assert str(caught.value) == ("the fit diverged at epoch 1: validation loss (val/loss) is nan: the predictions of "
-                                 f"the validation trials are not finite. {HINT.format(lr='0.001')}")
+    assert str(caught.value) == (
+        "the fit diverged at epoch 1: validation loss (val/loss) is nan: the predictions of "
+        f"the validation trials are not finite. {HINT.format(lr='0.001')}"
+    )
     assert "epoch=0" in checkpoint.best_model_path  # epoch 1 never became a checkpoint
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch=0-step=2.ckpt"]
 
@@ -102,8 +117,10 @@ def test_a_model_that_is_not_finite_before_training_or_when_validated_is_refused
         what = "validation loss (val/loss) is nan: the predictions of the validation trials are not finite"
         assert str(caught.value) == (
             f"the model's predictions are not finite in the sanity check before training: {what}. Check the "
-            "model's initial parameters and that the data are finite" if stage == "fit" else
-            f"the fit diverged (found when validating the fitted model): {what}. {HINT.format(lr='0.001')}")
+            "model's initial parameters and that the data are finite"
+            if stage == "fit"
+            else f"the fit diverged (found when validating the fitted model): {what}. {HINT.format(lr='0.001')}"
+        )
 
 
 def test_the_hint_gives_the_current_settings_and_the_decision_is_shared_by_all_processes():
@@ -114,8 +131,13 @@ def test_the_hint_gives_the_current_settings_and_the_decision_is_shared_by_all_p
         decisions.append((decision, all))
         return True
 
-    trainer = SimpleNamespace(world_size=2, strategy=SimpleNamespace(reduce_boolean_decision=reduce_boolean_decision),
-                              current_epoch=4, datamodule=SimpleNamespace(standardize=False), gradient_clip_val=5.0)
+    trainer = SimpleNamespace(
+        world_size=2,
+        strategy=SimpleNamespace(reduce_boolean_decision=reduce_boolean_decision),
+        current_epoch=4,
+        datamodule=SimpleNamespace(standardize=False),
+        gradient_clip_val=5.0,
+    )
     module = SimpleNamespace(hparams={"lr": 3e-5})
     with pytest.raises(DivergenceError) as caught:
         guard.on_train_batch_end(trainer, module, {"loss": torch.tensor(0.5)}, None, 7)
@@ -123,7 +145,8 @@ def test_the_hint_gives_the_current_settings_and_the_decision_is_shared_by_all_p
     assert str(caught.value) == (
         "the fit diverged at epoch 4 (batch 7): training loss is not finite on another process. Lower the learning "
         "rate (module.lr=3e-5 now), check that the data are standardized (data.standardize=true; it is false now) "
-        "and finite, or clip gradients harder (trainer.gradient_clip_val=5 now)")
+        "and finite, or clip gradients harder (trainer.gradient_clip_val=5 now)"
+    )
     guard.on_train_batch_end(trainer, module, None, None, 8)  # a skipped step returns no loss: nothing to check
     with pytest.raises(ValueError, match=r"check_every_n_steps must be a positive integer .*got 0"):
         DivergenceGuard(check_every_n_steps=0)
@@ -150,8 +173,11 @@ class _Scripted(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         kind = self.script[self.current_epoch] if not self.trainer.sanity_checking else "up"
-        pred = {"up": self.target + self.noise, "down": -self.target - self.noise,
-                "flat": torch.zeros_like(self.target)}[kind]
+        pred = {
+            "up": self.target + self.noise,
+            "down": -self.target - self.noise,
+            "flat": torch.zeros_like(self.target),
+        }[kind]
         self.val_r.update(pred, self.target)
 
     def on_validation_epoch_end(self):
@@ -170,8 +196,14 @@ class _Scripted(L.LightningModule):
 
 def _scripted_fit(tmp_path, script, *callbacks):
     checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="val/r", mode="max", filename="{epoch}")
-    trainer = L.Trainer(max_epochs=len(script), logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=tmp_path, callbacks=[*callbacks, checkpoint])
+    trainer = L.Trainer(
+        max_epochs=len(script),
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=[*callbacks, checkpoint],
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedCorrelationWarning)
         trainer.fit(_Scripted(script))

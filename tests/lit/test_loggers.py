@@ -69,13 +69,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize(("url", "address"), [
-    ("http://localhost:8080", ("localhost", 8080)),
-    ("https://wandb.example.org:8443/", ("wandb.example.org", 8443)),
-    ("https://api.wandb.ai", ("api.wandb.ai", 443)),
-    ("http://wandb.example.org", ("wandb.example.org", 80)),
-    ("api.wandb.ai", ("api.wandb.ai", 443)),
-])
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [
+        ("http://localhost:8080", ("localhost", 8080)),
+        ("https://wandb.example.org:8443/", ("wandb.example.org", 8443)),
+        ("https://api.wandb.ai", ("api.wandb.ai", 443)),
+        ("http://wandb.example.org", ("wandb.example.org", 80)),
+        ("api.wandb.ai", ("api.wandb.ai", 443)),
+    ],
+)
 def test_the_probe_connects_to_the_port_of_the_base_url(monkeypatch, url, address):
     tried = []
 
@@ -113,7 +116,9 @@ def test_auto_is_offline_and_names_host_and_port_of_an_unreachable_server(auto_e
     auto_env.setenv("WANDB_API_KEY", FAKE_KEY)
     auto_env.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
     assert loggers._resolve("auto") == (
-        "offline", f"the server is unreachable at 127.0.0.1:{port} (WANDB_BASE_URL=http://127.0.0.1:{port})")
+        "offline",
+        f"the server is unreachable at 127.0.0.1:{port} (WANDB_BASE_URL=http://127.0.0.1:{port})",
+    )
     assert wandb_mode("auto") == "offline"
 
 

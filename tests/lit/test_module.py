@@ -11,8 +11,14 @@ LINEAR = {"_target_": "dstrf.models.LinearSTRF", "lags": 6}
 
 
 def fit(module, dm, tmp_path, epochs=3, **trainer_kwargs):
-    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=tmp_path, **trainer_kwargs)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        **trainer_kwargs,
+    )
     trainer.fit(module, datamodule=dm)
     return trainer
 
@@ -42,7 +48,9 @@ def test_loss_ignores_padding_and_warmup_frames():
 
 
 def test_bad_settings_are_refused():
-    with pytest.raises(ValueError, match="loss='poisson' needs an encoder whose output is a positive rate; DeepEncoder"):
+    with pytest.raises(
+        ValueError, match="loss='poisson' needs an encoder whose output is a positive rate; DeepEncoder"
+    ):
         EncoderModule({"_target_": "dstrf.models.DeepEncoder", "hidden": 4}, 8, 2, loss="poisson")
     with pytest.raises(ValueError, match="loss must be one of"):
         EncoderModule(LINEAR, 8, 2, loss="l1")

@@ -54,8 +54,10 @@ def test_a_constant_target_or_prediction_is_nan_with_a_warning_naming_the_channe
     pred[1] = 0.0
     with pytest.warns(UndefinedCorrelationWarning) as record:
         r = pearson_r(pred, target, mask)
-    assert _messages(record) == ["channel 3 of the target is constant over the 50 scored frames; its r is NaN",
-                                 "channel 1 of the prediction is constant over the 50 scored frames; its r is NaN"]
+    assert _messages(record) == [
+        "channel 3 of the target is constant over the 50 scored frames; its r is NaN",
+        "channel 1 of the prediction is constant over the 50 scored frames; its r is NaN",
+    ]
     assert torch.isnan(r[[1, 3]]).all()
     expected = [np.corrcoef(pred[n, 10:], target[n, 10:])[0, 1] for n in (0, 2)]
     np.testing.assert_allclose(r[[0, 2]].numpy(), expected, rtol=1e-10)
@@ -72,19 +74,25 @@ def test_non_finite_values_in_scored_frames_give_nan_and_in_masked_frames_do_not
         r = pearson_r(pred, target, mask)
     assert _messages(record) == [
         "channel 0 of the prediction is not finite (NaN or inf) over the 35 scored frames; its r is NaN",
-        "channel 2 of the target is not finite (NaN or inf) over the 35 scored frames; its r is NaN"]
+        "channel 2 of the target is not finite (NaN or inf) over the 35 scored frames; its r is NaN",
+    ]
     assert torch.isnan(r[0]) and torch.isnan(r[2])
     assert r[1].item() == pytest.approx(np.corrcoef(pred[1, 5:], target[1, 5:])[0, 1], rel=1e-10)
 
 
 def test_too_few_frames_and_many_channels_are_named_in_one_warning():
-    with pytest.warns(UndefinedCorrelationWarning, match=r"^channel 0 has 1 scored frame \(a correlation needs at "
-                                                         r"least 2\); its r is NaN$"):
+    with pytest.warns(
+        UndefinedCorrelationWarning,
+        match=r"^channel 0 has 1 scored frame \(a correlation needs at "
+        r"least 2\); its r is NaN$",
+    ):
         assert torch.isnan(pearson_r(torch.randn(1, 5), torch.randn(1, 5), torch.arange(5) == 2)).all()
     with pytest.warns(UndefinedCorrelationWarning) as record:
         r = pearson_r(torch.ones(12, 8), torch.randn(12, 8))
-    assert _messages(record) == ["channels 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, ... (12 in all) of the prediction are "
-                                 "constant over the 8 scored frames; their r is NaN"]
+    assert _messages(record) == [
+        "channels 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, ... (12 in all) of the prediction are "
+        "constant over the 8 scored frames; their r is NaN"
+    ]
     assert torch.isnan(r).all()
 
 
@@ -96,8 +104,10 @@ def test_streaming_metric_detects_constant_channels_over_all_batches_and_merges_
     metric = PearsonR(2)
     metric.update(pred[:1], target[:1])
     metric.update(pred[1:], target[1:])
-    with pytest.warns(UndefinedCorrelationWarning, match="^channel 1 of the prediction is constant over the 60 "
-                                                         "scored frames; its r is NaN$"):
+    with pytest.warns(
+        UndefinedCorrelationWarning,
+        match="^channel 1 of the prediction is constant over the 60 scored frames; its r is NaN$",
+    ):
         r = metric.compute()
     expected = pearson_r(pred[:, 0].reshape(1, -1), target[:, 0].reshape(1, -1))
     torch.testing.assert_close(r[0], expected[0])
@@ -121,9 +131,12 @@ def test_data_far_from_zero_mean_are_scored_accurately_or_refused_never_rounding
     # the streaming metric keeps raw sums (they must add up over batches and ranks): it says so, with NaN
     metric = PearsonR(2)
     metric.update((x * 1e-3 + 1e8)[None], (y * 1e-3 + 5e7)[None])
-    with pytest.warns(UndefinedCorrelationWarning, match="^channels 0, 1 of the target vary too little around their "
-                                                         "means over the 1000 scored frames for their variances to "
-                                                         "survive rounding; their r is NaN$"):
+    with pytest.warns(
+        UndefinedCorrelationWarning,
+        match="^channels 0, 1 of the target vary too little around their "
+        "means over the 1000 scored frames for their variances to "
+        "survive rounding; their r is NaN$",
+    ):
         assert torch.isnan(metric.compute()).all()
 
 
@@ -174,31 +187,36 @@ def test_undefined_noise_ceilings_are_nan_with_the_reason():
         "channel 3 has a constant mean response over the 300 frames; its cc_norm is NaN",
         f"channel 2 has no measurable stimulus-locked signal (signal power SP = {sp:.3g} <= 0 from 4 repeats); "
         "its cc_norm is NaN",
-        "channel 1 of the prediction is constant over the 300 frames; its cc_norm is NaN"]
+        "channel 1 of the prediction is constant over the 300 frames; its cc_norm is NaN",
+    ]
     assert torch.isnan(value).all()
     with pytest.warns(UndefinedCorrelationWarning) as record:
         ceiling = cc_max(repeats)
     assert [m.split(";")[0] for m in _messages(record)] == [
         "channel 4 of the repeats is not finite (NaN or inf) over the 300 frames",
         "channel 3 has a constant mean response over the 300 frames",
-        f"channel 2 has no measurable stimulus-locked signal (signal power SP = {sp:.3g} <= 0 from 4 repeats)"]
+        f"channel 2 has no measurable stimulus-locked signal (signal power SP = {sp:.3g} <= 0 from 4 repeats)",
+    ]
     assert torch.isnan(ceiling[2:]).all() and (torch.isfinite(ceiling[:2]) & (ceiling[:2] < 1)).all()
 
 
 def test_a_noise_ceiling_above_one_is_kept_and_named():
     """The mean of the repeats predicts itself: cc_norm(ybar) = 1 / cc_max > 1, which must not pass silently."""
     g = torch.Generator().manual_seed(8)
-    repeats = torch.randn(1, 2, 400, generator=g, dtype=torch.float64) + torch.randn(4, 2, 400, generator=g,
-                                                                                      dtype=torch.float64)
+    repeats = torch.randn(1, 2, 400, generator=g, dtype=torch.float64) + torch.randn(
+        4, 2, 400, generator=g, dtype=torch.float64
+    )
     ceiling = cc_max(repeats)
     with pytest.warns(NoiseCeilingWarning) as record:
         value = cc_norm(repeats.mean(0), repeats)
     torch.testing.assert_close(value, 1 / ceiling)
     assert (value > 1).all()
     sp = signal_power(repeats)
-    assert _messages(record)[0].startswith(f"cc_norm exceeds 1 for channel 0: {float(value[0]):.3f} (SP = "
-                                           f"{float(sp[0]):.3g}), channel 1: {float(value[1]):.3f} (SP = "
-                                           f"{float(sp[1]):.3g}). It is an estimate")
+    assert _messages(record)[0].startswith(
+        f"cc_norm exceeds 1 for channel 0: {float(value[0]):.3f} (SP = "
+        f"{float(sp[0]):.3g}), channel 1: {float(value[1]):.3f} (SP = "
+        f"{float(sp[1]):.3g}). It is an estimate"
+    )
 
 
 def test_identical_repeats_give_a_ceiling_of_exactly_one_without_warnings():

@@ -66,8 +66,14 @@ def test_every_dstrf_encoder_is_an_encoder_with_its_capabilities(name):
     receptive_field, windowed, window_output, stateful, positive = EXPECTED[name]
     caps = encoder_capabilities(model)
     assert caps == EncoderCapabilities(
-        n_freqs=F, n_outputs=N, has_receptive_field=True, receptive_field=receptive_field,
-        causal_padding=windowed, windowed=windowed, window_output=window_output, stateful=stateful,
+        n_freqs=F,
+        n_outputs=N,
+        has_receptive_field=True,
+        receptive_field=receptive_field,
+        causal_padding=windowed,
+        windowed=windowed,
+        window_output=window_output,
+        stateful=stateful,
         positive_output=positive,
     )
     assert caps.padding_value == 0.0
@@ -85,7 +91,7 @@ def test_windowed_encoders_run_valid_windows(name):
     x = torch.randn(2, F, 20)
     valid = model(x, causal_padding=False)
     assert valid.shape == (2, N, 20 - R + 1)
-    torch.testing.assert_close(valid, model(x)[:, :, R - 1:])
+    torch.testing.assert_close(valid, model(x)[:, :, R - 1 :])
     if encoder_capabilities(model).window_output:
         windows = x[:, :, -R:]
         torch.testing.assert_close(model.window_output(windows), model(x)[:, :, -1])
@@ -109,15 +115,27 @@ def test_a_plain_module_gets_the_documented_defaults():
     assert not isinstance(model, Encoder)
     caps = encoder_capabilities(model)
     assert caps == EncoderCapabilities(
-        n_freqs=None, n_outputs=None, has_receptive_field=False, receptive_field=None, causal_padding=False,
-        windowed=False, window_output=False, stateful=False, positive_output=False,
+        n_freqs=None,
+        n_outputs=None,
+        has_receptive_field=False,
+        receptive_field=None,
+        causal_padding=False,
+        windowed=False,
+        window_output=False,
+        stateful=False,
+        positive_output=False,
     )
     assert caps.padding_value == 0.0
 
 
 def test_stand_ins_that_declare_some_members_get_those_and_the_defaults():
     centered = encoder_capabilities(Centered(F, N))  # receptive_field and n_freqs, nothing else
-    assert (centered.has_receptive_field, centered.receptive_field, centered.n_freqs, centered.n_outputs) == (True, 5, F, None)
+    assert (centered.has_receptive_field, centered.receptive_field, centered.n_freqs, centered.n_outputs) == (
+        True,
+        5,
+        F,
+        None,
+    )
     assert not (centered.windowed or centered.window_output or centered.stateful or centered.positive_output)
 
     wrapped = WithoutWindows(make("deep"))  # forward(x) only: no window path even though its inner model has one
@@ -215,8 +233,13 @@ def test_a_subclass_of_encoder_base_starts_with_the_defaults():
     model = Minimal()
     assert isinstance(model, Encoder)
     caps = encoder_capabilities(model)
-    assert (caps.windowed, caps.causal_padding, caps.window_output, caps.stateful, caps.positive_output) == \
-        (False, False, False, False, False)
+    assert (caps.windowed, caps.causal_padding, caps.window_output, caps.stateful, caps.positive_output) == (
+        False,
+        False,
+        False,
+        False,
+        False,
+    )
     assert (caps.n_freqs, caps.n_outputs, caps.receptive_field) == (F, N, 1)
 
 

@@ -18,8 +18,11 @@ def _data(n_trials=5, noise=0.3, seed=0, lengths=(300, 250, 400, 350, 280, 320))
         truth.weight.copy_(torch.randn(N_, F_, L_, generator=torch.Generator().manual_seed(seed)))
         truth.bias.copy_(torch.tensor([0.5, -1.0, 2.0]))
         xs = [rng.standard_normal((F_, T)) for T in lengths[:n_trials]]
-        ys = [truth(torch.tensor(x, dtype=torch.float32)[None])[0].double().numpy()
-              + noise * rng.standard_normal((N_, x.shape[1])) for x in xs]
+        ys = [
+            truth(torch.tensor(x, dtype=torch.float32)[None])[0].double().numpy()
+            + noise * rng.standard_normal((N_, x.shape[1]))
+            for x in xs
+        ]
     return truth, xs, ys
 
 
@@ -40,16 +43,20 @@ def test_the_lagged_design_holds_past_frames_in_lag_order():
     np.testing.assert_array_equal(_lagged(x, 3, 2, 5), X[2:5])
 
 
-@pytest.mark.parametrize("n_freqs, lags, n_frames, warmup, chunk_size", [
-    (4, 6, 300, 5, 7),      # the default warm-up: full windows only
-    (4, 6, 300, 0, 2048),   # warm-up 0: zero-padded frames before the start enter the sums
-    (3, 5, 40, 7, 3),       # a core of a few frames
-    (3, 5, 12, 2, 2048),    # shorter than two receptive fields: the explicit design
-    (2, 1, 50, 0, 16),      # no lags
-    (5, 7, 100, 30, 1),     # a long warm-up, one frame per chunk
-])
-def test_lagged_moments_regrouped_by_lag_equal_the_sums_over_the_explicit_design(n_freqs, lags, n_frames, warmup,
-                                                                                 chunk_size):
+@pytest.mark.parametrize(
+    "n_freqs, lags, n_frames, warmup, chunk_size",
+    [
+        (4, 6, 300, 5, 7),  # the default warm-up: full windows only
+        (4, 6, 300, 0, 2048),  # warm-up 0: zero-padded frames before the start enter the sums
+        (3, 5, 40, 7, 3),  # a core of a few frames
+        (3, 5, 12, 2, 2048),  # shorter than two receptive fields: the explicit design
+        (2, 1, 50, 0, 16),  # no lags
+        (5, 7, 100, 30, 1),  # a long warm-up, one frame per chunk
+    ],
+)
+def test_lagged_moments_regrouped_by_lag_equal_the_sums_over_the_explicit_design(
+    n_freqs, lags, n_frames, warmup, chunk_size
+):
     rng = np.random.default_rng(n_frames)
     x, y = rng.standard_normal((n_freqs, n_frames)), rng.standard_normal((2, n_frames))
     m = lagged_moments(x, y, lags, warmup, chunk_size)
@@ -120,7 +127,9 @@ def test_bad_settings_and_too_few_trials():
     with pytest.raises(ValueError, match="cv must be 'loo' or a number of inner folds >= 2"):
         RidgeSTRF(F_, N_, cv=1)
     _, xs, ys = _data(n_trials=1)
-    with pytest.raises(ValueError, match="fallback_alpha=None and 1 training trial: RidgeSTRF chooses alpha by cross-validation"):
+    with pytest.raises(
+        ValueError, match="fallback_alpha=None and 1 training trial: RidgeSTRF chooses alpha by cross-validation"
+    ):
         RidgeSTRF(F_, N_, lags=L_).fit(xs, ys)
     with pytest.warns(RuntimeWarning, match="no inner cross-validation: alpha = 10.0"):
         model = RidgeSTRF(F_, N_, lags=L_, fallback_alpha=10.0).fit(xs, ys)
@@ -154,7 +163,7 @@ def test_a_laplacian_penalty_solves_its_own_normal_equations_and_smooths():
     _, xs, ys = _data(noise=2.0)
     model = RidgeSTRF(F_, N_, lags=L_, alphas=[300.0], penalty="laplacian").fit(xs, ys, warmup=L_ - 1)
     X = np.concatenate([_lagged(x, L_, L_ - 1, x.shape[1]) for x in xs])
-    Y = np.concatenate([y[:, L_ - 1:].T for y in ys])
+    Y = np.concatenate([y[:, L_ - 1 :].T for y in ys])
     Xc, Yc = X - X.mean(0), Y - Y.mean(0)
     w = np.linalg.solve(Xc.T @ Xc + 300.0 * laplacian(F_, L_), Xc.T @ Yc)
     np.testing.assert_allclose(model.strf.numpy(), w.T.reshape(N_, F_, L_), rtol=1e-5, atol=1e-6)
@@ -169,7 +178,9 @@ def test_a_cholesky_per_alpha_and_one_eigendecomposition_for_all_give_the_same_w
     from dstrf.models.ridge import _cholesky_is_cheaper
 
     _, xs, ys = _data()
-    m = sum((lagged_moments(x, y, L_, L_ - 1) for x, y in zip(xs[1:], ys[1:])), lagged_moments(xs[0], ys[0], L_, L_ - 1))
+    m = sum(
+        (lagged_moments(x, y, L_, L_ - 1) for x, y in zip(xs[1:], ys[1:])), lagged_moments(xs[0], ys[0], L_, L_ - 1)
+    )
     many = np.logspace(-2, 6, 18)  # eigh
     assert not _cholesky_is_cheaper(len(many), F_ * L_) and _cholesky_is_cheaper(3, F_ * L_)
     w_eig, b_eig = _solve_all(m, many)

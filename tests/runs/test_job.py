@@ -17,8 +17,12 @@ from dstrf.runs.job import (
 
 
 def cfg(epochs=3, output_dir="/somewhere", data_path=None):
-    node = {"model": {"_target_": "m", "hidden": 8}, "trainer": {"max_epochs": epochs},
-            "paths": {"output_dir": output_dir}, "callbacks": {"dir": "${paths.output_dir}/ckpt"}}
+    node = {
+        "model": {"_target_": "m", "hidden": 8},
+        "trainer": {"max_epochs": epochs},
+        "paths": {"output_dir": output_dir},
+        "callbacks": {"dir": "${paths.output_dir}/ckpt"},
+    }
     if data_path is not None:
         node["data"] = {"trials": {"_target_": "dstrf.data.load_trials", "path": str(data_path)}}
     return OmegaConf.create(node)
@@ -65,8 +69,11 @@ def test_life_cycle_start_resume_finish_skip_and_archive(tmp_path):
     (job / "metrics.json").write_text("{}")
     mark_done(job, state, {"test_r_mean": 0.5}, outputs=["metrics.json", best, last])
     done = json.loads((job / "done.json").read_text())
-    assert done["test_r_mean"] == 0.5 and set(done["outputs"]) == {"metrics.json", "checkpoints/best-epoch001.ckpt",
-                                                                    "checkpoints/last.ckpt"}
+    assert done["test_r_mean"] == 0.5 and set(done["outputs"]) == {
+        "metrics.json",
+        "checkpoints/best-epoch001.ckpt",
+        "checkpoints/last.ckpt",
+    }
     assert prepare_job(job, cfg()).action == "skip"
     # a changed config: everything the job wrote moves, whole, to superseded/<time>/
     notes = job / "notes.txt"
@@ -75,8 +82,13 @@ def test_life_cycle_start_resume_finish_skip_and_archive(tmp_path):
     assert (job / "done.json").exists()
     state = prepare_job(job, cfg(epochs=9))
     assert state.action == "start" and state.superseded.parent == job / "superseded"
-    assert sorted(p.name for p in state.superseded.iterdir()) == ["checkpoints", "done.json", "fit.json", "job.json",
-                                                                  "metrics.json"]
+    assert sorted(p.name for p in state.superseded.iterdir()) == [
+        "checkpoints",
+        "done.json",
+        "fit.json",
+        "job.json",
+        "metrics.json",
+    ]
     assert checkpoint_problem(state.superseded / "checkpoints" / "last.ckpt") is None
     assert notes.read_text() == "mine" and not (job / "done.json").exists()
 
@@ -146,8 +158,10 @@ def test_a_second_process_cannot_take_a_held_job_directory(tmp_path):
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
         message = pool.apply(_try_lock, (str(tmp_path),))
-    assert message == f"another dstrf job is running in {tmp_path} (pid {os.getpid()}); wait for it to end, or give " \
-                      "this run another directory (hydra.run.dir=...)"
+    assert (
+        message == f"another dstrf job is running in {tmp_path} (pid {os.getpid()}); wait for it to end, or give "
+        "this run another directory (hydra.run.dir=...)"
+    )
     held.close()
     with context.Pool(1) as pool:
         assert pool.apply(_try_lock, (str(tmp_path),)) == "locked"

@@ -58,7 +58,12 @@ def job_dir_name(group: str, fold: int, jackknife: int | None) -> str:
 
 
 def job_overrides(group: str, fold: int, jackknife: int | None) -> list[str]:
-    return [*BASE, *GROUPS[group], f"split.fold={fold}", f"split.jackknife={'null' if jackknife is None else jackknife}"]
+    return [
+        *BASE,
+        *GROUPS[group],
+        f"split.fold={fold}",
+        f"split.jackknife={'null' if jackknife is None else jackknife}",
+    ]
 
 
 def _build(root: Path) -> Path:
@@ -69,8 +74,9 @@ def _build(root: Path) -> Path:
             args = [*job_overrides(group, fold, jk), f"hydra.run.dir='{sweep / job_dir_name(group, fold, jk)}'"]
             lines.append("\x1f".join(args))
     env = {**os.environ, "WANDB_MODE": "disabled", "WANDB_SILENT": "true", "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run([sys.executable, "-c", _RUNNER, *lines], cwd=root, env=env, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", _RUNNER, *lines], cwd=root, env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     for group, fold, jk, state in JOBS:
         if state == "incomplete":
@@ -83,8 +89,14 @@ def _build(root: Path) -> Path:
         "created": "2024-01-01T00:00:00",
         "overrides": ["+sweep=cv_jackknife", *BASE[:2], "model=deep_encoder,linear_strf"],
         "jobs": [
-            {"num": num, "dir": job_dir_name(group, fold, jk), "overrides": job_overrides(group, fold, jk),
-             "group": group, "fold": fold, "jackknife": jk}
+            {
+                "num": num,
+                "dir": job_dir_name(group, fold, jk),
+                "overrides": job_overrides(group, fold, jk),
+                "group": group,
+                "fold": fold,
+                "jackknife": jk,
+            }
             for num, (group, fold, jk, _) in enumerate(JOBS)
         ],
     }

@@ -50,10 +50,15 @@ def recompute(sweep, group):
         mean = np.mean([p for p, _, _ in items], axis=0)
         response = items[0][1]
         r_pred = np.array([np.corrcoef(mean[n, w:], response[n, w:])[0, 1] for n in range(len(CHANNELS))])
-        per_model = np.array([[np.corrcoef(p[n, wj:], y[n, wj:])[0, 1] for n in range(len(CHANNELS))]
-                              for p, y, wj in items])
+        per_model = np.array(
+            [[np.corrcoef(p[n, wj:], y[n, wj:])[0, 1] for n in range(len(CHANNELS))] for p, y, wj in items]
+        )
         m = len(items)
-        se = np.sqrt((m - 1) / m * ((per_model - per_model.mean(0)) ** 2).sum(0)) if m > 1 else np.full(len(CHANNELS), np.nan)
+        se = (
+            np.sqrt((m - 1) / m * ((per_model - per_model.mean(0)) ** 2).sum(0))
+            if m > 1
+            else np.full(len(CHANNELS), np.nan)
+        )
         out[trial] = (r_pred, per_model.mean(0), se, m)
     return out
 
@@ -115,7 +120,9 @@ def test_summary_files_are_written_and_replace_older_ones(sweep_dir, tmp_path):
     for g, ref in zip(data["groups"], summary.groups):
         assert g["r_pred_mean"] == pytest.approx(float(ref.r_pred.mean()))
         assert g["r_score_mean"] == pytest.approx(float(ref.r_score.mean()))
-        assert g["per_channel"]["channel"] == CHANNELS and (g["n_jobs"], g["n_done"]) == ((6, 4) if g["group"] == "" else (1, 1))
+        assert g["per_channel"]["channel"] == CHANNELS and (g["n_jobs"], g["n_done"]) == (
+            (6, 4) if g["group"] == "" else (1, 1)
+        )
     assert len(data["trials"]) == len(rows) and len(data["models"]) == 5
     assert [(j["dir"], j["fold"], j["jackknife"]) for j in data["missing"]] == [("fold1_jk2", 1, 2)]
     assert [(j["dir"], j["fold"], j["jackknife"]) for j in data["incomplete"]] == [("fold1_jk1", 1, 1)]
@@ -162,7 +169,8 @@ def test_without_sweep_json_jobs_are_found_and_grouped_by_their_overrides(sweep_
     jobs = find_jobs(sweep)
     assert [j.name for j in jobs] == [job_dir_name(g, f, k) for g, f, k, s in JOBS if s != "missing"]
     assert [(j.group, j.fold, j.jackknife, j.status) for j in jobs] == [
-        (g, f, k, "incomplete" if s == "incomplete" else "done") for g, f, k, s in JOBS if s != "missing"]
+        (g, f, k, "incomplete" if s == "incomplete" else "done") for g, f, k, s in JOBS if s != "missing"
+    ]
     summary = aggregate(sweep, write=False)
     reference = aggregate(sweep_dir, write=False)
     assert [g.name for g in summary.groups] == [g.name for g in reference.groups]
@@ -197,8 +205,10 @@ def test_pearson_r_and_jackknife_se():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(3, 50)), rng.normal(size=(3, 50))
     np.testing.assert_allclose(pearson_r(x, y), [np.corrcoef(a, b)[0, 1] for a, b in zip(x, y)], atol=1e-14)
-    with pytest.warns(UndefinedCorrelationWarning, match="^channel 0 of the prediction is constant over the 10 scored "
-                                                         "frames; its r is NaN$"):
+    with pytest.warns(
+        UndefinedCorrelationWarning,
+        match="^channel 0 of the prediction is constant over the 10 scored frames; its r is NaN$",
+    ):
         assert np.isnan(pearson_r(np.ones((1, 10)), y[:1, :10])).all()  # no variance: NaN, as dstrf.metrics
     values = np.array([[0.1, 0.5], [0.3, 0.5], [0.2, 0.5]])
     np.testing.assert_allclose(jackknife_se(values), [np.sqrt(2 / 3 * 0.02), 0.0])
@@ -241,8 +251,10 @@ def test_a_job_with_non_finite_predictions_is_nan_in_every_table_and_reported_lo
     assert np.isfinite(other.r_pred).all() and math.isfinite(other.r_pred_mean)  # the other group is not affected
     with np.load(sweep / "fold0_jk1" / "test_predictions.npz") as npz:
         frames = npz[f"response_{trial}"].shape[1] - int(npz["warmup"])  # the scored frames: past the warm-up
-    reason = (f"trial {trial}: channels 0, 1, 2, 3, 4 of the prediction are not finite (NaN or inf) over the "
-              f"{frames} scored frames; their r is NaN")
+    reason = (
+        f"trial {trial}: channels 0, 1, 2, 3, 4 of the prediction are not finite (NaN or inf) over the "
+        f"{frames} scored frames; their r is NaN"
+    )
     assert [(job.name, n, total, why) for job, n, total, why in summary.nan_scores] == [("fold0_jk1", 5, 5, [reason])]
     assert summary.n_nan == group.n_nan == 5 and other.n_nan == 0
     assert summary.exit_code == 2
@@ -279,15 +291,25 @@ def test_a_mean_prediction_without_variance_is_reported_though_no_job_is_nan(swe
     assert np.isfinite(group.r_score[row]).all() and np.isnan(group.r_pred[row]).all()
     assert summary.n_nan == 0 and summary.nan_scores == []
     assert len(group.nan_reasons) == 1 and group.nan_reasons[0].startswith(
-        f"trial {trial}, mean prediction: channels 0, 1, 2, 3, 4 of the prediction are constant over the ")
-    assert summary.exit_code == 2 and f"!!!   NAN         (group (no swept settings): {group.nan_reasons[0]})" in \
-        summary.format_problems()
+        f"trial {trial}, mean prediction: channels 0, 1, 2, 3, 4 of the prediction are constant over the "
+    )
+    assert (
+        summary.exit_code == 2
+        and f"!!!   NAN         (group (no swept settings): {group.nan_reasons[0]})" in summary.format_problems()
+    )
 
 
 def test_the_per_channel_se_skips_single_model_trials_but_never_a_nan():
-    group = GroupSummary("g", [], channels=["a", "b"], trials=[0, 1, 2], n_models=np.array([3, 3, 1]),
-                         r_pred=np.zeros((3, 2)), r_score=np.zeros((3, 2)),
-                         r_score_se=np.array([[0.1, 0.1], [0.3, np.nan], [np.nan, np.nan]]))
+    group = GroupSummary(
+        "g",
+        [],
+        channels=["a", "b"],
+        trials=[0, 1, 2],
+        n_models=np.array([3, 3, 1]),
+        r_pred=np.zeros((3, 2)),
+        r_score=np.zeros((3, 2)),
+        r_score_se=np.array([[0.1, 0.1], [0.3, np.nan], [np.nan, np.nan]]),
+    )
     se = group.per_channel()["r_score_se"]
     assert se[0] == pytest.approx(0.2)  # trial 2 has one model: no SE, not a missing one
     assert math.isnan(se[1])  # trial 1's SE of channel b is NaN (a NaN score): the mean is NaN, not 0.1

@@ -34,19 +34,33 @@ def _trials_file(path: Path) -> Path:
 def test_memory_of_a_multirun_does_not_grow_with_each_job(tmp_path):
     data, log = _trials_file(tmp_path / "trials.h5"), tmp_path / "rss.txt"
     args = [
-        "+sweep=cv", "data=file", f"data.trials.path={data}", f"split.n_folds={N_JOBS}", "model=linear_strf",
-        "model.lags=5", "trainer.max_epochs=1", "++trainer.num_sanity_val_steps=0",
-        "++trainer.enable_progress_bar=false", "logger=csv", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        "+hydra.callbacks.rss._target_=tests.sweep.rss_probe.RSSProbe", f"+hydra.callbacks.rss.path={log}",
+        "+sweep=cv",
+        "data=file",
+        f"data.trials.path={data}",
+        f"split.n_folds={N_JOBS}",
+        "model=linear_strf",
+        "model.lags=5",
+        "trainer.max_epochs=1",
+        "++trainer.num_sanity_val_steps=0",
+        "++trainer.enable_progress_bar=false",
+        "logger=csv",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        "+hydra.callbacks.rss._target_=tests.sweep.rss_probe.RSSProbe",
+        f"+hydra.callbacks.rss.path={log}",
     ]
-    env = {**os.environ, "WANDB_MODE": "disabled", "DSTRF_ROOT": str(tmp_path),
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           # glibc hands a freed block of several MB back to the system only while such blocks are mmap()ed;
-           # its default threshold adapts upwards and then keeps freed tensors in its heap, which makes RSS
-           # swing by a tensor or two between jobs. A fixed threshold makes RSS follow the live data.
-           "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
-    result = subprocess.run([sys.executable, "-m", "dstrf.train", *args], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "WANDB_MODE": "disabled",
+        "DSTRF_ROOT": str(tmp_path),
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        # glibc hands a freed block of several MB back to the system only while such blocks are mmap()ed;
+        # its default threshold adapts upwards and then keeps freed tensors in its heap, which makes RSS
+        # swing by a tensor or two between jobs. A fixed threshold makes RSS follow the live data.
+        "MALLOC_MMAP_THRESHOLD_": str(1 << 20),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "dstrf.train", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
     rows = [line.split() for line in log.read_text().splitlines()]

@@ -17,8 +17,13 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def estimated(sweep_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("dstrf")
-    result = subprocess.run(["dstrf-estimate", str(sweep_dir), "--times", "60:90", "--channels", "0", "3", "--out", str(out)],
-                            capture_output=True, text=True, timeout=600, env={**os.environ, "WANDB_MODE": "disabled"})
+    result = subprocess.run(
+        ["dstrf-estimate", str(sweep_dir), "--times", "60:90", "--channels", "0", "3", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return sweep_dir, out, json.loads((out / "index.json").read_text())
 
@@ -49,8 +54,9 @@ def test_files_hold_the_jackknife_mean_of_the_models_in_data_units(estimated):
         assert f.attrs["n_models"] == 3
     jobs = [experiment[name] for name in entry["models"]]
     stimulus = experiment.trials(jobs[0])[entry["trial"]].stimulus
-    stacked = torch.stack([dstrf(j.load_module("cpu").data_units(), stimulus, channels=[0, 3], times=range(60, 90))
-                           for j in jobs]).numpy()
+    stacked = torch.stack(
+        [dstrf(j.load_module("cpu").data_units(), stimulus, channels=[0, 3], times=range(60, 90)) for j in jobs]
+    ).numpy()
     np.testing.assert_allclose(mean, stacked.mean(0), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(se, np.sqrt(2 / 3 * ((stacked - stacked.mean(0)) ** 2).sum(0)), rtol=1e-4, atol=1e-6)
     assert mask.dtype == bool and mask.shape == mean.shape
@@ -71,8 +77,13 @@ def test_rerun_keeps_finished_files_and_other_options_never_overwrite(estimated)
 @pytest.fixture(scope="module")
 def gradmaps(sweep_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("gradmap")
-    result = subprocess.run(["dstrf-estimate", str(sweep_dir), "--gradmap", "--x0", "2:100", "--out", str(out)],
-                            capture_output=True, text=True, timeout=600, env={**os.environ, "WANDB_MODE": "disabled"})
+    result = subprocess.run(
+        ["dstrf-estimate", str(sweep_dir), "--gradmap", "--x0", "2:100", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return sweep_dir, out, json.loads((out / "index.json").read_text())
 
@@ -88,22 +99,28 @@ def test_gradmaps_per_fold_are_the_jackknife_mean_of_the_fold_models(gradmaps):
     assert by_file["fold_1.h5"]["models"] == ["fold1_jk0"]
     experiment = load(sweep_dir)
     jobs = [experiment[name] for name in by_file["fold_0.h5"]["models"]]
-    window = experiment.trials(jobs[0])[2].stimulus[:, 100 - 64: 101]
+    window = experiment.trials(jobs[0])[2].stimulus[:, 100 - 64 : 101]
     stacked = torch.stack([gradmap(j.load_module("cpu").data_units(), x0=window) for j in jobs]).double()
     with h5py.File(out / "fold_0.h5", "r") as f:
         mean, se, mask = f["mean"][()], f["se"][()], f["mask"][()]
         assert f.attrs["n_models"] == 3 and json.loads(f.attrs["test_trials"]) == by_file["fold_0.h5"]["test_trials"]
     assert np.abs(mean).max() > 0  # a data window: the bias-free network is not flat there
     np.testing.assert_allclose(mean, stacked.mean(0).numpy(), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(se, np.sqrt(2 / 3 * ((stacked - stacked.mean(0)) ** 2).sum(0).numpy()), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(
+        se, np.sqrt(2 / 3 * ((stacked - stacked.mean(0)) ** 2).sum(0).numpy()), rtol=1e-4, atol=1e-7
+    )
     agree = (stacked > 0).all(0) | (stacked < 0).all(0) | (stacked == 0).any(0)
     assert mask.dtype == bool and (mask[agree.numpy()]).all()  # unanimous signs are always kept
     assert (out / "fold_0.png").is_file()
 
 
 def test_gradmap_bad_reference_is_a_clear_error(sweep_dir, tmp_path):
-    result = subprocess.run(["dstrf-estimate", str(sweep_dir), "--gradmap", "--x0", "2:10", "--out", str(tmp_path)],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        ["dstrf-estimate", str(sweep_dir), "--gradmap", "--x0", "2:10", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 1 and "frame 10 of trial 2 cannot end a window of 65 frames" in result.stderr
     assert not list(tmp_path.iterdir())
 
@@ -114,15 +131,30 @@ def test_analyze_gives_per_trial_and_per_channel_nonlinearities_of_the_masked_me
     from dstrf.analysis import nonlinearities
 
     sweep_dir, out, index = estimated
-    args = ["dstrf-estimate", str(sweep_dir), "--times", "60:90", "--channels", "0", "3", "--out", str(out), "--analyze",
-            "--baseline", "model.hidden=8"]
+    args = [
+        "dstrf-estimate",
+        str(sweep_dir),
+        "--times",
+        "60:90",
+        "--channels",
+        "0",
+        "3",
+        "--out",
+        str(out),
+        "--analyze",
+        "--baseline",
+        "model.hidden=8",
+    ]
     result = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "nonlinearities of the sweep" in result.stdout
     with open(out / "nonlinearities.csv") as f:
         rows = list(csv.DictReader(f))
     tested = sorted(e["trial"] for e in index["trials"] if e["group"] == "")
-    assert sorted({int(r["trial"]) for r in rows}) == tested and {r["name"] for r in rows} == {"linear", "temporal_hold"}
+    assert sorted({int(r["trial"]) for r in rows}) == tested and {r["name"] for r in rows} == {
+        "linear",
+        "temporal_hold",
+    }
     entry = next(e for e in index["trials"] if e["group"] == "")
     with h5py.File(out / entry["file"], "r") as f:  # frames 64..89 have their whole window inside the trial
         masked = f["mean"][4:] * f["mask"][4:]
@@ -145,9 +177,14 @@ def test_model_sets_are_folds_or_under_pairs_the_trials():
     kfold = [job("fold0_jk0", 0), job("fold0_jk1", 0)]
     plan = {("", 0): kfold, ("", 1): kfold, ("", 2): [job("fold1_jk0", 1)]}
     assert [(g, stem, [j.name for j in jobs], tested) for g, stem, jobs, tested in _model_sets(plan)] == [
-        ("", "fold_0", ["fold0_jk0", "fold0_jk1"], [0, 1]), ("", "fold_1", ["fold1_jk0"], [2])]
+        ("", "fold_0", ["fold0_jk0", "fold0_jk1"], [0, 1]),
+        ("", "fold_1", ["fold1_jk0"], [2]),
+    ]
     # pairs of 3 trials: fold 0 = {0, 1}, fold 1 = {0, 2}, fold 2 = {1, 2}; trial i's models are the pairs with i
     pairs = [job("fold0", 0), job("fold1", 1), job("fold2", 2)]
     plan = {("m", 0): pairs[:2], ("m", 1): [pairs[0], pairs[2]], ("m", 2): pairs[1:]}
-    assert [(stem, tested) for _, stem, _, tested in _model_sets(plan)] == [("trial_0", [0]), ("trial_1", [1]),
-                                                                            ("trial_2", [2])]
+    assert [(stem, tested) for _, stem, _, tested in _model_sets(plan)] == [
+        ("trial_0", [0]),
+        ("trial_1", [1]),
+        ("trial_2", [2]),
+    ]

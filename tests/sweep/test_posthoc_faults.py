@@ -41,8 +41,10 @@ def index_of(out: Path) -> dict:
 
 
 def done_and_failed(index: dict, key: str = "trials") -> tuple[list, list]:
-    return (sorted((e["group"], e.get("trial", e["file"])) for e in index[key]),
-            sorted((e["group"], e.get("trial", e["file"]), e["job"], e["failed_file"]) for e in index["failed"]))
+    return (
+        sorted((e["group"], e.get("trial", e["file"])) for e in index[key]),
+        sorted((e["group"], e.get("trial", e["file"]), e["job"], e["failed_file"]) for e in index["failed"]),
+    )
 
 
 def test_a_truncated_checkpoint_fails_only_the_trial_that_needs_it(sweep_dir, tmp_path, capsys):
@@ -84,9 +86,11 @@ def test_a_diverged_fit_names_the_job_and_the_parameter(sweep_dir, tmp_path, cap
     torch.save(checkpoint, path)
     code, _, stderr = run(capsys, sweep, *FAST, "--out", tmp_path / "out")
     assert code == 2
-    assert (f"trial 2 (trial_2.h5): {path} (job fold0_jk2): model parameter 'encoder.convs.0.weight' of "
-            f"DataUnitsEncoder has {3 * checkpoint['state_dict']['encoder.convs.0.weight'].shape[-1]} non-finite "
-            "values") in stderr
+    assert (
+        f"trial 2 (trial_2.h5): {path} (job fold0_jk2): model parameter 'encoder.convs.0.weight' of "
+        f"DataUnitsEncoder has {3 * checkpoint['state_dict']['encoder.convs.0.weight'].shape[-1]} non-finite "
+        "values"
+    ) in stderr
     assert done_and_failed(index_of(tmp_path / "out"))[1] == [("", 2, "fold0_jk2", "fold0_jk2/" + CKPT)]
 
 

@@ -21,8 +21,15 @@ TINY = ["experiment=quick", "data.trials.n_trials=6", "data.trials.n_frames=300"
 
 def dstrf_train(args, root: Path, **kwargs):
     env = {**os.environ, "WANDB_MODE": "disabled", "DSTRF_ROOT": str(root)}
-    return subprocess.run([sys.executable, "-m", "dstrf.train", *args], cwd=root, env=env, capture_output=True,
-                          text=True, timeout=600, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "dstrf.train", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kwargs,
+    )
 
 
 def only_sweep(root: Path) -> Path:
@@ -79,7 +86,9 @@ def test_summary_numbers_equal_a_recomputation_from_saved_predictions(cv_jackkni
         trial, channel = int(row["trial"]), row["channel"]
         n = ["linear", "ln", "gain_change", "temporal_hold", "shape_change"].index(channel)
         mean = np.mean(predictions[trial], axis=0)
-        expected = pearson_r(torch.as_tensor(mean), torch.as_tensor(responses[trial]), torch.arange(mean.shape[1]) >= warmup)[n]
+        expected = pearson_r(
+            torch.as_tensor(mean), torch.as_tensor(responses[trial]), torch.arange(mean.shape[1]) >= warmup
+        )[n]
         assert row["r_pred"] == pytest.approx(float(expected), abs=1e-6)
 
 
@@ -98,13 +107,23 @@ def test_rerunning_the_sweep_skips_every_finished_job(cv_jackknife):
 def test_a_killed_sweep_resumes_and_runs_every_job_once(tmp_path):
     args = ["+sweep=cv", *TINY, "split.n_folds=2", "trainer.max_epochs=60", "callbacks.early_stopping.patience=1000"]
     env = {**os.environ, "WANDB_MODE": "disabled", "DSTRF_ROOT": str(tmp_path)}
-    process = subprocess.Popen([sys.executable, "-m", "dstrf.train", *args], cwd=tmp_path, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dstrf.train", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     # wait until the first job is complete and the second has written a checkpoint, then kill the sweep
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
         sweeps = list((tmp_path / "outputs" / "multiruns").glob("*"))
-        if sweeps and (sweeps[0] / "fold0" / "done.json").exists() and (sweeps[0] / "fold1" / "checkpoints" / "last.ckpt").exists():
+        if (
+            sweeps
+            and (sweeps[0] / "fold0" / "done.json").exists()
+            and (sweeps[0] / "fold1" / "checkpoints" / "last.ckpt").exists()
+        ):
             time.sleep(0.2)
             os.killpg(process.pid, signal.SIGKILL)
             break
@@ -125,8 +144,17 @@ def test_a_killed_sweep_resumes_and_runs_every_job_once(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_inside_a_multirun_runs_each_job_once_with_exact_scores(tmp_path):
-    common = ["-m", "split.test=[0,1,2],[3]", "split.val=[4]", *TINY[:-1], "model=linear_strf", "model.lags=20",
-              "module.lr=0.01", "trainer.max_epochs=15", "trainer.accelerator=cpu"]
+    common = [
+        "-m",
+        "split.test=[0,1,2],[3]",
+        "split.val=[4]",
+        *TINY[:-1],
+        "model=linear_strf",
+        "model.lags=20",
+        "module.lr=0.01",
+        "trainer.max_epochs=15",
+        "trainer.accelerator=cpu",
+    ]
     ddp_root, single_root = tmp_path / "ddp", tmp_path / "single"
     ddp_root.mkdir(), single_root.mkdir()
     ddp = dstrf_train([*common, "trainer=ddp", "trainer.devices=2"], ddp_root)
@@ -150,7 +178,11 @@ def test_ddp_inside_a_multirun_runs_each_job_once_with_exact_scores(tmp_path):
             r = pearson_r(prediction, response, torch.arange(response.shape[1]) >= module.warmup)
             np.testing.assert_allclose(r.numpy(), metrics["test"]["per_trial"][str(trial)], atol=1e-5)
         # and training matches the single-process run within tolerance (DDP averages gradients over 2 shards)
-        twin = next(p for p in only_sweep(single_root).rglob("metrics.json") if p.parent.relative_to(only_sweep(single_root)) == job_dir.relative_to(sweep))
+        twin = next(
+            p
+            for p in only_sweep(single_root).rglob("metrics.json")
+            if p.parent.relative_to(only_sweep(single_root)) == job_dir.relative_to(sweep)
+        )
         single_metrics = json.loads(twin.read_text())
         assert metrics["test"]["r_mean"] == pytest.approx(single_metrics["test"]["r_mean"], abs=0.1)
         assert metrics["test"]["r_mean"] > 0.3  # both actually learned
@@ -164,8 +196,15 @@ def _stimulus(trial: int) -> np.ndarray:
 
 @pytest.mark.slow
 def test_joblib_launcher_runs_the_folds_in_parallel(tmp_path):
-    args = ["+sweep=cv", *TINY, "split.n_folds=2", "trainer.max_epochs=2", "hydra/launcher=joblib",
-            "hydra.launcher.n_jobs=2", "threads=1"]
+    args = [
+        "+sweep=cv",
+        *TINY,
+        "split.n_folds=2",
+        "trainer.max_epochs=2",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "threads=1",
+    ]
     result = dstrf_train(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
@@ -193,12 +232,22 @@ def test_flags_after_overrides_and_changed_data_rerun_every_job(tmp_path):
     from dstrf.data.synthetic import synthetic_trials
 
     save_trials(synthetic_trials(n_trials=5, n_frames=400, n_freqs=16, seed=0), tmp_path / "trials.h5")
-    args = ["+sweep=cv", "-m", "model=linear_strf,ln_strf", "experiment=quick", "data=file", "data.trials.path=trials.h5",
-            "split.n_folds=2", "trainer.max_epochs=1"]
+    args = [
+        "+sweep=cv",
+        "-m",
+        "model=linear_strf,ln_strf",
+        "experiment=quick",
+        "data=file",
+        "data.trials.path=trials.h5",
+        "split.n_folds=2",
+        "trainer.max_epochs=1",
+    ]
     env = {**os.environ, "WANDB_MODE": "disabled", "DSTRF_ROOT": str(tmp_path)}
 
     def sweep():
-        return subprocess.run(["dstrf-train", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            ["dstrf-train", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
 
     first = sweep()
     assert first.returncode == 0, first.stderr[-3000:]
@@ -223,8 +272,17 @@ def test_a_ridge_strf_sweep_is_inspected_aggregated_and_estimated_like_any_other
     from dstrf.models import RidgeSTRF
     from dstrf.sweep.posthoc import main as estimate_main
 
-    result = dstrf_train(["+sweep=cv", "experiment=quick", "data.trials.n_trials=8", "model=ridge_strf", "model.lags=20",
-                          "split.n_folds=2"], tmp_path)
+    result = dstrf_train(
+        [
+            "+sweep=cv",
+            "experiment=quick",
+            "data.trials.n_trials=8",
+            "model=ridge_strf",
+            "model.lags=20",
+            "split.n_folds=2",
+        ],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = only_sweep(tmp_path)
     summary = json.loads((sweep / "summary.json").read_text())

@@ -28,6 +28,7 @@ class Data:
 
 def launched_task(monkeypatch, task):
     """The task function DstrfSweeper.setup gives the launcher, which calls it once per job."""
+
     def launcher(self, *, hydra_context, task_function, config):
         return SimpleNamespace(task_function=task_function)
 
