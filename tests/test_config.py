@@ -46,8 +46,11 @@ def test_every_trainer_config_instantiates(trainer, tmp_path):
     assert isinstance(hydra.utils.instantiate(cfg.trainer, logger=False), L.Trainer)
 
 
-def test_gpu_trainer_config_composes():
-    assert compose(["trainer=gpu"]).trainer.accelerator == "gpu"
+@pytest.mark.gpu
+def test_gpu_trainer_config_instantiates_on_a_gpu(tmp_path):
+    cfg = small(["trainer=gpu", f"paths.output_dir={tmp_path}"])
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False)
+    assert type(trainer.accelerator).__name__ == "CUDAAccelerator"
 
 
 @pytest.mark.parametrize("logger", options("logger"))
@@ -98,9 +101,12 @@ def test_every_data_config_composes(data, tmp_path):
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))
-def test_every_experiment_composes(experiment):
-    cfg = compose([f"experiment={experiment}"])
-    assert cfg.trainer.max_epochs > 0
+def test_every_experiment_composes_and_changes_the_defaults(experiment):
+    default = OmegaConf.to_container(compose([]), resolve=False)
+    cfg = OmegaConf.to_container(compose([f"experiment={experiment}"]), resolve=False)
+    changed = sorted(k for k in set(default) | set(cfg) if default.get(k) != cfg.get(k))
+    assert changed, f"experiment={experiment} changes nothing"
+    assert cfg["trainer"]["max_epochs"] > 0
 
 
 def test_default_config_is_the_deep_encoder_on_synthetic_data():

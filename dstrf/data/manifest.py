@@ -110,10 +110,8 @@ def _read_records(path: Path) -> tuple[list[dict[str, Any]], int | None]:
         raise FileNotFoundError(f"manifest {path} does not exist")
     suffix = path.suffix.lower()
     if suffix in _CSV:
-        try:
-            import pandas
-        except ImportError:
-            raise ImportError("reading a CSV manifest needs pandas: pip install pandas") from None
+        import pandas  # a dependency; imported here so that YAML manifests do not pay for it
+
         try:  # every cell as text (names like "007" stay names), empty cells as ""; utf-8-sig: a BOM is dropped
             table = pandas.read_csv(
                 path, sep=_CSV[suffix], dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig"
