@@ -8,12 +8,13 @@ overrides such as ``1e3`` arrive as floats); never a bool or a string.
 from __future__ import annotations
 
 import numbers
+import re
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["DTYPES", "dtype_named", "option", "positive_int"]
+__all__ = ["DTYPES", "dtype_named", "memory_bytes", "option", "positive_int"]
 
 #: The storage types dSTRF arrays may have, by the name configs and the command line use.
 DTYPES: dict[str, tuple[torch.dtype, type[np.floating]]] = {
@@ -46,3 +47,33 @@ def option(value: object, name: str, options: Sequence[str]) -> str:
 def dtype_named(name: str, what: str = "dtype") -> tuple[torch.dtype, type[np.floating]]:
     """``(torch dtype, numpy dtype)`` for a name in :data:`DTYPES`."""
     return DTYPES[option(name, what, tuple(DTYPES))]
+
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "kib": 2**10,
+    "m": 10**6,
+    "mb": 10**6,
+    "mib": 2**20,
+    "g": 10**9,
+    "gb": 10**9,
+    "gib": 2**30,
+    "t": 10**12,
+    "tb": 10**12,
+    "tib": 2**40,
+}
+
+
+def memory_bytes(value: object, name: str = "memory") -> int:
+    """A memory budget in bytes: a positive whole number of bytes, or a string with a unit (``"512MB"``,
+    ``"2 GB"``, ``"1.5GiB"``; k/M/G/T are powers of 1000, KiB/MiB/GiB/TiB of 1024)."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*", value)
+        unit = match.group(2).lower() if match else None
+        if match is None or unit not in _UNITS:
+            raise ValueError(f"{name} must be a number of bytes or a size such as '512MB' or '2GB'; got {value!r}")
+        value = round(float(match.group(1)) * _UNITS[unit])
+    return positive_int(value, name, "bytes")

@@ -13,18 +13,30 @@ Keshishian et al.'s "95% jackknife significance".
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import overload
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..validation import positive_int
+from ..validation import memory_bytes, positive_int
 from .checks import check_model, check_stimulus
-from .jacobian import _select, dstrf
+from .jacobian import _as_input, _select, dstrf, eval_mode
+from .storage import JackknifeWriter
 
-__all__ = ["JackknifeDSTRF", "jackknife_dstrf", "jackknife_se", "sign_consistency_mask", "quantile"]
+__all__ = [
+    "DEFAULT_MEMORY",
+    "JackknifeDSTRF",
+    "block_shape",
+    "jackknife_dstrf",
+    "jackknife_se",
+    "quantile",
+    "sign_consistency_mask",
+]
 
 
 def jackknife_se(replicates: torch.Tensor) -> torch.Tensor:
@@ -53,6 +65,27 @@ def sign_consistency_mask(replicates: torch.Tensor, q: float = 0.95) -> torch.Te
     return ~((quantile(replicates, q) > 0) & (quantile(replicates, 1 - q) < 0))
 
 
+#: The default memory budget of :func:`jackknife_dstrf`, in bytes.
+DEFAULT_MEMORY = 1 << 30
+
+
+def block_shape(
+    n_times: int, n_channels: int, n_freqs: int, lags: int, n_models: int, memory: int = DEFAULT_MEMORY
+) -> tuple[int, int]:
+    """(frames, channels) of one block of :func:`jackknife_dstrf`, so that its work fits in ``memory`` bytes.
+
+    A block of ``b`` (frame, channel) elements holds the M float64 replicates ``(M, b, F, L)``, their stack,
+    the sorted copy and indices the quantiles need, the deviations of the SE and the three results: about
+    ``8 F L (5 M + 4)`` bytes per element. Whole rows of channels are taken while at least 16 frames of them
+    fit (fewer forward passes); otherwise blocks of channels of 16 frames.
+    """
+    per_element = 8 * n_freqs * lags * (5 * n_models + 4)
+    elements = max(1, int(memory) // per_element)
+    channels = n_channels if elements >= 16 * n_channels else max(1, elements // 16)
+    frames = max(1, min(n_times, elements // channels))
+    return frames, min(channels, n_channels)
+
+
 @dataclass
 class JackknifeDSTRF:
     """``mean``, ``se`` ``(T, N, F, L)`` and the boolean ``mask``; ``masked`` = mean where significant, else 0."""
@@ -68,26 +101,80 @@ class JackknifeDSTRF:
         return self.mean * self.mask
 
 
+@overload
 def jackknife_dstrf(
     models: Sequence[nn.Module],
     x: torch.Tensor | np.ndarray,
     lags: int | None = None,
     q: float = 0.95,
     channels: Sequence[int] | None = None,
-    times: Sequence[int] | slice | None = None,
-    chunk_size: int = 256,
+    times: Sequence[int] | np.ndarray | slice | None = None,
+    chunk_size: int | None = None,
     dtype: torch.dtype = torch.float32,
-) -> JackknifeDSTRF:
+    out: None = None,
+    attrs: Mapping | None = None,
+    memory: int | str = DEFAULT_MEMORY,
+    progress: bool = False,
+) -> JackknifeDSTRF: ...
+@overload
+def jackknife_dstrf(
+    models: Sequence[nn.Module],
+    x: torch.Tensor | np.ndarray,
+    lags: int | None = None,
+    q: float = 0.95,
+    channels: Sequence[int] | None = None,
+    times: Sequence[int] | np.ndarray | slice | None = None,
+    chunk_size: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    *,
+    out: str | os.PathLike,
+    attrs: Mapping | None = None,
+    memory: int | str = DEFAULT_MEMORY,
+    progress: bool = False,
+) -> Path: ...
+def jackknife_dstrf(
+    models: Sequence[nn.Module],
+    x: torch.Tensor | np.ndarray,
+    lags: int | None = None,
+    q: float = 0.95,
+    channels: Sequence[int] | None = None,
+    times: Sequence[int] | np.ndarray | slice | None = None,
+    chunk_size: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    out: str | os.PathLike | None = None,
+    attrs: Mapping | None = None,
+    memory: int | str = DEFAULT_MEMORY,
+    progress: bool = False,
+) -> JackknifeDSTRF | Path:
     """Mean, jackknife SE and sign-consistency mask of the dSTRFs of ``models`` on one stimulus ``x`` (F, T).
 
     The models are the jackknife replicates of one test fold, and ``x`` a trial none of them trained on. The
-    work goes chunk by chunk over time, with every model evaluated on the chunk, so memory holds M chunks,
-    never M full dSTRFs. Other arguments as in :func:`dstrf.estimate.dstrf`.
+    work goes block by block over (frames x channels), every model evaluated on the block, so the working
+    memory holds the M replicates of one block, never M full dSTRFs: its size is set by ``memory`` (bytes, or
+    ``"2GB"``; see :func:`block_shape`), not by T, N or M.
+
+    Parameters
+    ----------
+    chunk_size : int, optional
+        Output frames per block, overriding the one ``memory`` gives (channels per block still follow it).
+    out : path, optional
+        Write mean, SE and mask block by block into this HDF5 file (:class:`~dstrf.estimate.storage.JackknifeWriter`:
+        datasets ``mean``, ``se``, ``mask``, ``times``, ``channels``; attributes ``lags``, ``q``, ``n_models``,
+        ``dtype`` and ``attrs``) and return
+        its path: nothing of the size of the trial is then held in memory. Without ``out`` the result is
+        returned in memory (``(T', N', F, L)`` three times).
+    progress : bool
+        A progress bar over the output frames (each frame done for every channel and model).
+
+    Other arguments as in :func:`dstrf.estimate.dstrf`.
     """
+    from tqdm.auto import tqdm
+
     models = list(models)
     if not models:
         raise ValueError("jackknife_dstrf needs at least one model")
-    chunk_size = positive_int(chunk_size, "chunk_size", "output frames")
+    chunk_size = None if chunk_size is None else positive_int(chunk_size, "chunk_size", "output frames")
+    memory = memory_bytes(memory)
     lag_counts: dict[int, int] = {}
     for k, model in enumerate(models):  # every model checked (finite weights too) before any is computed
         try:
@@ -97,22 +184,72 @@ def jackknife_dstrf(
     if len(lag_counts) != 1:
         raise ValueError(f"the models give different numbers of lags {sorted(lag_counts)}; pass lags= explicitly")
     lags = next(iter(lag_counts))
-    n_frames = check_stimulus(models[0], x).shape[-1]
+    stimulus = check_stimulus(models[0], x)
+    n_freqs, n_frames = stimulus.shape
     times_ = _select(times, n_frames, "times")
     if not len(times_):
         raise ValueError("no output frames selected (times is empty)")
-    mean = se = mask = None
-    for start in range(0, len(times_), chunk_size):
-        rows = slice(start, start + chunk_size)
-        stack = torch.stack(
-            [dstrf(m, x, lags=lags, channels=channels, times=times_[rows], dtype=torch.float64) for m in models]
+    channels_ = _select(channels, _n_outputs(models[0], stimulus), "channels")
+    shape = (len(times_), len(channels_), n_freqs, lags)
+    frames, width = block_shape(len(times_), len(channels_), n_freqs, lags, len(models), memory)
+    frames = chunk_size or frames
+    writer = (
+        JackknifeWriter(
+            out,
+            shape,
+            dtype,
+            times_,
+            channels_,
+            {
+                "lags": lags,
+                "q": q,
+                "n_models": len(models),
+                "dtype": str(dtype).removeprefix("torch."),
+                **(attrs or {}),
+            },
         )
-        if mean is None or se is None or mask is None:  # the first chunk (sets all three at once)
-            shape = (len(times_), *stack.shape[2:])
-            mean, se = torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)
-            mask = torch.zeros(shape, dtype=torch.bool)
-        mean[rows] = stack.mean(0).to(dtype)
-        se[rows] = jackknife_se(stack).to(dtype)
-        mask[rows] = sign_consistency_mask(stack, q)
-    assert mean is not None and se is not None and mask is not None  # times_ is not empty: one chunk at least
-    return JackknifeDSTRF(mean, se, mask, len(models), q)
+        if out is not None
+        else None
+    )
+    if writer is None:
+        result = JackknifeDSTRF(
+            torch.zeros(shape, dtype=dtype),
+            torch.zeros(shape, dtype=dtype),
+            torch.zeros(shape, dtype=torch.bool),
+            len(models),
+            q,
+        )
+    bar = tqdm(total=len(times_), unit="frame", desc=f"jackknife dSTRF ({len(models)} models)", disable=not progress)
+    try:
+        for r0 in range(0, len(times_), frames):
+            rows = slice(r0, r0 + frames)
+            for c0 in range(0, len(channels_), width):
+                cols = slice(c0, c0 + width)
+                stack = torch.stack(
+                    [
+                        dstrf(m, x, lags=lags, channels=channels_[cols], times=times_[rows], dtype=torch.float64)
+                        for m in models
+                    ]
+                )
+                mean, se, mask = stack.mean(0).to(dtype), jackknife_se(stack).to(dtype), sign_consistency_mask(stack, q)
+                del stack
+                if writer is not None:
+                    writer.write(rows, cols, mean, se, mask)
+                else:
+                    result.mean[rows, cols], result.se[rows, cols], result.mask[rows, cols] = mean, se, mask
+                bar.update(len(times_[rows]) * len(channels_[cols]) / len(channels_))
+    except BaseException:
+        if writer is not None:
+            writer.abort()  # the .partial file stays, marked unfinished
+        raise
+    finally:
+        bar.close()
+    return writer.finish() if writer is not None else result
+
+
+def _n_outputs(model: nn.Module, x: torch.Tensor) -> int:
+    """N, from a forward pass over the first few frames."""
+    parameter = next(model.parameters(), None)
+    device, kind = (parameter.device, parameter.dtype) if parameter is not None else (torch.device("cpu"), x.dtype)
+    with torch.no_grad(), eval_mode(model):
+        return int(model(_as_input(model, x[:, :8], device, kind)[None]).shape[1])

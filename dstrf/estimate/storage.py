@@ -24,7 +24,7 @@ from torch import nn
 
 from ..validation import DTYPES
 
-__all__ = ["DSTRFFile", "DSTRFFileError", "open_dstrf", "fingerprint"]
+__all__ = ["DSTRFFile", "DSTRFFileError", "JackknifeWriter", "open_dstrf", "fingerprint"]
 
 _DTYPES = dict(DTYPES.values())  # torch dtype -> the numpy dtype stored on disk
 
@@ -168,3 +168,58 @@ class _Writer:
 
     def abort(self) -> None:
         self._file.close()
+
+
+class JackknifeWriter:
+    """Writes a jackknife dSTRF file block by block: datasets ``mean`` and ``se`` ``(T', N', F, L)`` in
+    ``dtype``, ``mask`` (bool, True = significant: keep the bin) of the same shape, ``times`` and ``channels``,
+    and the file attributes ``attrs``; ``mask_meaning`` says what True means. Chunked per 64 frames of one
+    channel with a checksum per chunk, like a dSTRF file, and written as ``<name>.partial``, renamed by
+    :meth:`finish` (use it as a context manager: an exception leaves the ``.partial`` file, never a file at
+    ``path`` that looks finished)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        shape: tuple[int, int, int, int],
+        dtype: torch.dtype,
+        times: np.ndarray,
+        channels: np.ndarray,
+        attrs: dict,
+    ) -> None:
+        if dtype not in _DTYPES:
+            raise ValueError(f"jackknife files store float16, float32 or float64; got {dtype}")
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.partial.parent.mkdir(parents=True, exist_ok=True)
+        self._file = h5py.File(self.partial, "w")  # a stale .partial is an unfinished run of ours: replaced
+        chunk = (max(1, min(shape[0], 64)), 1, shape[2], shape[3])
+        self._data = {
+            name: self._file.create_dataset(name, shape=shape, dtype=kind, chunks=chunk, fletcher32=True)
+            for name, kind in (("mean", _DTYPES[dtype]), ("se", _DTYPES[dtype]), ("mask", np.bool_))
+        }
+        self._file.create_dataset("times", data=np.asarray(times, dtype=np.int64))
+        self._file.create_dataset("channels", data=np.asarray(channels, dtype=np.int64))
+        self._file.attrs.update({**attrs, "mask_meaning": "True: the models agree in sign (significant, kept)"})
+
+    def write(self, rows: slice, cols: slice, mean: torch.Tensor, se: torch.Tensor, mask: torch.Tensor) -> None:
+        """The block ``[rows, cols]`` of the three datasets."""
+        for name, values in (("mean", mean), ("se", se), ("mask", mask)):
+            self._data[name][rows, cols] = values.numpy()
+
+    def finish(self) -> Path:
+        self._file.close()
+        self.partial.replace(self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> JackknifeWriter:
+        return self
+
+    def __exit__(self, kind, *exc) -> None:
+        if kind is None:
+            self.finish()
+        else:
+            self.abort()

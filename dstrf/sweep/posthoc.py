@@ -58,9 +58,9 @@ from tqdm.auto import tqdm
 from .. import postfit
 from ..estimate.checks import check_finite_parameters
 from ..estimate.gradmap import CONVENTIONS, READOUTS, gradmap
-from ..estimate.jackknife import jackknife_dstrf, jackknife_se, sign_consistency_mask
+from ..estimate.jackknife import DEFAULT_MEMORY, jackknife_dstrf, jackknife_se, sign_consistency_mask
 from ..runs.job import file_digest
-from ..validation import DTYPES, dtype_named
+from ..validation import DTYPES, dtype_named, memory_bytes
 
 __all__ = ["estimate_sweep", "estimate_gradmaps", "analyze_sweep", "main"]
 
@@ -182,8 +182,13 @@ def estimate_sweep(
     device: str = "cpu",
     out: str | Path | None = None,
     progress: bool = True,
+    memory: int | str = DEFAULT_MEMORY,
 ) -> dict:
     """Write the per-trial jackknife dSTRFs of a finished sweep; returns the index (also ``index.json``).
+
+    Each trial's mean, SE and mask are computed and written block by block (:func:`dstrf.estimate.jackknife_dstrf`
+    with ``out=``): peak memory is set by ``memory`` (bytes or ``"2GB"``), not by the trial's length, the
+    number of channels or of models.
 
     ``index["trials"]`` lists the files written or kept (``index["kept"]`` counts the kept ones),
     ``index["failed"]`` the trials that could not be written, each with the job, the file and the reason (see
@@ -225,30 +230,32 @@ def estimate_sweep(
         if todo is None:
             continue
         models, digest = todo
-        stimulus = experiment.trials(jobs[0])[trial].stimulus  # the raw stimulus, in the data's units
+        data = experiment.trials(jobs[0])
+        stimulus = data[trial].stimulus  # the raw stimulus, in the data's units
         try:
-            result = jackknife_dstrf(
-                models, stimulus.to(device), lags=lags, q=q, channels=channels, times=times, dtype=dtype_named(dtype)[0]
+            jackknife_dstrf(
+                models,
+                stimulus.to(device),
+                lags=lags,
+                q=q,
+                channels=channels,
+                times=times,
+                dtype=dtype_named(dtype)[0],
+                out=target,
+                memory=memory,
+                progress=progress,
+                attrs={
+                    "fingerprint": digest,
+                    "trial": trial,
+                    "models": json.dumps(entry["models"]),
+                    "sfreq": float(data.sfreq),
+                    "freqs": np.asarray(data.freqs if data.freqs is not None else [], dtype=np.float64),
+                    "channel_names": json.dumps(list(data.channel_names)),
+                    "units": "response units per stimulus unit (the data's units)",
+                },
             )
         except ValueError as err:  # the options or the data: the same for every trial, a usage error
             raise ValueError(f"trial {trial}{f' of group {group}' if group else ''}: {err}") from err
-        n_frames, n_outputs = stimulus.shape[-1], result.mean.shape[1]
-        postfit.write_jackknife_file(
-            target,
-            result.mean.numpy(),
-            result.se.numpy(),
-            result.mask.numpy(),
-            times=np.arange(n_frames)[times if times is not None else slice(None)],
-            channels=channels if channels is not None else range(n_outputs),
-            attrs={
-                "fingerprint": digest,
-                "q": q,
-                "n_models": len(models),
-                "trial": trial,
-                "models": json.dumps(entry["models"]),
-                "lags": result.mean.shape[-1],
-            },
-        )
         index["trials"].append(entry)
     postfit.write_index(out, index)
     return index
@@ -572,6 +579,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lags", type=int, help="lags (default: the receptive field; required for recurrent models)")
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0")
+    parser.add_argument(
+        "--memory",
+        type=_memory,
+        default=DEFAULT_MEMORY,
+        help="working memory of the jackknife dSTRFs, e.g. 2GB (default 1GiB); peak memory follows it, not the "
+        "trial's length, channels or models",
+    )
     parser.add_argument("--out", type=Path, help="output folder (default SWEEP_DIR/dstrf, or SWEEP_DIR/gradmap)")
     parser.add_argument(
         "--gradmap",
@@ -626,6 +640,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.dtype,
                 args.device,
                 args.out,
+                memory=args.memory,
             )
             written, what = index["trials"], f"{len(index['trials'])} trial dSTRFs"
         print(
@@ -647,6 +662,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_failure_report(index["failed"], len(written)), file=sys.stderr)
         return 2
     return 0
+
+
+def _memory(text: str) -> int:
+    try:
+        return memory_bytes(text, "--memory")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _failure_report(failed: list[dict], n_written: int) -> str:

@@ -1,8 +1,10 @@
+import h5py
 import numpy as np
 import pytest
 import torch
 
 from dstrf.estimate import dstrf, jackknife_dstrf, jackknife_se, quantile, sign_consistency_mask
+from dstrf.estimate.jackknife import block_shape
 from dstrf.models import DeepEncoder
 
 F, N, T = 6, 2, 90
@@ -46,3 +48,58 @@ def test_statistics_helpers():
         sign_consistency_mask(values, q=0.3)
     with pytest.raises(ValueError, match="at least one model"):
         jackknife_dstrf([], torch.randn(F, T))
+
+
+def test_block_shape_fits_the_memory_budget():
+    per = 8 * 64 * 65 * (5 * 7 + 4)  # bytes per (frame, channel) element, M = 7
+    assert block_shape(6000, 220, 64, 65, 7, memory=per * 220 * 40) == (40, 220)  # whole rows of channels
+    frames, channels = block_shape(6000, 220, 64, 65, 7, memory=per * 800)  # fewer than 16 rows fit
+    assert (frames, channels) == (16, 50) and frames * channels * per <= per * 800
+    assert block_shape(10, 3, 4, 5, 2, memory=1) == (1, 1)  # below one element: one at a time
+    assert block_shape(10, 3, 4, 5, 2, memory=1 << 40) == (10, 3)  # never more than there is
+
+
+def test_streaming_into_a_file_in_blocks_equals_the_in_memory_result(tmp_path, monkeypatch):
+    """A budget of a few elements forces blocks of frames and of channels; every dSTRF call stays within it."""
+    import dstrf.estimate.jackknife as jackknife
+
+    torch.manual_seed(0)
+    models = [DeepEncoder(F, 7, hidden=5, kernel_size=3, dilations=(1, 2)) for _ in range(3)]
+    x = torch.randn(F, T, generator=torch.Generator().manual_seed(3))
+    expected = jackknife_dstrf(models, x, q=0.9)
+    per = 8 * F * models[0].receptive_field * (5 * 3 + 4)
+    calls = []
+    real = jackknife.dstrf
+    monkeypatch.setattr(jackknife, "dstrf", lambda *a, **k: calls.append(real(*a, **k)) or calls[-1])
+    path = jackknife_dstrf(models, x, q=0.9, out=tmp_path / "jk.h5", attrs={"trial": 4}, memory=per * 40)
+    assert (20, 2) in {tuple(c.shape[:2]) for c in calls} and max(c.shape[0] * c.shape[1] for c in calls) <= 40
+    with h5py.File(path) as f:
+        np.testing.assert_allclose(f["mean"][()], expected.mean.numpy(), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(f["se"][()], expected.se.numpy(), rtol=1e-6, atol=1e-8)
+        np.testing.assert_array_equal(f["mask"][()], expected.mask.numpy())
+        assert f["times"][()].tolist() == list(range(T)) and f["channels"][()].tolist() == list(range(7))
+        assert f.attrs["trial"] == 4 and f.attrs["mask_meaning"].startswith("True: the models agree in sign")
+    assert not (tmp_path / "jk.h5.partial").exists()
+
+
+def test_an_interrupted_stream_leaves_only_the_partial_file(tmp_path, monkeypatch):
+    import dstrf.estimate.jackknife as jackknife
+
+    models = replicates(2)
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 3:
+            raise KeyboardInterrupt
+        return dstrf(*args, **kwargs)
+
+    monkeypatch.setattr(jackknife, "dstrf", failing)
+    with pytest.raises(KeyboardInterrupt):
+        jackknife_dstrf(models, torch.randn(F, T), chunk_size=10, out=tmp_path / "jk.h5")
+    assert not (tmp_path / "jk.h5").exists() and (tmp_path / "jk.h5.partial").exists()
+
+
+def test_memory_budget_is_validated():
+    with pytest.raises(ValueError, match="memory must be a number of bytes or a size"):
+        jackknife_dstrf(replicates(1), torch.randn(F, T), memory="lots")

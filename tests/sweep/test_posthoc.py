@@ -62,6 +62,23 @@ def test_files_hold_the_jackknife_mean_of_the_models_in_data_units(estimated):
     assert mask.dtype == bool and mask.shape == mean.shape
 
 
+def test_files_describe_themselves(estimated):
+    """sfreq, band frequencies, channel names, lags, the trial, its models, dtype, units and what the mask means."""
+    sweep_dir, out, index = estimated
+    entry = next(e for e in index["trials"] if len(e["models"]) == 3)
+    experiment = load(sweep_dir)
+    data, model = experiment.trials(), experiment[entry["models"][0]].load_model()
+    with h5py.File(out / entry["file"], "r") as f:
+        attrs = dict(f.attrs)
+    assert attrs["sfreq"] == data.sfreq and attrs["trial"] == entry["trial"] and attrs["dtype"] == "float32"
+    assert json.loads(attrs["channel_names"]) == list(data.channel_names)
+    np.testing.assert_allclose(attrs["freqs"], data.freqs if data.freqs is not None else [])
+    assert (
+        json.loads(attrs["models"]) == entry["models"] and attrs["lags"] == model.receptive_field and attrs["q"] == 0.95
+    )
+    assert attrs["mask_meaning"].startswith("True: the models agree in sign") and "data's units" in attrs["units"]
+
+
 def test_rerun_keeps_finished_files_and_other_options_never_overwrite(estimated):
     sweep_dir, out, index = estimated
     path = out / index["trials"][0]["file"]
