@@ -51,18 +51,28 @@ def jackknife_se(replicates: torch.Tensor) -> torch.Tensor:
 def quantile(values: torch.Tensor, q: float) -> torch.Tensor:
     """The q-quantile over dim 0 with linear interpolation (``numpy.quantile``'s default), for any size
     (``torch.quantile`` refuses large inputs)."""
+    return _quantiles(values, (q,))[0]
+
+
+def _quantiles(values: torch.Tensor, qs: Sequence[float]) -> list[torch.Tensor]:
+    """The ``qs``-quantiles over dim 0 from one sort (the sort is most of the mask's cost)."""
     ordered = values.sort(dim=0).values
-    position = q * (values.shape[0] - 1)
-    below, fraction = int(np.floor(position)), position - np.floor(position)
-    above = min(below + 1, values.shape[0] - 1)
-    return ordered[below] + fraction * (ordered[above] - ordered[below])
+    m = values.shape[0]
+    out = []
+    for q in qs:
+        position = q * (m - 1)
+        below, fraction = int(np.floor(position)), position - np.floor(position)
+        above = min(below + 1, m - 1)
+        out.append(ordered[below] + fraction * (ordered[above] - ordered[below]))
+    return out
 
 
 def sign_consistency_mask(replicates: torch.Tensor, q: float = 0.95) -> torch.Tensor:
     """True where the replicates ``(M, ...)`` agree in sign at quantile q (see the module docstring)."""
     if not 0.5 < q < 1:
         raise ValueError(f"q must be in (0.5, 1) (e.g. 0.95 for 95% jackknife significance); got {q}")
-    return ~((quantile(replicates, q) > 0) & (quantile(replicates, 1 - q) < 0))
+    upper, lower = _quantiles(replicates, (q, 1 - q))
+    return ~((upper > 0) & (lower < 0))
 
 
 #: The default memory budget of :func:`jackknife_dstrf`, in bytes.

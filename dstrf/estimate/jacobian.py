@@ -40,6 +40,7 @@ from typing import cast, overload
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..models import encoder_capabilities
 from ..validation import positive_int
@@ -121,6 +122,7 @@ def dstrf(
     batch_size: int = 1024,
     dtype: torch.dtype = torch.float32,
     out: None = None,
+    progress: bool | None = None,
 ) -> torch.Tensor: ...
 @overload
 def dstrf(
@@ -134,6 +136,7 @@ def dstrf(
     dtype: torch.dtype = torch.float32,
     *,
     out: str | os.PathLike,
+    progress: bool | None = None,
 ) -> DSTRFFile: ...
 @overload
 def dstrf(
@@ -146,6 +149,7 @@ def dstrf(
     batch_size: int = 1024,
     dtype: torch.dtype = torch.float32,
     out: str | os.PathLike | None = None,
+    progress: bool | None = None,
 ) -> torch.Tensor | DSTRFFile: ...
 def dstrf(
     model: nn.Module,
@@ -157,6 +161,7 @@ def dstrf(
     batch_size: int = 1024,
     dtype: torch.dtype = torch.float32,
     out: str | os.PathLike | None = None,
+    progress: bool | None = None,
 ) -> torch.Tensor | DSTRFFile:
     """The dSTRF of one trial: ``W[t, n, f, k] = d yhat_n(t) / d x_f(t - k)``.
 
@@ -187,6 +192,8 @@ def dstrf(
         then bounded by ``chunk_size``, not by T (see :mod:`dstrf.estimate.storage`). An existing file with the
         same result (same weights, stimulus and selection) is returned as it is; one with a different result
         is an error, never overwritten.
+    progress : bool, optional
+        A progress bar over the output frames; default: on when writing a file (``out``), off in memory.
 
     Returns
     -------
@@ -229,6 +236,8 @@ def dstrf(
             order = np.argsort(times_, kind="stable")
             sorted_times = times_[order]
             start = 0
+            show = progress if progress is not None else out is not None
+            bar = tqdm(total=len(order), unit="frame", desc="dSTRF", disable=not show, leave=False)
             while start < len(order):
                 # the requested frames that fall within `chunk` frames of the first one
                 stop = int(np.searchsorted(sorted_times, int(sorted_times[start]) + chunk, side="left"))
@@ -243,6 +252,8 @@ def dstrf(
                 else:
                     sink[torch.as_tensor(rows)] = values
                 start = stop
+                bar.update(len(rows))
+            bar.close()
             if isinstance(sink, _Writer):
                 sink.finish()
                 return DSTRFFile(sink.path)

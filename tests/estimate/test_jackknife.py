@@ -103,3 +103,14 @@ def test_an_interrupted_stream_leaves_only_the_partial_file(tmp_path, monkeypatc
 def test_memory_budget_is_validated():
     with pytest.raises(ValueError, match="memory must be a number of bytes or a size"):
         jackknife_dstrf(replicates(1), torch.randn(F, T), memory="lots")
+
+
+@pytest.mark.parametrize("m", [2, 3, 7, 11])
+def test_the_mask_equals_numpys_quantiles_with_ties_and_zeros(m):
+    rng = np.random.default_rng(m)
+    values = rng.standard_normal((m, 3000))
+    values[rng.random((m, 3000)) < 0.2] = 0.0  # exact zeros: neither side of the sign test
+    values[:, :500] = np.round(values[:, :500])  # ties
+    for q in (0.51, 0.75, 0.9, 0.95, 0.99):
+        straddles = (np.quantile(values, q, axis=0) > 0) & (np.quantile(values, 1 - q, axis=0) < 0)
+        np.testing.assert_array_equal(sign_consistency_mask(torch.from_numpy(values), q).numpy(), ~straddles)

@@ -106,3 +106,16 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
     assert growth_mb < full_mb / 3, (growth_mb, full_mb)
     with open_dstrf(tmp_path / "long.h5") as stored:
         assert stored.shape == (60000, 4, 64, 20)
+
+
+def test_writing_a_file_shows_progress_over_frames_unless_turned_off(tmp_path, capsys):
+    from dstrf.models import DeepEncoder
+
+    torch.manual_seed(0)
+    model = DeepEncoder(4, 2, hidden=4, kernel_size=3, dilations=(1, 2))
+    x = torch.randn(4, 300)
+    dstrf(model, x, out=tmp_path / "a.h5", chunk_size=100).close()
+    assert "0/300 [" in capsys.readouterr().err  # the bar counts the 300 output frames, not trials
+    dstrf(model, x, out=tmp_path / "b.h5", chunk_size=100, progress=False).close()
+    dstrf(model, x, chunk_size=100)  # in memory: off by default
+    assert "frame" not in capsys.readouterr().err
