@@ -123,6 +123,7 @@ def dstrf(
     dtype: torch.dtype = torch.float32,
     out: None = None,
     progress: bool | None = None,
+    hidden_units: bool | None = None,
 ) -> torch.Tensor: ...
 @overload
 def dstrf(
@@ -137,6 +138,7 @@ def dstrf(
     *,
     out: str | os.PathLike,
     progress: bool | None = None,
+    hidden_units: bool | None = None,
 ) -> DSTRFFile: ...
 @overload
 def dstrf(
@@ -150,6 +152,7 @@ def dstrf(
     dtype: torch.dtype = torch.float32,
     out: str | os.PathLike | None = None,
     progress: bool | None = None,
+    hidden_units: bool | None = None,
 ) -> torch.Tensor | DSTRFFile: ...
 def dstrf(
     model: nn.Module,
@@ -162,6 +165,7 @@ def dstrf(
     dtype: torch.dtype = torch.float32,
     out: str | os.PathLike | None = None,
     progress: bool | None = None,
+    hidden_units: bool | None = None,
 ) -> torch.Tensor | DSTRFFile:
     """The dSTRF of one trial: ``W[t, n, f, k] = d yhat_n(t) / d x_f(t - k)``.
 
@@ -194,6 +198,12 @@ def dstrf(
         is an error, never overwritten.
     progress : bool, optional
         A progress bar over the output frames; default: on when writing a file (``out``), off in memory.
+    hidden_units : bool, optional
+        For a model with a linear readout over H hidden units (``window_features`` and ``readout_weight``, as
+        :class:`~dstrf.models.DeepEncoder`): take the Jacobian of the H hidden units and multiply it by the
+        readout, ``W[t, n] = sum_h U[n, h] dh_h(t) / dX_t``, so the backward passes number H, not N. Default:
+        where it applies and fewer hidden units than channels are asked for; ``False`` forces the
+        per-channel route (the same result up to float rounding, tested), ``True`` the hidden one.
 
     Returns
     -------
@@ -243,7 +253,9 @@ def dstrf(
                 stop = int(np.searchsorted(sorted_times, int(sorted_times[start]) + chunk, side="left"))
                 rows = order[start:stop]
                 if receptive_field is not None and _windowed(model):
-                    values = _window_chunk(model, x, receptive_field, lags, channels_, times_[rows], batch_size, dtype)
+                    values = _window_chunk(
+                        model, x, receptive_field, lags, channels_, times_[rows], batch_size, dtype, hidden_units
+                    )
                 else:
                     values = _chunk(model, x, receptive_field, lags, channels_, times_[rows], batch_size, dtype)
                 check_finite_result(values, model, "the dSTRF", ("frame", "channel"), (times_[rows], channels_), dtype)
@@ -280,6 +292,7 @@ def _window_chunk(
     times: np.ndarray,
     batch_size: int,
     dtype: torch.dtype,
+    hidden_units: bool | None = None,
 ) -> torch.Tensor:
     """W for the output frames ``times``, one batch element per output window (see the module docstring)."""
     n_freqs = x.shape[0]
@@ -293,24 +306,51 @@ def _window_chunk(
     padded = torch.cat([before, x], dim=1)  # frame t of x is column t + R - 1
     index = torch.as_tensor(times, device=x.device)[:, None] + torch.arange(receptive_field, device=x.device)
     windows = padded[:, index].permute(1, 0, 2).detach().requires_grad_(True)  # (Tc, F, R), oldest frame first
+    hidden = capabilities.linear_readout
+    if hidden_units and hidden is None:
+        raise ValueError(
+            f"hidden_units=True needs a linear readout over hidden units (window_features and readout_weight); "
+            f"{type(model).__name__} has none"
+        )
+    if hidden is not None and (hidden_units or (hidden_units is None and len(channels) > hidden)):
+        features = cast(Callable[[torch.Tensor], torch.Tensor], model.window_features)(windows)  # (Tc, H)
+        jacobian = _window_jacobian(features, windows, np.arange(hidden), times, lags, batch_size)  # (Tc, H, F, L)
+        weight = cast(torch.Tensor, model.readout_weight).detach()[torch.as_tensor(channels)].cpu()  # (N', H)
+        # float64 results contract in float64; others in the model's precision (a float32 matmul is 2x faster)
+        work = torch.float64 if dtype == torch.float64 else jacobian.dtype
+        weight = weight.to(work)
+        result = torch.zeros((len(times), len(channels), n_freqs, lags), dtype=dtype)
+        for start in range(0, len(times), 16):  # 16 frames at a time: bounded memory
+            block = jacobian[start : start + 16].to(work)
+            flat = weight @ block.reshape(block.shape[0], hidden, -1)  # (t, N', F L)
+            result[start : start + 16] = flat.reshape(block.shape[0], len(channels), n_freqs, lags).to(dtype)
+        return result
     if capabilities.window_output:  # the model computes just the last output's cone
         window_output = cast(Callable[[torch.Tensor], torch.Tensor], model.window_output)
         output = window_output(windows)  # (Tc, N): each window's own output
     else:
         output = model(windows, causal_padding=False)[:, :, -1]
-    result = torch.zeros((len(times), len(channels), n_freqs, lags), dtype=dtype)
+    return _window_jacobian(output, windows, channels, times, lags, batch_size).to(dtype)
+
+
+def _window_jacobian(
+    output: torch.Tensor, windows: torch.Tensor, units: np.ndarray, times: np.ndarray, lags: int, batch_size: int
+) -> torch.Tensor:
+    """``(Tc, len(units), F, L)``: d output[t, u] / d window t, lag-ordered, 0 for lags before the trial start;
+    ``output`` ``(Tc, U)`` of ``windows`` ``(Tc, F, R)``, in the model's precision, on the CPU."""
+    result = torch.zeros((len(times), len(units), windows.shape[1], lags), dtype=output.dtype)
+    valid = torch.as_tensor(times[:, None] >= np.arange(lags)[None, :])  # (Tc, L)
     group = max(1, batch_size // len(times))
-    for begin in range(0, len(channels), group):
-        picked = channels[begin : begin + group]
+    for begin in range(0, len(units), group):
+        picked = units[begin : begin + group]
         cotangents = torch.zeros((len(picked), *output.shape), dtype=output.dtype, device=output.device)
         cotangents[torch.arange(len(picked)), :, torch.as_tensor(picked)] = 1.0
         (grads,) = torch.autograd.grad(
-            output, windows, grad_outputs=cotangents, is_grads_batched=True, retain_graph=begin + group < len(channels)
+            output, windows, grad_outputs=cotangents, is_grads_batched=True, retain_graph=begin + group < len(units)
         )
         # window column R - 1 - k is lag k; lags reaching before the trial start are padding, not data
-        lagged = grads.flip(-1)[..., :lags].permute(1, 0, 2, 3).cpu()  # (Tc, channels, F, L)
-        valid = torch.as_tensor(times[:, None] >= np.arange(lags)[None, :])  # (Tc, L)
-        result[:, begin : begin + len(picked)] = (lagged * valid[:, None, None, :]).to(dtype)
+        lagged = grads.flip(-1)[..., :lags].permute(1, 0, 2, 3).cpu()  # (Tc, units, F, L)
+        result[:, begin : begin + len(picked)] = lagged * valid[:, None, None, :]
     return result
 
 

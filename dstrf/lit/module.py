@@ -75,6 +75,19 @@ class DataUnitsEncoder(torch.nn.Module):
             y = self.encoder(z, causal_padding=False)[:, :, -1]
         return y * self.response_std + self.response_mean
 
+    def window_features(self, windows: torch.Tensor) -> torch.Tensor:
+        """The encoder's hidden units at each window's last frame ``(B, H)``, from windows in the data's units
+        (only where the encoder has a linear readout: see :attr:`readout_weight`)."""
+        z = (windows - self.stimulus_mean[:, None]) / self.stimulus_std[:, None]
+        return self.encoder.window_features(z)
+
+    @property
+    def readout_weight(self) -> torch.Tensor | None:
+        """The encoder's readout ``(N, H)`` scaled to the data's units (``response_std * U``); None when the
+        encoder has no linear readout over hidden units."""
+        weight = encoder_capabilities(self.encoder).linear_readout and self.encoder.readout_weight
+        return self.response_std[:, None] * weight if isinstance(weight, torch.Tensor) else None
+
     def forward(self, x: torch.Tensor, causal_padding: bool = True) -> torch.Tensor:
         z = (x - self.stimulus_mean[:, None]) / self.stimulus_std[:, None]
         y = self.encoder(z) if causal_padding else self.encoder(z, causal_padding=False)

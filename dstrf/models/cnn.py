@@ -117,7 +117,22 @@ class DeepEncoder(EncoderBase):
         return self.readout(h)
 
     def window_output(self, windows: torch.Tensor) -> torch.Tensor:
-        """The output at the last frame of each window ``(B, F, R)`` -> ``(B, N)``, computing only its cone.
+        """The output at the last frame of each window ``(B, F, R)`` -> ``(B, N)``, computing only its cone
+        (see :meth:`window_features`)."""
+        return self.readout(self._window_hidden(windows))[:, :, -1]
+
+    def window_features(self, windows: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer at the last frame of each window, ``(B, F, R)`` -> ``(B, H)``: with
+        :attr:`readout_weight` ``U``, ``window_output(w) = window_features(w) @ U.T + b``."""
+        return self._window_hidden(windows)[:, :, -1]
+
+    @property
+    def readout_weight(self) -> torch.Tensor:
+        """``U`` ``(N, H)``, the 1x1 readout's weight."""
+        return self.readout.weight[:, :, 0]
+
+    def _window_hidden(self, windows: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer ``(B, H, n)`` ending on each window's last frame, computing only its cone.
 
         The last output needs layer L-1 only every d_L frames, layer L-2 every d_{L-1} frames, and so on. In
         the subsequence sampled every s frames, a convolution of dilation d becomes one of dilation d / s, with
@@ -130,7 +145,10 @@ class DeepEncoder(EncoderBase):
         if windows.shape[-1] != self.receptive_field or any(
             nxt is not None and nxt % d for d, nxt in zip(self.dilations, steps)
         ):
-            return self.forward(windows, causal_padding=False)[:, :, -1]
+            h = windows
+            for conv in self.convs:
+                h = self.drop(self.act(conv(h)))
+            return h
         h, s = windows, 1  # h holds every s-th frame, ending on the window's last frame
         for conv, d, nxt in zip(self.convs, self.dilations, steps):
             dilation = d // s
@@ -141,7 +159,7 @@ class DeepEncoder(EncoderBase):
             h = F.conv1d(h[..., trim:], cast(nn.Conv1d, conv).weight, None, stride=stride, dilation=dilation)
             h = self.drop(self.act(h))
             s = nxt if nxt is not None else s
-        return self.readout(h)[:, :, -1]
+        return h
 
 
 class ConvNet2D(EncoderBase):

@@ -20,6 +20,12 @@ and declares which of these optional capabilities it has (dstrf's encoders inher
 ``window_output(windows)`` (an optional method, only consulted when windowed)
     ``(B, F, receptive_field) -> (B, N)``: the output at the last frame of each window, computing only what
     that frame depends on (:class:`DeepEncoder`); otherwise ``forward(windows, causal_padding=False)[:, :, -1]``.
+``window_features(windows)`` and ``readout_weight`` (optional, only consulted when windowed)
+    A linear readout over H hidden units: ``window_features`` ``(B, F, receptive_field) -> (B, H)`` gives the
+    hidden units at the last frame of each window and ``readout_weight`` ``(N, H)`` the readout, so that
+    ``window_output(w) = window_features(w) @ readout_weight.T + bias``. The dSTRF engine then takes the
+    Jacobian of the H hidden units and multiplies it by the readout, so its backward work stops growing with
+    N once N > H (:class:`DeepEncoder`'s 1x1 readout).
 ``stateful`` (default False)
     ``forward(x, state=None, return_state=False)``: start from a recurrent state (default zeros) and with
     ``return_state=True`` return ``(output, final state)``, so a trial can run in pieces (:class:`StateNet`).
@@ -121,6 +127,8 @@ class EncoderCapabilities:
         there is one, else ``forward(x, causal_padding=False)``).
     window_output : bool
         Windows are run through the model's ``window_output`` (only when windowed).
+    linear_readout : int or None
+        H, when the model has ``window_features`` and a ``readout_weight`` ``(N, H)`` (only when windowed).
     stateful : bool
         ``forward(x, state=..., return_state=True)`` is supported.
     positive_output : bool
@@ -137,6 +145,7 @@ class EncoderCapabilities:
     windowed: bool
     window_output: bool
     stateful: bool
+    linear_readout: int | None
     positive_output: bool
     padding_value: float | torch.Tensor = field(default=0.0, compare=False)
 
@@ -161,6 +170,8 @@ def encoder_capabilities(model: nn.Module) -> EncoderCapabilities:
       has a ``window_output`` or its ``forward`` takes ``causal_padding``. ``causal_padding`` likewise: the flag,
       else ``forward``'s signature.
     - ``stateful``: the model's flag, else whether ``forward`` takes both ``state`` and ``return_state``.
+    - ``linear_readout``: H where ``window_features`` exists and ``readout_weight`` is an ``(N, H)`` tensor
+      (a wrapper whose encoder has none returns None there).
     - ``positive_output`` False, ``padding_value`` 0.0 unless the model says otherwise.
     """
     receptive_field = getattr(model, "receptive_field", _MISSING)
@@ -177,6 +188,7 @@ def encoder_capabilities(model: nn.Module) -> EncoderCapabilities:
         stateful = bool(declared_stateful)
     else:
         stateful = "state" in parameters and "return_state" in parameters
+    readout = getattr(model, "readout_weight", None) if callable(getattr(model, "window_features", None)) else None
     return EncoderCapabilities(
         n_freqs=getattr(model, "n_freqs", None),
         n_outputs=getattr(model, "n_outputs", None),
@@ -186,6 +198,7 @@ def encoder_capabilities(model: nn.Module) -> EncoderCapabilities:
         windowed=windowed,
         window_output=windowed and has_window_output,
         stateful=stateful,
+        linear_readout=int(readout.shape[1]) if windowed and isinstance(readout, torch.Tensor) else None,
         positive_output=bool(getattr(model, "positive_output", False)),
         padding_value=getattr(model, "padding_value", 0.0),
     )

@@ -64,7 +64,7 @@ def test_streaming_into_a_file_in_blocks_equals_the_in_memory_result(tmp_path, m
     import dstrf.estimate.jackknife as jackknife
 
     torch.manual_seed(0)
-    models = [DeepEncoder(F, 7, hidden=5, kernel_size=3, dilations=(1, 2)) for _ in range(3)]
+    models = [DeepEncoder(F, 7, hidden=8, kernel_size=3, dilations=(1, 2)) for _ in range(3)]  # N < H: per channel
     x = torch.randn(F, T, generator=torch.Generator().manual_seed(3))
     expected = jackknife_dstrf(models, x, q=0.9)
     per = 8 * F * models[0].receptive_field * (5 * 3 + 4)
@@ -114,3 +114,21 @@ def test_the_mask_equals_numpys_quantiles_with_ties_and_zeros(m):
     for q in (0.51, 0.75, 0.9, 0.95, 0.99):
         straddles = (np.quantile(values, q, axis=0) > 0) & (np.quantile(values, 1 - q, axis=0) < 0)
         np.testing.assert_array_equal(sign_consistency_mask(torch.from_numpy(values), q).numpy(), ~straddles)
+
+
+def test_hidden_unit_models_are_blocked_in_whole_rows_of_channels(monkeypatch):
+    """A block of channels would recompute the hidden units' Jacobian: every block holds all channels."""
+    import dstrf.estimate.jackknife as jackknife
+
+    torch.manual_seed(0)
+    models = [DeepEncoder(F, 9, hidden=3, kernel_size=3, dilations=(1, 2)) for _ in range(2)]  # N = 9 > H = 3
+    per = 8 * F * models[0].receptive_field * (5 * 2 + 4)
+    calls = []
+    real = jackknife.dstrf
+    monkeypatch.setattr(jackknife, "dstrf", lambda *a, **k: calls.append(k) or real(*a, **k))
+    jackknife_dstrf(models, torch.randn(F, T), memory=per * 9 * 16)
+    assert {len(k["channels"]) for k in calls} == {9} and {k["hidden_units"] for k in calls} == {True}
+    assert block_shape(100, 9, F, 7, 2, memory=per * 40, whole_rows=True) == (4, 9)
+    calls.clear()  # a budget of whole rows of fewer than 16 frames: per channel, in blocks of channels
+    jackknife_dstrf(models, torch.randn(F, T), memory=per * 40)
+    assert {k["hidden_units"] for k in calls} == {False} and max(len(k["channels"]) for k in calls) == 2

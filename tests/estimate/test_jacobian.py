@@ -181,3 +181,39 @@ def test_no_module_shadows_the_function_dstrf_estimate_dstrf():
     assert importlib.util.find_spec("dstrf.estimate.dstrf") is None
     assert callable(estimate.dstrf) and not isinstance(estimate.dstrf, types.ModuleType)
     assert estimate.dstrf is importlib.import_module("dstrf.estimate.jacobian").dstrf
+
+
+def test_the_hidden_unit_route_equals_the_per_channel_route():
+    """DeepEncoder's readout is linear over H hidden units: W[t, n] = sum_h U[n, h] dh_h/dX_t, H backward passes."""
+    from dstrf.models import encoder_capabilities
+
+    torch.manual_seed(0)
+    model = DeepEncoder(6, 9, hidden=4, kernel_size=3, dilations=(1, 2))  # N = 9 > H = 4: the route applies
+    assert encoder_capabilities(model).linear_readout == 4
+    x = torch.randn(6, 120)
+    per_channel = dstrf(model, x, hidden_units=False, dtype=torch.float64)
+    hidden = dstrf(model, x, hidden_units=True, dtype=torch.float64)
+    torch.testing.assert_close(hidden, per_channel, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(dstrf(model, x, channels=[7, 2], times=[90, 3]), per_channel[[90, 3]][:, [7, 2]].float())
+    assert float(per_channel.abs().max()) > 0
+    with pytest.raises(ValueError, match="hidden_units=True needs a linear readout"):
+        dstrf(LinearSTRF(6, 2, lags=5), x, hidden_units=True)
+
+
+def test_the_hidden_unit_route_in_data_units():
+    from dstrf.lit.module import DataUnitsEncoder, EncoderModule
+    from dstrf.models import encoder_capabilities
+
+    torch.manual_seed(1)
+    module = EncoderModule(
+        {"_target_": "dstrf.models.DeepEncoder", "hidden": 3, "kernel_size": 3, "dilations": [1, 2]}, 5, 7
+    )
+    module.stimulus_mean.copy_(torch.randn(5))
+    module.stimulus_std.copy_(torch.rand(5) + 0.5)
+    module.response_std.copy_(torch.rand(7) + 0.5)
+    model = DataUnitsEncoder(module)
+    assert encoder_capabilities(model).linear_readout == 3
+    x = torch.randn(5, 80) * 2 + 1
+    torch.testing.assert_close(
+        dstrf(model, x, hidden_units=True), dstrf(model, x, hidden_units=False), rtol=1e-4, atol=1e-6
+    )

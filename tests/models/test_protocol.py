@@ -74,6 +74,7 @@ def test_every_dstrf_encoder_is_an_encoder_with_its_capabilities(name):
         windowed=windowed,
         window_output=window_output,
         stateful=stateful,
+        linear_readout=4 if name == "deep" else None,  # DeepEncoder: a 1x1 readout over its 4 hidden units
         positive_output=positive,
     )
     assert caps.padding_value == 0.0
@@ -123,6 +124,7 @@ def test_a_plain_module_gets_the_documented_defaults():
         windowed=False,
         window_output=False,
         stateful=False,
+        linear_readout=None,
         positive_output=False,
     )
     assert caps.padding_value == 0.0
