@@ -206,7 +206,10 @@ def estimate_sweep(
         "q": q,
         "lags": lags,
         "dtype": dtype,
-        "times": None if times is None else [times.start, times.stop],
+        # the step only where there is one, so that files finished before strides existed are still recognized
+        "times": None
+        if times is None
+        else [times.start, times.stop] + ([times.step] if times.step not in (None, 1) else []),
     }
     index: dict[str, Any] = {
         "sweep": str(experiment.dir.name),
@@ -216,6 +219,8 @@ def estimate_sweep(
         "kept": 0,
         "failed": [],
     }
+    if progress and plan:
+        print(_size_estimate(experiment, plan, channels, times, lags, dtype), file=sys.stderr, flush=True)
     for (group, trial), jobs in tqdm(sorted(plan.items()), desc="dSTRFs", unit="trial", disable=not progress):
         target = postfit.trial_file(out / (group or "."), trial)
         entry = {
@@ -259,6 +264,25 @@ def estimate_sweep(
         index["trials"].append(entry)
     postfit.write_index(out, index)
     return index
+
+
+def _size_estimate(experiment, plan: dict, channels, times: slice | None, lags: int | None, dtype: str) -> str:
+    """What the trials' files will hold, said before the work starts: frames x channels x bands x lags, twice
+    in ``dtype`` (mean, SE) and once as bytes (mask), per trial, summed."""
+    itemsize = int(np.dtype(dtype_named(dtype)[1]).itemsize)
+    total, frames = 0, 0
+    for (_, trial), jobs in plan.items():
+        data = experiment.trials(jobs[0])
+        n_frames = len(range(data[trial].stimulus.shape[-1])[times if times is not None else slice(None)])
+        n_channels = len(channels) if channels is not None else data.n_channels
+        n_lags = lags or ((jobs[0].metrics or {}).get("receptive_field") or 0)
+        total += n_frames * n_channels * data.n_freqs * n_lags * (2 * itemsize + 1)
+        frames += n_frames
+    return (
+        f"dstrf-estimate: {len(plan)} trial dSTRFs, {frames} output frames in all; the files will hold about "
+        f"{total / 1e9:.2f} GB ({dtype}; --dtype float16 halves it, --channels / --times START:STOP:STEP "
+        "select less)"
+    )
 
 
 def _finished(
@@ -565,8 +589,19 @@ def _trial_frame(text: str) -> tuple[int, int]:
 
 
 def _time_range(text: str) -> slice:
-    start, _, stop = text.partition(":")
-    return slice(int(start) if start else None, int(stop) if stop else None)
+    """``START:STOP`` or ``START:STOP:STEP`` (every STEP-th frame, for exploratory runs); parts may be empty."""
+    parts = text.split(":")
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError
+        start, stop, step = (int(p) if p else None for p in (*parts, "")[:3])
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--times must be START:STOP or START:STOP:STEP (whole frames); got {text!r}"
+        ) from None
+    if step is not None and step < 1:
+        raise argparse.ArgumentTypeError(f"--times STEP must be a positive number of frames; got {step}")
+    return slice(start, stop, step)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -574,7 +609,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--trials", type=int, nargs="+", help="trial ids (default: every tested trial)")
     parser.add_argument("--channels", type=int, nargs="+", help="output channels (default: all)")
-    parser.add_argument("--times", type=_time_range, help="output frames START:STOP (default: the whole trial)")
+    parser.add_argument(
+        "--times",
+        type=_time_range,
+        help="output frames START:STOP, or START:STOP:STEP for every STEP-th frame (default: the whole trial)",
+    )
     parser.add_argument("--q", type=float, default=0.95, help="sign-consistency quantile (default 0.95)")
     parser.add_argument("--lags", type=int, help="lags (default: the receptive field; required for recurrent models)")
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))

@@ -205,3 +205,33 @@ def test_model_sets_are_folds_or_under_pairs_the_trials():
         ("trial_1", [1]),
         ("trial_2", [2]),
     ]
+
+
+def test_a_frame_stride_and_the_size_said_before_the_work(sweep_dir, tmp_path):
+    import argparse
+
+    from dstrf.sweep.posthoc import _time_range
+
+    assert _time_range("60:90:5") == slice(60, 90, 5) and _time_range(":90") == slice(None, 90, None)
+    for bad in ("60", "a:b", "0:10:0"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--times"):
+            _time_range(bad)
+    out = tmp_path / "strided"
+    args = [
+        "dstrf-estimate",
+        str(sweep_dir),
+        "--times",
+        "60:90:5",
+        "--channels",
+        "1",
+        "--out",
+        str(out),
+    ]
+    result = subprocess.run(
+        args, capture_output=True, text=True, timeout=600, env={**os.environ, "WANDB_MODE": "disabled"}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "output frames in all; the files will hold about" in result.stderr
+    index = json.loads((out / "index.json").read_text())
+    with h5py.File(out / index["trials"][0]["file"], "r") as f:
+        assert f["times"][()].tolist() == [60, 65, 70, 75, 80, 85] and f["mean"].shape[:2] == (6, 1)
