@@ -6,7 +6,7 @@
     ...     print(job.name, job.fold, job.jackknife, job.status, job.test_r)
     >>> job = exp.job(fold=0, jackknife=1)
     >>> job.split.test, job.split.train                               # trial ids
-    >>> encoder = job.load_model()                                    # the nn.Module, eval mode, on CPU
+    >>> model = job.load_model()                                      # eval mode, on CPU, in the data's units
     >>> yhat = job.predict(3)                                         # trial 3 of the job's data, (N, T) numpy
 
 Only paths relative to the run/sweep directory are used, so a sweep copied elsewhere (another machine, an
@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import tables
 from .runs.discovery import JobEntry, SweepDirectoryError, find_jobs, is_job_dir, job_entry, read_manifest
 from .runs.job import read_json
+from .validation import option
 
 if TYPE_CHECKING:  # torch / Lightning are imported only when a model or the data is needed
     import torch
@@ -232,10 +233,16 @@ class Job:
             raise CheckpointError(path, self.name, _cause(err)) from err
         return module.eval()
 
-    def load_model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
-        """The trained encoder (a plain ``nn.Module``, ``(B, F, T)`` standardized stimulus -> ``(B, N, T)``
-        standardized response) on ``device``, in eval mode. For raw data units use :meth:`predict`."""
-        return self.load_module(device).encoder.eval()
+    def load_model(self, device: str | torch.device = "cpu", units: str = "data") -> torch.nn.Module:
+        """The trained model on ``device``, in eval mode, as a map between the data's units by default
+        (``units="data"``: raw stimulus ``(B, F, T)`` in, response ``(B, N, T)`` in the data's units out, a
+        :class:`dstrf.lit.DataUnitsEncoder`), so that ``dstrf(job.load_model(), raw_stimulus)`` and
+        ``gradmap(job.load_model())`` are in the data's units like :meth:`predict`. ``units="standardized"``
+        gives the bare encoder (``job.load_module().encoder``: standardized stimulus in, standardized response
+        out), for input standardized with the job's training statistics."""
+        option(units, "units", ("data", "standardized"))
+        module = self.load_module(device)
+        return (module.data_units() if units == "data" else module.encoder).eval()
 
     def predict(self, trial: int | np.ndarray | torch.Tensor, device: str | torch.device = "cpu") -> np.ndarray:
         """Predicted response ``(N, T)`` in the data's units for trial id ``trial`` of the job's data (built

@@ -224,3 +224,25 @@ def test_the_public_name_dstrf_inspect_is_the_results_module():
         p.stem for p in Path(dstrf.__file__).parent.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()
     }
     assert "results" in names and not names & set(sys.stdlib_module_names) - {"__init__"}
+
+
+def test_load_model_is_in_the_data_units_by_default(sweep_dir):
+    """dstrf(job.load_model(), raw stimulus) is the data-units dSTRF; the bare encoder needs standardized input."""
+    from dstrf.estimate import dstrf
+
+    job = load(sweep_dir)["fold0_jk0"]
+    stimulus = load(sweep_dir).trials(job)[job.split.test[0]].stimulus
+    module = job.load_module()
+    model, encoder = job.load_model(), job.load_model(units="standardized")
+    assert not model.training and not encoder.training and model.receptive_field == encoder.receptive_field
+    times = range(60, 70)
+    expected = dstrf(module.data_units(), stimulus, times=times)
+    torch.testing.assert_close(dstrf(model, stimulus, times=times), expected)
+    standardized = (stimulus - module.stimulus_mean[:, None]) / module.stimulus_std[:, None]
+    scale = module.response_std[None, :, None, None] / module.stimulus_std[None, None, :, None]  # (1, N, F, 1)
+    torch.testing.assert_close(dstrf(encoder, standardized, times=times) * scale, expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        model(stimulus[None])[0].detach().numpy(), job.predict(stimulus.numpy()), rtol=1e-5, atol=1e-5
+    )
+    with pytest.raises(ValueError, match="units must be one of 'data', 'standardized'"):
+        job.load_model(units="raw")

@@ -58,6 +58,7 @@ class DataUnitsEncoder(torch.nn.Module):
             self.register_buffer(name, getattr(module, name).detach().clone())
         self.receptive_field = module.encoder.receptive_field
         self.n_freqs = module.hparams.n_freqs
+        self.n_outputs = module.hparams.n_outputs
         # The dSTRF engine may run windows without causal padding when the encoder can; the raw value that
         # stands for the encoder's zero padding is then the training mean of each band.
         self.windowed = encoder_capabilities(self.encoder).causal_padding

@@ -292,7 +292,7 @@ def test_a_ridge_strf_sweep_is_inspected_aggregated_and_estimated_like_any_other
         assert metrics["epochs"] == 1 and set(metrics["ridge"]["alpha"]) == set(metrics["channels"])
         assert (job.dir / "ridge_cv.png").is_file()
         assert "ridge_cv.png" in json.loads((job.dir / "done.json").read_text())["outputs"]
-        model = job.load_model()
+        model = job.load_model(units="standardized")
         assert isinstance(model, RidgeSTRF) and model.fitted
     assert estimate_main([str(sweep), "--out", str(tmp_path / "dstrf"), "--times", "0:60"]) == 0
     files = list((tmp_path / "dstrf").rglob("trial_*.h5"))
