@@ -133,8 +133,36 @@ def open_dstrf(path: str | os.PathLike) -> DSTRFFile:
     return DSTRFFile(path)
 
 
-class _Writer:
-    """Receives computed rows chunk by chunk and writes them; renames the file when complete."""
+class _PartialFile:
+    """An HDF5 file of dSTRF-shaped datasets ``(T', N', F, L)``, written as ``<name>.partial`` and renamed by
+    :meth:`finish` when complete, so a file at ``path`` is always whole (a stale ``.partial`` is an unfinished
+    run of ours: replaced). Holds ``times`` and ``channels``; ``chunks`` is the chunk shape of the datasets
+    (64 frames of one channel)."""
+
+    def __init__(
+        self, path: str | os.PathLike, shape: tuple[int, ...], dtype: torch.dtype, times, channels, what: str
+    ) -> None:
+        if dtype not in _DTYPES:
+            raise ValueError(f"{what} files store float16, float32 or float64; got {dtype}")
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.partial.parent.mkdir(parents=True, exist_ok=True)
+        self._file = h5py.File(self.partial, "w")
+        self.chunks = (max(1, min(shape[0], 64)), 1, shape[2], shape[3])
+        self._file.create_dataset("times", data=np.asarray(times, dtype=np.int64))
+        self._file.create_dataset("channels", data=np.asarray(channels, dtype=np.int64))
+
+    def finish(self) -> Path:
+        self._file.close()
+        self.partial.replace(self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self._file.close()
+
+
+class _Writer(_PartialFile):
+    """Receives computed rows chunk by chunk into the dataset ``dstrf``; renamed when complete."""
 
     def __init__(
         self,
@@ -145,38 +173,24 @@ class _Writer:
         channels: np.ndarray,
         attrs: dict,
     ) -> None:
-        if dtype not in _DTYPES:
-            raise ValueError(f"dSTRF files store float16, float32 or float64; got {dtype}")
-        self.path, self.partial = path, path.with_name(path.name + ".partial")
-        self.partial.parent.mkdir(parents=True, exist_ok=True)
-        self._file = h5py.File(self.partial, "w")  # a stale .partial is an unfinished run of ours: replaced
-        chunk = (max(1, min(shape[0], 64)), 1, shape[2], shape[3])
+        super().__init__(path, shape, dtype, times, channels, "dSTRF")
         self._data = self._file.create_dataset(
-            "dstrf", shape=shape, dtype=_DTYPES[dtype], chunks=chunk, fletcher32=True
+            "dstrf", shape=shape, dtype=_DTYPES[dtype], chunks=self.chunks, fletcher32=True
         )
-        self._file.create_dataset("times", data=np.asarray(times, dtype=np.int64))
-        self._file.create_dataset("channels", data=np.asarray(channels, dtype=np.int64))
         self._data.attrs.update(attrs)
 
     def write(self, rows: np.ndarray, values: torch.Tensor) -> None:
         order = np.argsort(rows)
         self._data[rows[order]] = values[torch.as_tensor(order)].numpy()
 
-    def finish(self) -> None:
-        self._file.close()
-        self.partial.replace(self.path)
 
-    def abort(self) -> None:
-        self._file.close()
-
-
-class JackknifeWriter:
+class JackknifeWriter(_PartialFile):
     """Writes a jackknife dSTRF file block by block: datasets ``mean`` and ``se`` ``(T', N', F, L)`` in
     ``dtype``, ``mask`` (bool, True = significant: keep the bin) of the same shape, ``times`` and ``channels``,
     and the file attributes ``attrs``; ``mask_meaning`` says what True means. Chunked per 64 frames of one
     channel with a checksum per chunk, like a dSTRF file, and written as ``<name>.partial``, renamed by
-    :meth:`finish` (use it as a context manager: an exception leaves the ``.partial`` file, never a file at
-    ``path`` that looks finished)."""
+    :meth:`finish` (:meth:`abort` on failure leaves the ``.partial`` file, never a file at ``path`` that looks
+    finished)."""
 
     def __init__(
         self,
@@ -187,39 +201,14 @@ class JackknifeWriter:
         channels: np.ndarray,
         attrs: dict,
     ) -> None:
-        if dtype not in _DTYPES:
-            raise ValueError(f"jackknife files store float16, float32 or float64; got {dtype}")
-        self.path = Path(path)
-        self.partial = self.path.with_name(self.path.name + ".partial")
-        self.partial.parent.mkdir(parents=True, exist_ok=True)
-        self._file = h5py.File(self.partial, "w")  # a stale .partial is an unfinished run of ours: replaced
-        chunk = (max(1, min(shape[0], 64)), 1, shape[2], shape[3])
+        super().__init__(path, shape, dtype, times, channels, "jackknife")
         self._data = {
-            name: self._file.create_dataset(name, shape=shape, dtype=kind, chunks=chunk, fletcher32=True)
+            name: self._file.create_dataset(name, shape=shape, dtype=kind, chunks=self.chunks, fletcher32=True)
             for name, kind in (("mean", _DTYPES[dtype]), ("se", _DTYPES[dtype]), ("mask", np.bool_))
         }
-        self._file.create_dataset("times", data=np.asarray(times, dtype=np.int64))
-        self._file.create_dataset("channels", data=np.asarray(channels, dtype=np.int64))
         self._file.attrs.update({**attrs, "mask_meaning": "True: the models agree in sign (significant, kept)"})
 
     def write(self, rows: slice, cols: slice, mean: torch.Tensor, se: torch.Tensor, mask: torch.Tensor) -> None:
         """The block ``[rows, cols]`` of the three datasets."""
         for name, values in (("mean", mean), ("se", se), ("mask", mask)):
             self._data[name][rows, cols] = values.numpy()
-
-    def finish(self) -> Path:
-        self._file.close()
-        self.partial.replace(self.path)
-        return self.path
-
-    def abort(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> JackknifeWriter:
-        return self
-
-    def __exit__(self, kind, *exc) -> None:
-        if kind is None:
-            self.finish()
-        else:
-            self.abort()
