@@ -33,7 +33,6 @@ from omegaconf import DictConfig, OmegaConf
 from . import tables
 from .runs.discovery import JobEntry, SweepDirectoryError, find_jobs, is_job_dir, job_entry, read_manifest
 from .runs.job import read_json
-from .validation import option
 
 if TYPE_CHECKING:  # torch / Lightning are imported only when a model or the data is needed
     import torch
@@ -240,6 +239,8 @@ class Job:
         ``gradmap(job.load_model())`` are in the data's units like :meth:`predict`. ``units="standardized"``
         gives the bare encoder (``job.load_module().encoder``: standardized stimulus in, standardized response
         out), for input standardized with the job's training statistics."""
+        from .validation import option  # with torch: listing a sweep does not import it
+
         option(units, "units", ("data", "standardized"))
         module = self.load_module(device)
         return (module.data_units() if units == "data" else module.encoder).eval()

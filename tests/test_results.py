@@ -246,3 +246,10 @@ def test_load_model_is_in_the_data_units_by_default(sweep_dir):
     )
     with pytest.raises(ValueError, match="units must be one of 'data', 'standardized'"):
         job.load_model(units="raw")
+
+
+def test_listing_a_sweep_does_not_import_torch():
+    """dstrf-inspect and dstrf.inspect.load stay light: torch comes only with a model or the data."""
+    code = "import sys, dstrf, dstrf.inspect; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "False", result.stderr[-2000:]
