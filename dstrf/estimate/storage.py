@@ -58,7 +58,9 @@ class DSTRFFileError(OSError):
 class DSTRFFile:
     """A finished dSTRF file, read lazily: ``f[10:20]``, ``f[:, 3]`` or ``f.read(times=..., channels=...)``
     return torch tensors of just that part. ``f.times`` / ``f.channels`` say which frames and channels the
-    rows and columns are."""
+    rows and columns are. A jackknife file (:class:`JackknifeWriter`) opens too (``f.kind == "jackknife"``):
+    its ``mean`` is the dSTRF read this way, and ``f.dataset("se")`` / ``f.dataset("mask")`` the rest;
+    ``f.attrs`` holds the file's and the dataset's attributes."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -70,14 +72,21 @@ class DSTRFFile:
             self._file = h5py.File(self.path, "r")
         except OSError as err:  # h5py's message does not name the file
             raise DSTRFFileError(self.path, err) from err
-        if "dstrf" not in self._file:
+        if "dstrf" in self._file:
+            self.kind, name = "dstrf", "dstrf"
+        elif {"mean", "se", "mask", "times"} <= set(self._file):  # a jackknife file: its mean is the dSTRF
+            self.kind, name = "jackknife", "mean"
+        else:
             self._file.close()
-            raise ValueError(f"{self.path} is not a dSTRF file (no 'dstrf' dataset)")
+            raise ValueError(
+                f"{self.path} is not a dSTRF file (no 'dstrf' dataset, nor a jackknife file's 'mean', 'se', "
+                "'mask' and 'times'; a gradient-map file has no frames)"
+            )
         try:
-            self._data = self._file["dstrf"]
+            self._data = self._file[name]
             self.times = self._file["times"][()]
             self.channels = self._file["channels"][()]
-            self.attrs = dict(self._data.attrs)
+            self.attrs = {**dict(self._file.attrs), **dict(self._data.attrs)}
         except (OSError, KeyError) as err:
             self._file.close()
             raise DSTRFFileError(self.path, err) from err
@@ -93,6 +102,16 @@ class DSTRFFile:
         """``self._data[index]``; a chunk that fails its checksum or cannot be read names the file."""
         try:
             return self._data[index]
+        except OSError as err:
+            raise DSTRFFileError(self.path, err) from err
+
+    def dataset(self, name: str, index=()) -> torch.Tensor:
+        """Part ``index`` of another dataset of the file: a jackknife file's ``"se"`` or ``"mask"`` (True = the
+        models agree in sign: significant), e.g. ``f.dataset("mask", (slice(10, 20), 3))``."""
+        if name not in self._file or not isinstance(self._file[name], h5py.Dataset):
+            raise KeyError(f"{self.path} has no dataset {name!r}; it has {sorted(self._file)}")
+        try:
+            return torch.from_numpy(np.asarray(self._file[name][index]))
         except OSError as err:
             raise DSTRFFileError(self.path, err) from err
 
@@ -129,7 +148,8 @@ class DSTRFFile:
 
 
 def open_dstrf(path: str | os.PathLike) -> DSTRFFile:
-    """Open a dSTRF file written by :func:`dstrf.estimate.dstrf` with ``out=``."""
+    """Open a dSTRF file written by :func:`dstrf.estimate.dstrf` with ``out=``, or a jackknife dSTRF file
+    (:func:`dstrf.estimate.jackknife_dstrf` with ``out=``, ``dstrf-estimate``)."""
     return DSTRFFile(path)
 
 

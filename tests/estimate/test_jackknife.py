@@ -132,3 +132,29 @@ def test_hidden_unit_models_are_blocked_in_whole_rows_of_channels(monkeypatch):
     calls.clear()  # a budget of whole rows of fewer than 16 frames: per channel, in blocks of channels
     jackknife_dstrf(models, torch.randn(F, T), memory=per * 40)
     assert {k["hidden_units"] for k in calls} == {False} and max(len(k["channels"]) for k in calls) == 2
+
+
+def test_open_dstrf_opens_a_jackknife_file_and_figures_draw_from_it(tmp_path):
+    from dstrf.estimate import open_dstrf
+    from dstrf.plots import plot_dstrf
+
+    models = replicates(3)
+    x = torch.randn(F, T, generator=torch.Generator().manual_seed(5))
+    expected = jackknife_dstrf(models, x, q=0.9, times=slice(20, 60))
+    path = jackknife_dstrf(models, x, q=0.9, times=slice(20, 60), out=tmp_path / "jk.h5", attrs={"sfreq": 100.0})
+    with open_dstrf(path) as f:
+        assert (
+            f.kind == "jackknife" and f.times.tolist() == list(range(20, 60)) and f.shape == tuple(expected.mean.shape)
+        )
+        torch.testing.assert_close(f[5:9, 1], expected.mean[5:9, 1])  # the mean is the file's dSTRF
+        torch.testing.assert_close(f.dataset("se"), expected.se)
+        assert torch.equal(f.dataset("mask", (slice(0, 3),)), expected.mask[:3])
+        assert f.attrs["q"] == 0.9 and f.attrs["n_models"] == 3 and f.attrs["sfreq"] == 100.0
+        with pytest.raises(KeyError, match="has no dataset 'dstrf'"):
+            f.dataset("dstrf")
+        figure = plot_dstrf(f, x, channel=1, times=[30, 40])
+        assert len(figure.axes) >= 3
+    with h5py.File(tmp_path / "other.h5", "w") as other:
+        other.create_dataset("mean", data=np.zeros((2, 3, 4)))  # a gradient-map file: no frames
+    with pytest.raises(ValueError, match="is not a dSTRF file"):
+        open_dstrf(tmp_path / "other.h5")
