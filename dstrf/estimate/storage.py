@@ -24,9 +24,12 @@ from torch import nn
 
 from ..validation import DTYPES
 
-__all__ = ["DSTRFFile", "DSTRFFileError", "JackknifeWriter", "open_dstrf", "fingerprint"]
+__all__ = ["DSTRFFile", "DSTRFFileError", "JackknifeWriter", "MASK_MEANING", "open_dstrf", "fingerprint"]
 
 _DTYPES = dict(DTYPES.values())  # torch dtype -> the numpy dtype stored on disk
+
+#: What ``mask`` == True means in every jackknife file dstrf writes (its attribute ``mask_meaning``).
+MASK_MEANING = "True: the models agree in sign (significant, kept)"
 
 
 def fingerprint(
@@ -226,7 +229,7 @@ class JackknifeWriter(_PartialFile):
             name: self._file.create_dataset(name, shape=shape, dtype=kind, chunks=self.chunks, fletcher32=True)
             for name, kind in (("mean", _DTYPES[dtype]), ("se", _DTYPES[dtype]), ("mask", np.bool_))
         }
-        self._file.attrs.update({**attrs, "mask_meaning": "True: the models agree in sign (significant, kept)"})
+        self._file.attrs.update({**attrs, "mask_meaning": MASK_MEANING})
 
     def write(self, rows: slice, cols: slice, mean: torch.Tensor, se: torch.Tensor, mask: torch.Tensor) -> None:
         """The block ``[rows, cols]`` of the three datasets."""

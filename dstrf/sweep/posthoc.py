@@ -59,6 +59,7 @@ from .. import postfit
 from ..estimate.checks import check_finite_parameters
 from ..estimate.gradmap import CONVENTIONS, READOUTS, gradmap
 from ..estimate.jackknife import DEFAULT_MEMORY, jackknife_dstrf, jackknife_se, sign_consistency_mask
+from ..estimate.storage import MASK_MEANING
 from ..runs.job import file_digest
 from ..validation import DTYPES, dtype_named, memory_bytes
 
@@ -452,6 +453,12 @@ def estimate_gradmaps(
                 "test_trials": json.dumps(tested),
                 "readout": readout,
                 "convention": convention,
+                "dtype": "float32",
+                "sfreq": float(data.sfreq),
+                "freqs": np.asarray(data.freqs if data.freqs is not None else [], dtype=np.float64),
+                "channel_names": json.dumps(list(data.channel_names)),
+                "units": "response units per stimulus unit (the data's units)",
+                "mask_meaning": MASK_MEANING,
             },
         )
         title = (

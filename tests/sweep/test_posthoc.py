@@ -120,6 +120,9 @@ def test_gradmaps_per_fold_are_the_jackknife_mean_of_the_fold_models(gradmaps):
     stacked = torch.stack([gradmap(j.load_module("cpu").data_units(), x0=window) for j in jobs]).double()
     with h5py.File(out / "fold_0.h5", "r") as f:
         mean, se, mask = f["mean"][()], f["se"][()], f["mask"][()]
+        data = experiment.trials(jobs[0])
+        assert f.attrs["sfreq"] == data.sfreq and json.loads(f.attrs["channel_names"]) == list(data.channel_names)
+        assert f.attrs["mask_meaning"].startswith("True: the models agree in sign") and "units" in f.attrs
         assert f.attrs["n_models"] == 3 and json.loads(f.attrs["test_trials"]) == by_file["fold_0.h5"]["test_trials"]
     assert np.abs(mean).max() > 0  # a data window: the bias-free network is not flat there
     np.testing.assert_allclose(mean, stacked.mean(0).numpy(), rtol=1e-5, atol=1e-7)
