@@ -135,7 +135,7 @@ def write_dstrfs(
 
 
 def dstrf_figures(
-    model: nn.Module,
+    model: nn.Module | None,
     trials,
     trial_ids: Sequence[int],
     out: str | os.PathLike,
@@ -150,15 +150,17 @@ def dstrf_figures(
     stimulus, response and ``model``'s prediction (:func:`dstrf.plots.plot_dstrf`): ``trial_<id>_channel_<n>.png``;
     with ``animation`` also :func:`dstrf.plots.animate_dstrf` over the first ``animation_frames`` frames past
     the warm-up (``trial_<id>_channel_<n>.mp4`` or ``.gif``). ``channels`` default to the file's first channel;
-    ``sfreq`` to ``trials.sfreq``. Returns the paths written, in order."""
+    ``sfreq`` to ``trials.sfreq``. Without a ``model`` (a jackknife file of several) no prediction is drawn.
+    Returns the paths written, in order."""
     out = Path(out)
-    device = _device(model)
     sfreq = sfreq or trials.sfreq
     written = []
     for trial in trial_ids:
         stimulus, response = trials[trial].stimulus, trials[trial].response
-        with torch.no_grad():
-            prediction = model(stimulus[None].to(device))[0].cpu()
+        prediction = None
+        if model is not None:
+            with torch.no_grad():
+                prediction = model(stimulus[None].to(_device(model)))[0].cpu()
         with DSTRFFile(trial_file(out, trial)) as dstrfs:
             for channel in channels or [int(dstrfs.channels[0])]:
                 name = f"trial_{trial}_channel_{channel}"

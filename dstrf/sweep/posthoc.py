@@ -184,6 +184,7 @@ def estimate_sweep(
     out: str | Path | None = None,
     progress: bool = True,
     memory: int | str = DEFAULT_MEMORY,
+    figures: Sequence[int] | None = None,
 ) -> dict:
     """Write the per-trial jackknife dSTRFs of a finished sweep; returns the index (also ``index.json``).
 
@@ -196,6 +197,8 @@ def estimate_sweep(
     the module docstring); the other trials are written all the same.
     """
     dtype_named(dtype)
+    if figures and channels is not None and set(figures) - set(channels):
+        raise ValueError(f"--figures {sorted(set(figures) - set(channels))} are not among --channels {list(channels)}")
     experiment, plan, broken = _held_out_models(sweep_dir, trials)
     out = Path(out) if out is not None else experiment.dir / "dstrf"
     jobs_ = _Jobs(experiment.dir, device)
@@ -234,6 +237,8 @@ def estimate_sweep(
             jobs_, jobs, {**options, "trial": trial}, target, "dSTRFs", entry, index, "trials"
         )
         if todo is None:
+            if figures and target.is_file():  # a kept file: its figures are drawn all the same
+                entry["figures"] = _figures(out, target, experiment.trials(jobs[0]), trial, figures)
             continue
         models, digest = todo
         data = experiment.trials(jobs[0])
@@ -262,9 +267,18 @@ def estimate_sweep(
             )
         except ValueError as err:  # the options or the data: the same for every trial, a usage error
             raise ValueError(f"trial {trial}{f' of group {group}' if group else ''}: {err}") from err
+        if figures:
+            entry["figures"] = _figures(out, target, data, trial, figures)
         index["trials"].append(entry)
     postfit.write_index(out, index)
     return index
+
+
+def _figures(out: Path, target: Path, data, trial: int, channels: Sequence[int]) -> list[str]:
+    """The jackknife-mean dSTRF figures of ``channels`` of one trial's file, drawn from the file; their paths
+    relative to ``out``."""
+    drawn = postfit.dstrf_figures(None, data, [trial], target.parent, channels=channels)
+    return [str(path.relative_to(out).as_posix()) for path in drawn]
 
 
 def _size_estimate(experiment, plan: dict, channels, times: slice | None, lags: int | None, dtype: str) -> str:
@@ -626,6 +640,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0")
     parser.add_argument(
+        "--figures",
+        type=int,
+        nargs="+",
+        metavar="CHANNEL",
+        help="draw these channels' jackknife-mean dSTRFs per trial (PNG beside each file)",
+    )
+    parser.add_argument(
         "--memory",
         type=_memory,
         default=DEFAULT_MEMORY,
@@ -687,6 +708,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.device,
                 args.out,
                 memory=args.memory,
+                figures=args.figures,
             )
             written, what = index["trials"], f"{len(index['trials'])} trial dSTRFs"
         print(

@@ -238,3 +238,18 @@ def test_a_frame_stride_and_the_size_said_before_the_work(sweep_dir, tmp_path):
     index = json.loads((out / "index.json").read_text())
     with h5py.File(out / index["trials"][0]["file"], "r") as f:
         assert f["times"][()].tolist() == [60, 65, 70, 75, 80, 85] and f["mean"].shape[:2] == (6, 1)
+
+
+def test_figures_are_drawn_from_the_jackknife_files(estimated):
+    """--figures draws the chosen channels per trial from the files alone, also for files kept from a run before."""
+    sweep_dir, out, index = estimated
+    args = ["dstrf-estimate", str(sweep_dir), "--times", "60:90", "--channels", "0", "3", "--out", str(out)]
+    result = subprocess.run([*args, "--figures", "3"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    again = json.loads((out / "index.json").read_text())
+    assert again["kept"] == len(again["trials"])  # nothing recomputed
+    for entry in again["trials"]:
+        name = entry["file"].replace(".h5", "_channel_3.png")
+        assert entry["figures"] == [name] and (out / name).stat().st_size > 10_000
+    refused = subprocess.run([*args, "--figures", "1"], capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 1 and "--figures [1] are not among --channels [0, 3]" in refused.stderr
