@@ -181,7 +181,8 @@ def jackknife_dstrf(
         datasets ``mean``, ``se``, ``mask``, ``times``, ``channels``; attributes ``lags``, ``q``, ``n_models``,
         ``dtype`` and ``attrs``) and return
         its path: nothing of the size of the trial is then held in memory. Without ``out`` the result is
-        returned in memory (``(T', N', F, L)`` three times).
+        returned in memory (``(T', N', F, L)`` three times). An existing file at ``out`` is never overwritten
+        (:class:`FileExistsError`).
     progress : bool
         A progress bar over the output frames (each frame done for every channel and model).
 
@@ -194,6 +195,10 @@ def jackknife_dstrf(
         raise ValueError("jackknife_dstrf needs at least one model")
     chunk_size = None if chunk_size is None else positive_int(chunk_size, "chunk_size", "output frames")
     memory = memory_bytes(memory)
+    if out is not None and Path(out).exists():
+        raise FileExistsError(
+            f"{out} exists; jackknife_dstrf never overwrites a file: choose another path or remove it"
+        )
     lag_counts: dict[int, int] = {}
     for k, model in enumerate(models):  # every model checked (finite weights too) before any is computed
         try:

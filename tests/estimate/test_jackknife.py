@@ -80,6 +80,8 @@ def test_streaming_into_a_file_in_blocks_equals_the_in_memory_result(tmp_path, m
         assert f["times"][()].tolist() == list(range(T)) and f["channels"][()].tolist() == list(range(7))
         assert f.attrs["trial"] == 4 and f.attrs["mask_meaning"].startswith("True: the models agree in sign")
     assert not (tmp_path / "jk.h5.partial").exists()
+    with pytest.raises(FileExistsError, match="never overwrites"):
+        jackknife_dstrf(models, x, out=path)
 
 
 def test_an_interrupted_stream_leaves_only_the_partial_file(tmp_path, monkeypatch):
