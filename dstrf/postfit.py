@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -37,8 +38,10 @@ from torch import nn
 from .analysis.inputs import FrameView
 from .analysis.table import NonlinearityTable, by_channel, nonlinearities, plot_nonlinearities, stack_tables
 from .estimate import dstrf
-from .estimate.gradmap import gradmap, optimal_stimulus
+from .estimate.gradmap import InactiveGradmapWarning, gradmap, optimal_stimulus
+from .estimate.jacobian import eval_mode
 from .estimate.storage import DSTRFFile
+from .models import encoder_capabilities
 from .plots import animate_dstrf, frames_past_warmup, plot_dstrf, plot_optimal_stimuli, plot_receptive_fields
 from .validation import dtype_named
 
@@ -50,6 +53,10 @@ __all__ = [
     "dstrf_figures",
     "write_jackknife_file",
     "gradmap_figure",
+    "REFERENCES",
+    "reference_windows",
+    "gradmap_reference",
+    "reissue_inactive",
     "write_gradmaps",
     "write_optimal_stimuli",
     "warmup_start",
@@ -242,28 +249,147 @@ def gradmap_figure(
     return save_figure(figure, path)
 
 
+#: The gradient maps' reference stimuli: the mean over windows of the data (the default) or the null stimulus.
+REFERENCES = ("data", "null")
+
+
+def reference_windows(
+    trials, trial_ids: Sequence[int], n_frames: int, count: int = 64
+) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """``(K, F, n_frames)``: ``count`` windows of ``trials``' stimuli (their own units), ending at frames evenly
+    spaced over all the frames of ``trial_ids`` that can end one (trials pooled, so a longer trial gives more);
+    and their ``(trial, frame)``. Fewer than ``count`` where the trials hold fewer such frames; an error
+    naming the trials where they hold none."""
+    count = int(count)
+    if count < 1:
+        raise ValueError(f"the gradient maps' reference needs at least one window; got windows={count}")
+    ids = [int(t) for t in trial_ids]
+    ends = [(t, f) for t in ids for f in range(n_frames - 1, trials.lengths[t])]
+    if not ends:
+        raise ValueError(
+            f"trials {ids} hold no window of {n_frames} frames for the gradient maps' reference "
+            f"(lengths {[trials.lengths[t] for t in ids]}): use longer trials, fewer lags, or reference=null"
+        )
+    picked = [ends[i] for i in np.unique(np.linspace(0, len(ends) - 1, min(count, len(ends))).round().astype(int))]
+    return torch.stack([trials.window(t, f, n_frames) for t, f in picked]), picked
+
+
+def gradmap_reference(
+    trials,
+    *,
+    lags: int,
+    receptive_field: int | None,
+    readout: str = "last",
+    reference: str = "data",
+    x0: tuple[int, int] | None = None,
+    trial_ids: Sequence[int] | None = None,
+    windows: int = 64,
+) -> tuple[torch.Tensor | None, str, list[tuple[int, int]]]:
+    """The reference stimulus of the gradient maps, in ``trials``' units, for :func:`dstrf.estimate.gradmap`:
+    ``(x0, what it is, the (trial, frame) it ends at)``.
+
+    - ``x0=(trial, frame)``: the ``lags`` frames of that trial ending at that frame.
+    - ``reference="data"`` (the default): ``windows`` windows evenly spaced over ``trial_ids`` (default all
+      trials), so the map is their mean, i.e. the mean dSTRF over those frames: informative for every
+      encoder. Each window holds the frames the readout depends on (``lags`` plus the receptive field's
+      reach before them; a recurrent model gets ``lags`` more frames to set its state).
+    - ``reference="null"``: the null stimulus (the training mean of each band for a model in the data's
+      units), ``x0=None``. A bias-free ReLU network is entirely off there: its map is all zeros.
+    """
+    if reference not in REFERENCES:
+        raise ValueError(
+            f"reference must be one of {REFERENCES} ('data': the mean map over windows of the data; 'null': the "
+            f"null stimulus); got {reference!r}"
+        )
+    if x0 is not None:
+        return (
+            trials.window(*x0, lags),
+            f"the window of trial {x0[0]} ending at frame {x0[1]}",
+            [(int(x0[0]), int(x0[1]))],
+        )
+    if reference == "null":
+        return None, "the null stimulus (the training mean of each band)", []
+    if receptive_field is None:
+        n_frames = 2 * lags
+    else:
+        n_frames = max(lags, receptive_field) if readout == "last" else lags + receptive_field - 1
+    ids = list(range(len(trials))) if trial_ids is None else [int(t) for t in trial_ids]
+    stack, ends = reference_windows(trials, ids, n_frames, windows)
+    return stack, f"the mean over {len(ends)} windows of trial{'s' if len(ids) > 1 else ''} {_ids(ids)}", ends
+
+
+def _ids(ids: Sequence[int]) -> str:
+    return ", ".join(map(str, ids[:8])) + (f", ... ({len(ids)} trials)" if len(ids) > 8 else "")
+
+
+class reissue_inactive:
+    """Within: an :class:`dstrf.estimate.InactiveGradmapWarning` is issued again with ``fix`` (the option names
+    of the command or config that made the call) in place of the Python API's advice."""
+
+    def __init__(self, fix: str | None) -> None:
+        self.fix = fix
+        self._catch = warnings.catch_warnings(record=True)
+
+    def __enter__(self):
+        self._caught = self._catch.__enter__()
+        warnings.simplefilter("always", InactiveGradmapWarning)
+        return self
+
+    def __exit__(self, *exc):
+        self._catch.__exit__(*exc)
+        for caught in self._caught:
+            message = caught.message
+            if isinstance(message, InactiveGradmapWarning) and self.fix is not None:
+                warnings.warn(InactiveGradmapWarning(message.finding, f" Fix: {self.fix}"), stacklevel=2)
+            else:
+                warnings.warn_explicit(message, caught.category, caught.filename, caught.lineno)
+        return False
+
+
 def write_gradmaps(
     model: nn.Module,
     trials,
     out: str | os.PathLike,
     *,
     lags: int,
+    reference: str = "data",
     x0: tuple[int, int] | None = None,
+    trial_ids: Sequence[int] | None = None,
+    windows: int = 64,
     readout: str = "last",
     convention: str = "excitatory",
     channel_names: Sequence[str] | None = None,
     sfreq: float | None = None,
+    fix: str | None = None,
 ) -> dict[str, Path]:
     """The gradient map of every output of ``model`` (:func:`dstrf.estimate.gradmap`, ``(N, F, L)`` in
-    ``model``'s units) over ``lags`` frames at the null stimulus, or with ``x0=(trial, frame)`` at the window of
-    ``trials`` ending there. Writes ``<out>/gradmaps.npz`` (``maps``, ``channels``, ``channel_names``,
-    ``sfreq``, ``freqs``, ``lags``, ``readout``, ``convention``, ``x0`` (``[-1, -1]`` for the null stimulus))
-    and ``gradmaps.png``; returns them as ``{"gradmaps": ..., "gradmaps_figure": ...}``. ``channel_names``
-    and ``sfreq`` default to the trials'."""
+    ``model``'s units) over ``lags`` frames at the reference of :func:`gradmap_reference` (default the mean over
+    windows of ``trial_ids``). Writes ``<out>/gradmaps.npz`` (``maps``, ``channels``, ``channel_names``,
+    ``sfreq``, ``freqs``, ``lags``, ``readout``, ``convention``, ``reference`` (what it is, in words),
+    ``reference_frames`` ``(K, 2)`` (the trial and last frame of each window; empty for the null stimulus),
+    ``x0`` (``[-1, -1]`` unless given)) and ``gradmaps.png``; returns them as ``{"gradmaps": ...,
+    "gradmaps_figure": ...}``. ``channel_names`` and ``sfreq`` default to the trials'. ``fix``: what an
+    :class:`dstrf.estimate.InactiveGradmapWarning` tells the user to do, in the caller's option names."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    window = None if x0 is None else trials.window(*x0, lags).to(_device(model))
-    maps = gradmap(model, lags=lags, x0=window, readout=readout, convention=convention)
+    stimulus, where, ends = gradmap_reference(
+        trials,
+        lags=lags,
+        receptive_field=encoder_capabilities(model).receptive_field,
+        readout=readout,
+        reference=reference,
+        x0=x0,
+        trial_ids=trial_ids,
+        windows=windows,
+    )
+    with reissue_inactive(fix):
+        maps = gradmap(
+            model,
+            lags=lags,
+            x0=None if stimulus is None else stimulus.to(_device(model)),
+            readout=readout,
+            convention=convention,
+        )
     names = list(channel_names or trials.channel_names)
     sfreq = sfreq or trials.sfreq
     written = {"gradmaps": out / "gradmaps.npz"}
@@ -277,16 +403,17 @@ def write_gradmaps(
         lags=lags,
         readout=readout,
         convention=convention,
+        reference=where,
+        reference_frames=np.asarray(ends, dtype=np.int64).reshape(-1, 2),
         x0=np.asarray(x0 if x0 else [-1, -1]),
     )
-    where = "null stimulus" if x0 is None else f"trial {x0[0]}, frame {x0[1]}"
     written["gradmaps_figure"] = gradmap_figure(
         maps,
         out / "gradmaps.png",
         sfreq=sfreq,
         freqs=trials.freqs,
         labels=names,
-        title=f"gradient maps at the {where} (readout {readout})",
+        title=f"gradient maps at {where} (readout {readout})",
     )
     return written
 
@@ -300,34 +427,60 @@ def write_optimal_stimuli(
     mean: torch.Tensor,
     std: torch.Tensor,
     lags: int,
+    reference: str = "data",
     x0: tuple[int, int] | None = None,
+    trial_ids: Sequence[int] | None = None,
+    windows: int = 64,
     readout: str = "last",
     steps: int = 1500,
     lr: float = 0.05,
     constraint: tuple | None = ("range", -3.0, 3.0),
     channel_names: Sequence[str] | None = None,
     sfreq: float | None = None,
+    fix: str | None = None,
 ) -> dict[str, Path]:
     """The stimulus ``(F, lags)`` that drives each of ``neurons`` most (:func:`dstrf.estimate.optimal_stimulus`)
-    of the standardized ``encoder`` (``constraint`` is in standard deviations), from the null stimulus or the
-    window of ``trials`` ending at ``x0=(trial, frame)`` (standardized with ``mean``, ``std`` ``(F,)``).
+    of the standardized ``encoder`` (``constraint`` is in standard deviations), standardized with ``mean``,
+    ``std`` ``(F,)``. It starts from the reference of :func:`gradmap_reference`: for ``reference="data"`` the
+    one of its windows that drives the neuron most (a bias-free ReLU network cannot move from the null
+    stimulus); the null stimulus; or the window of ``trials`` ending at ``x0=(trial, frame)``.
     Writes ``<out>/optimal_stimuli.npz`` (``stimuli`` ``(K, F, L)`` in the data's units, ``standardized`` in
-    the encoder's, ``responses`` ``(K, steps + 1)``, ``neurons``, ``sfreq``, ``freqs``) and
+    the encoder's, ``responses`` ``(K, steps + 1)``, ``neurons``, ``starts`` ``(K, 2)`` (the trial and last
+    frame of each start window; ``-1`` for the null stimulus), ``sfreq``, ``freqs``) and
     ``optimal_stimuli.png``; returns them as ``{"optimal_stimuli": ..., "optimal_stimuli_figure": ...}``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     neurons = [int(n) for n in neurons]
     names = list(channel_names or trials.channel_names)
     sfreq = sfreq or trials.sfreq
-    z0 = None
-    if x0 is not None:
-        z0 = (trials.window(*x0, lags).to(mean.device) - mean[:, None]) / std[:, None]
-    results = [
-        optimal_stimulus(
-            encoder, n, steps=steps, lr=lr, x0=z0, constraint=constraint, lags=lags, readout=readout, progress=False
-        )
-        for n in neurons
-    ]
+    stimulus, _, ends = gradmap_reference(
+        trials,
+        lags=lags,
+        receptive_field=encoder_capabilities(encoder).receptive_field,
+        readout=readout,
+        reference=reference,
+        x0=x0,
+        trial_ids=trial_ids,
+        windows=windows,
+    )
+    starts: list[torch.Tensor | None] = [None] * len(neurons)
+    start_ends = [(-1, -1)] * len(neurons)
+    if stimulus is not None:
+        z = (stimulus.to(mean.device) - mean[:, None]) / std[:, None]
+        z = z if z.ndim == 3 else z[None]
+        with torch.no_grad(), eval_mode(encoder):
+            response = encoder(z)  # (K, N, T), causal
+        drive = response[:, :, -1] if readout == "last" else response[:, :, -lags:].mean(-1)
+        best = drive[:, neurons].argmax(0).tolist()
+        starts = [z[k] for k in best]
+        start_ends = [ends[k] for k in best]
+    with reissue_inactive(fix):
+        results = [
+            optimal_stimulus(
+                encoder, n, steps=steps, lr=lr, x0=z0, constraint=constraint, lags=lags, readout=readout, progress=False
+            )
+            for n, z0 in zip(neurons, starts, strict=True)
+        ]
     standardized = torch.stack([r.stimulus for r in results])
     stimuli = standardized * std.cpu()[:, None] + mean.cpu()[:, None]
     responses = np.stack([r.response for r in results])
@@ -338,6 +491,7 @@ def write_optimal_stimuli(
         standardized=standardized.numpy(),
         responses=responses,
         neurons=np.asarray(neurons),
+        starts=np.asarray(start_ends, dtype=np.int64).reshape(-1, 2),
         sfreq=sfreq,
         freqs=trials.freqs,
     )

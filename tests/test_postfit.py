@@ -2,6 +2,7 @@
 
 import csv
 import json
+import warnings
 
 import h5py
 import numpy as np
@@ -11,8 +12,8 @@ import torch
 from dstrf import postfit
 from dstrf.analysis import by_channel, nonlinearities, stack_tables
 from dstrf.data.synthetic import synthetic_trials
-from dstrf.estimate import dstrf, gradmap, open_dstrf
-from dstrf.models import LNSTRF, LinearSTRF
+from dstrf.estimate import InactiveGradmapWarning, dstrf, gradmap, open_dstrf
+from dstrf.models import LNSTRF, DeepEncoder, LinearSTRF
 
 LAGS = 4
 
@@ -160,7 +161,7 @@ def test_write_jackknife_file_of_dstrfs_and_of_gradmaps(tmp_path):
 
 
 def test_write_gradmaps_at_the_null_stimulus_and_at_a_data_window(tmp_path, trials, linear):
-    written = postfit.write_gradmaps(linear, trials, tmp_path / "null", lags=LAGS)
+    written = postfit.write_gradmaps(linear, trials, tmp_path / "null", lags=LAGS, reference="null")
     assert written == {
         "gradmaps": tmp_path / "null" / "gradmaps.npz",
         "gradmaps_figure": tmp_path / "null" / "gradmaps.png",
@@ -185,6 +186,40 @@ def test_write_gradmaps_at_the_null_stimulus_and_at_a_data_window(tmp_path, tria
         postfit.write_gradmaps(ln, trials, tmp_path / "bad", lags=LAGS, x0=(1, 1))
 
 
+def test_the_default_reference_is_windows_evenly_spaced_over_the_trials(tmp_path, trials):
+    lengths = [trials.lengths[t] for t in (0, 2)]
+    stack, ends = postfit.reference_windows(trials, [0, 2], LAGS, count=7)
+    valid = [(t, f) for t, n in zip((0, 2), lengths, strict=True) for f in range(LAGS - 1, n)]
+    assert ends == [valid[i] for i in np.linspace(0, len(valid) - 1, 7).round().astype(int)]
+    assert ends[0] == (0, LAGS - 1) and ends[-1] == (2, lengths[1] - 1)
+    for (t, f), window in zip(ends, stack, strict=True):
+        torch.testing.assert_close(window, trials[t].stimulus[:, f - LAGS + 1 : f + 1])
+    assert len(postfit.reference_windows(trials, [1], LAGS, count=10_000)[1]) == trials.lengths[1] - LAGS + 1
+    with pytest.raises(ValueError, match=r"trials \[1\] hold no window of 1000 frames .* reference=null"):
+        postfit.reference_windows(trials, [1], 1000)
+    with pytest.raises(ValueError, match="at least one window; got windows=0"):
+        postfit.reference_windows(trials, [1], LAGS, count=0)
+
+    torch.manual_seed(1)
+    ln = LNSTRF(4, 2, lags=LAGS).eval()
+    written = postfit.write_gradmaps(ln, trials, tmp_path, lags=LAGS, trial_ids=[0, 2], windows=7)
+    saved = np.load(written["gradmaps"])
+    assert saved["reference_frames"].tolist() == [list(e) for e in ends]
+    assert str(saved["reference"]) == "the mean over 7 windows of trials 0, 2"
+    np.testing.assert_allclose(saved["maps"], gradmap(ln, lags=LAGS, x0=stack).numpy())
+    with pytest.raises(ValueError, match="reference must be one of"):
+        postfit.write_gradmaps(ln, trials, tmp_path, lags=LAGS, reference="zeros")
+
+
+def test_an_all_zero_map_is_reported_with_the_callers_fix(tmp_path, trials):
+    deep = DeepEncoder(4, 2, hidden=3, kernel_size=2, dilations=(1,)).eval()
+    with pytest.warns(InactiveGradmapWarning) as caught:
+        postfit.write_gradmaps(deep, trials, tmp_path, lags=2, reference="null", fix="use --reference data")
+    (warning,) = [w.message for w in caught]
+    assert str(warning).endswith(" Fix: use --reference data") and "all zeros" in str(warning)
+    assert "pass x0=" not in str(warning)  # the Python API's advice is replaced
+
+
 def test_write_optimal_stimuli_in_data_units(tmp_path, trials):
     torch.manual_seed(2)
     ln = LNSTRF(4, 2, lags=LAGS).eval()
@@ -203,6 +238,27 @@ def test_write_optimal_stimuli_in_data_units(tmp_path, trials):
         saved["stimuli"], saved["standardized"] * std[:, None].numpy() + mean[:, None].numpy(), rtol=1e-6
     )
     assert saved["neurons"].tolist() == [1] and saved["responses"][0, -1] > saved["responses"][0, 0]
+    assert saved["starts"].tolist() == [[0, 30]]
+
+
+def test_optimal_stimuli_start_from_the_reference_window_that_drives_the_neuron_most(tmp_path, trials):
+    torch.manual_seed(3)
+    deep = DeepEncoder(4, 2, hidden=4, kernel_size=2, dilations=(1, 2)).eval()  # flat at the null stimulus
+    mean, std = torch.zeros(4), torch.ones(4)
+    lags = deep.receptive_field
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InactiveGradmapWarning)
+        written = postfit.write_optimal_stimuli(
+            deep, [0, 1], trials, tmp_path, mean=mean, std=std, lags=lags, steps=5, trial_ids=[2], windows=9
+        )
+    saved = np.load(written["optimal_stimuli"])
+    stack, ends = postfit.reference_windows(trials, [2], lags, count=9)
+    with torch.no_grad():
+        drive = deep(stack)[:, :, -1]  # (K, N)
+    best = drive.argmax(0).tolist()
+    assert saved["starts"].tolist() == [list(ends[k]) for k in best]
+    np.testing.assert_allclose(saved["responses"][:, 0], drive.max(0).values.numpy(), rtol=1e-5)
+    assert np.all(saved["responses"][:, -1] >= saved["responses"][:, 0])
 
 
 def test_dstrf_figures_names_and_animation(tmp_path, trials, linear):

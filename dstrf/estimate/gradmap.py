@@ -1,7 +1,8 @@
 """Gradient maps (GradMap) and optimal stimuli ("Dreams") of encoders, at a reference stimulus.
 
 **Gradient map.** For an encoder with responses ``r_n(t)`` and a reference stimulus ``x0`` (default: the null
-stimulus, zeros in the model's standardized input space), the map of neuron n over the last L frames is
+stimulus, zeros in the model's standardized input space; or the mean over a stack of K reference windows),
+the map of neuron n over the last L frames is
 
     G[n, f, k] = d R_n / d x_f(T - 1 - k),      k = 0 .. L-1 (k = 0: the last frame of x0),
 
@@ -76,7 +77,15 @@ CONVENTIONS = ("excitatory", "paper")
 
 class InactiveGradmapWarning(UserWarning):
     """A gradient map (or the start of a stimulus optimisation) is all zeros: the reference stimulus sits where
-    the model is locally flat, e.g. where every ReLU is off, so the map says nothing about the neuron."""
+    the model is locally flat, e.g. where every ReLU is off, so the map says nothing about the neuron.
+
+    ``finding`` says what is zero and why; ``fix`` what to do, in the Python API's words, so that a command or
+    a callback can re-issue the finding with its own option names.
+    """
+
+    def __init__(self, finding: str, fix: str = "") -> None:
+        super().__init__(finding + fix)
+        self.finding, self.fix = finding, fix
 
 
 # --------------------------------------------------------------------------------------------- shared parts
@@ -115,17 +124,31 @@ def _check_readout(readout: str) -> None:
 
 
 def _reference(
-    model: nn.Module, x0, lags: int, receptive_field: int | None, readout: str, device, dtype
+    model: nn.Module,
+    x0,
+    lags: int,
+    receptive_field: int | None,
+    readout: str,
+    device,
+    dtype,
+    stack: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(context (F, P), window (F, L))``: x0's last ``lags`` frames and the frames before them that the readout
-    still depends on (all of them for a recurrent model)."""
+    """``(context (K, F, P), window (K, F, L))``: x0's last ``lags`` frames and the frames before them that the
+    readout still depends on (all of them for a recurrent model); K = 1 for one window ``(F, T)``, or the K
+    windows of a stack ``(K, F, T)`` where ``stack`` allows one."""
+    shape = () if x0 is None else tuple(torch.as_tensor(x0).shape)
+    if stack and len(shape) == 3:
+        if shape[0] == 0:
+            raise ValueError(f"x0 is a stack of no windows (shape {shape}): pass at least one")
+        pairs = [_reference(model, x0[k], lags, receptive_field, readout, device, dtype) for k in range(int(shape[0]))]
+        return torch.cat([c for c, _ in pairs]), torch.cat([w for _, w in pairs])
     n_freqs = _n_freqs(model, x0)
     if x0 is None:
-        window = _padding(model, n_freqs, lags, device, dtype).clone()
-        return window[:, :0], window
-    shape = tuple(torch.as_tensor(x0).shape)
+        window = _padding(model, n_freqs, lags, device, dtype).clone()[None]
+        return window[..., :0], window
     if len(shape) != 2:
-        raise ValueError(f"x0 must be one stimulus window (freqs, frames); got shape {shape}")
+        expected = "(freqs, frames), or a stack of windows (K, freqs, frames)" if stack else "(freqs, frames)"
+        raise ValueError(f"x0 must be one stimulus window {expected}; got shape {shape}")
     if shape[0] != n_freqs:
         raise ValueError(f"{type(model).__name__} takes {n_freqs} frequency bands; x0 has {shape[0]} (shape {shape})")
     if shape[1] < lags:
@@ -138,35 +161,37 @@ def _reference(
     if receptive_field is not None:  # frames further back cannot reach the readout
         keep = receptive_field - lags if readout == "last" else receptive_field - 1
         context = context[:, context.shape[1] - min(keep, context.shape[1]) :]
-    return context.clone(), x0[:, shape[1] - lags :].clone()
+    return context.clone()[None], x0[:, shape[1] - lags :].clone()[None]
 
 
 def _responses(
     model: nn.Module, context: torch.Tensor, window: torch.Tensor, receptive_field: int | None, readout: str
 ) -> torch.Tensor:
-    """``(N,)``: every neuron's readout of the stimulus ``[context, window]`` (one forward pass, batch 1)."""
-    lags = window.shape[1]
-    x = torch.cat([context, window], dim=1)
+    """``(K, N)``: every neuron's readout of each stimulus ``[context, window]`` (``(K, F, P)``, ``(K, F, L)``;
+    one forward pass of the K windows as a batch)."""
+    lags = window.shape[-1]
+    x = torch.cat([context, window], dim=-1)
     capabilities = encoder_capabilities(model)
     if receptive_field is not None and capabilities.windowed:
         # Run exactly the frames the readout needs, without causal padding: prepend the padding value instead.
         need = receptive_field if readout == "last" else lags + receptive_field - 1
-        if x.shape[1] < need:
-            x = torch.cat([_padding(model, x.shape[0], need - x.shape[1], x.device, x.dtype), x], dim=1)
+        if x.shape[-1] < need:
+            pad = _padding(model, x.shape[1], need - x.shape[-1], x.device, x.dtype)
+            x = torch.cat([pad.expand(x.shape[0], -1, -1), x], dim=-1)
         if readout == "last":
             if capabilities.window_output:
-                return cast(Callable[[torch.Tensor], torch.Tensor], model.window_output)(x[None])[0]
-            return model(x[None], causal_padding=False)[0, :, -1]
-        return model(x[None], causal_padding=False)[0].mean(-1)
-    if receptive_field is None and context.shape[1] and capabilities.stateful:
+                return cast(Callable[[torch.Tensor], torch.Tensor], model.window_output)(x)
+            return model(x, causal_padding=False)[:, :, -1]
+        return model(x, causal_padding=False).mean(-1)
+    if receptive_field is None and context.shape[-1] and capabilities.stateful:
         # A recurrent model that can start from a state: run the context without a graph, then only the window
         # with one, so the backward passes cover L frames rather than the whole of x0.
         with torch.no_grad():
-            _, state = model(context[None], return_state=True)
-        output = model(window[None], state=state)[0]
+            _, state = model(context, return_state=True)
+        output = model(window, state=state)
     else:
-        output = model(x[None])[0]  # (N, T)
-    return output[:, -1] if readout == "last" else output[:, -lags:].mean(-1)
+        output = model(x)  # (K, N, T)
+    return output[:, :, -1] if readout == "last" else output[:, :, -lags:].mean(-1)
 
 
 def _probe_causality(model: nn.Module, receptive_field: int | None, lags: int, n_freqs: int, device, dtype) -> None:
@@ -231,7 +256,15 @@ class _ReLUMonitor:
         self.handles = []
 
 
-def _inactive_message(model: nn.Module, what: str, monitor: _ReLUMonitor, default_x0: bool, readout: str) -> str:
+def _inactive_warning(
+    model: nn.Module,
+    what: str,
+    monitor: _ReLUMonitor,
+    default_x0: bool,
+    readout: str,
+    then: str = "",
+    stack: bool = True,
+) -> InactiveGradmapWarning:
     name = type(model).__name__
     message = f"{what} all zeros at the reference stimulus, which says nothing about what drives the response."
     off = monitor.off
@@ -242,14 +275,17 @@ def _inactive_message(model: nn.Module, what: str, monitor: _ReLUMonitor, defaul
             f"({', '.join(modules[:4])}{', ...' if len(modules) > 4 else ''})."
         )
     where = "the null stimulus (x0=None)" if default_x0 else "this x0"
+    finding = message + then
     fix = (
         f" Fix: the reference stimulus, {where}, sits where {name} is locally flat (a bias-free ReLU network, "
         f"such as DeepEncoder, is entirely off at the null stimulus): pass x0=a typical stimulus window, e.g. "
         f"frames of a standardized trial from the data"
     )
+    if stack:
+        fix += ", or a stack of such windows (K, F, T) for their mean map"
     if readout == "last" and (not monitor.calls or len(off) < len(monitor.calls)):
         fix += ", or use readout='mean' (the response averaged over the window)"
-    return message + fix + "."
+    return InactiveGradmapWarning(finding, fix + ".")
 
 
 # ------------------------------------------------------------------------------------------------- gradmap
@@ -263,7 +299,8 @@ def _batched_grads(forward, n: int, chunk_size: int) -> torch.Tensor:
     (e.g. a fused GPU kernel), the chunk falls back to one backward pass per neuron on the same graph.
     """
     responses, window = forward()
-    out = torch.empty((n, *window.shape), dtype=window.dtype, device=window.device)  # window column L - 1 - k is lag k
+    # window (K, F, L): column L - 1 - k is lag k; the K windows' gradients are summed (the readout averages them)
+    out = torch.empty((n, *window.shape[1:]), dtype=window.dtype, device=window.device)
     batched = True
     for begin in range(0, n, chunk_size):
         stop = min(begin + chunk_size, n)
@@ -275,14 +312,14 @@ def _batched_grads(forward, n: int, chunk_size: int) -> torch.Tensor:
                 (grads,) = torch.autograd.grad(
                     responses, window, grad_outputs=cotangents, is_grads_batched=True, retain_graph=not last
                 )
-                out[begin:stop] = grads.flip(-1)
+                out[begin:stop] = grads.sum(1).flip(-1)
                 continue
             except (RuntimeError, NotImplementedError):
                 batched = False
                 responses, window = forward()  # the failed pass may have freed the graph: build it again
         for i in range(begin, stop):
             (grad,) = torch.autograd.grad(responses[i], window, retain_graph=not (last and i == stop - 1))
-            out[i] = grad.flip(-1)
+            out[i] = grad.sum(0).flip(-1)
     return out
 
 
@@ -310,10 +347,13 @@ def gradmap(
     lags : int, optional
         L, frames of the map (the current one included). Default: the receptive field. Required for recurrent
         models (``receptive_field is None``); more than the receptive field is an error.
-    x0 : ``(F, T)``, optional
+    x0 : ``(F, T)`` or ``(K, F, T)``, optional
         The reference stimulus, as the model takes it (standardized), ``T >= L``; the map is over its last L
-        frames. Default: the null stimulus, L frames of zeros (or of the model's ``padding_value``); the frames
-        before it are the model's padding, the same value.
+        frames. A stack of K windows gives their mean map, ``(1/K) sum_k G(x0[k])`` (one forward pass of the K
+        windows as a batch, the same backward passes as one window): with windows of the data ending at frames
+        t_k this is the mean of the dSTRFs at those frames, an informative reference for every encoder.
+        Default: the null stimulus, L frames of zeros (or of the model's ``padding_value``); the frames before
+        it are the model's padding, the same value.
     readout : {"last", "mean"}
         The response at the last frame of x0 (transient features), or averaged over the window's L frames
         (sustained features).
@@ -359,14 +399,14 @@ def gradmap(
     chunk_size = positive_int(chunk_size, "chunk_size", "neurons")
     receptive_field, lags = check_model(model, lags)
     device, dtype = _device_dtype(model)
-    context, window = _reference(model, x0, lags, receptive_field, readout, device, dtype)
+    context, window = _reference(model, x0, lags, receptive_field, readout, device, dtype, stack=True)
 
     with _Restore(model):
-        _probe_causality(model, receptive_field, lags, window.shape[0], device, dtype)
+        _probe_causality(model, receptive_field, lags, window.shape[1], device, dtype)
         monitor = _ReLUMonitor(model)  # watches the first forward pass only
         try:
             leaf = window.detach().requires_grad_(True)
-            responses = _responses(model, context, leaf, receptive_field, readout)
+            responses = _responses(model, context, leaf, receptive_field, readout).mean(0)  # (N,) over K windows
         finally:
             monitor.remove()
         selected = _neuron_set(neurons, responses.shape[0])
@@ -382,7 +422,7 @@ def gradmap(
             if built:  # the graph of the first pass serves, unless it has to be built again
                 return built.pop()
             leaf = window.detach().requires_grad_(True)
-            return readouts(_responses(model, context, leaf, receptive_field, readout)), leaf
+            return readouts(_responses(model, context, leaf, receptive_field, readout).mean(0)), leaf
 
         maps = _batched_grads(forward, 1 if population else len(selected), chunk_size)
 
@@ -409,9 +449,7 @@ def gradmap(
                 f"{names[:20]}{' ...' if len(names) > 20 else ''} ({len(names)} of {len(zero)}) "
                 f"{'are' if plural else 'is'}"
             )
-        warnings.warn(
-            _inactive_message(model, what, monitor, x0 is None, readout), InactiveGradmapWarning, stacklevel=2
-        )
+        warnings.warn(_inactive_warning(model, what, monitor, x0 is None, readout), stacklevel=2)
     return maps
 
 
@@ -561,7 +599,7 @@ def optimal_stimulus(
     receptive_field, lags = check_model(model, lags)
     device, dtype = _device_dtype(model)
     context, window = _reference(model, x0, lags, receptive_field, readout, device, dtype)
-    null = _padding(model, window.shape[0], lags, device, dtype)
+    null = _padding(model, window.shape[1], lags, device, dtype)[None]
     stimulus = window.detach().clone()
     _project(stimulus, constraint, null)
     stimulus.requires_grad_(True)
@@ -571,7 +609,7 @@ def optimal_stimulus(
     selected = None
     bar = None
     with _Restore(model):
-        _probe_causality(model, receptive_field, lags, window.shape[0], device, dtype)
+        _probe_causality(model, receptive_field, lags, window.shape[1], device, dtype)
         monitor = _ReLUMonitor(model)  # watches the first forward pass only
         try:
             bar = (
@@ -580,7 +618,7 @@ def optimal_stimulus(
                 else None
             )
             for step in range(steps + 1):
-                responses = _responses(model, context, stimulus, receptive_field, readout)
+                responses = _responses(model, context, stimulus, receptive_field, readout)[0]
                 if selected is None:
                     selected = _neuron_set(neurons, responses.shape[0])
                     index = torch.as_tensor(selected, device=responses.device)
@@ -594,16 +632,22 @@ def optimal_stimulus(
                         "(constraint=('range', lo, hi) or ('norm', radius)) or lower lr."
                     )
                 if step in snapshot_steps:
-                    kept.append((step, stimulus.detach().cpu().clone()))
+                    kept.append((step, stimulus[0].detach().cpu().clone()))
                 if step == steps:
                     break
                 (grad,) = torch.autograd.grad(value, stimulus)
                 if step == 0 and not bool((grad != 0).any()):
                     what = f"The gradient of the readout of neuron(s) {selected.tolist()[:10]} is"
                     warnings.warn(
-                        _inactive_message(model, what, monitor, x0 is None, readout)
-                        + " The stimulus cannot move from there.",
-                        InactiveGradmapWarning,
+                        _inactive_warning(
+                            model,
+                            what,
+                            monitor,
+                            x0 is None,
+                            readout,
+                            " The stimulus cannot move from there.",
+                            stack=False,
+                        ),
                         stacklevel=2,
                     )
                 stimulus.grad = grad
@@ -621,7 +665,7 @@ def optimal_stimulus(
                 bar.close()
     assert selected is not None  # set in the first step, and there is one (steps >= 0)
     return OptimalStimulus(
-        stimulus=stimulus.detach().cpu().clone(),
+        stimulus=stimulus[0].detach().cpu().clone(),
         response=curve,
         snapshots=kept,
         neurons=[int(n) for n in selected],

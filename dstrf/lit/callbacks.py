@@ -236,9 +236,12 @@ class GradmapCallback(L.Callback):
     logger. Under DDP only rank 0 computes (a gradient map is one forward pass).
 
     The maps are :func:`dstrf.estimate.gradmap` of the encoder between the data's units
-    (:class:`dstrf.lit.DataUnitsEncoder`), at the null stimulus: the training mean of every band, i.e. zeros
-    in standardized units. A bias-free ReLU network (``DeepEncoder``) is flat there and its map is all zeros:
-    the callback then warns, and ``x0=[trial, frame]`` takes the reference window from the data instead.
+    (:class:`dstrf.lit.DataUnitsEncoder`). By default (``reference="data"``) the reference is a stack of
+    ``windows`` windows evenly spaced over the test trials (all trials if the split has none), so each map is
+    the mean dSTRF over those frames: informative for every encoder. ``reference="null"`` takes the null
+    stimulus instead (the training mean of every band, zeros in standardized units), where a bias-free ReLU
+    network (``DeepEncoder``) is entirely off and its map all zeros (the callback then warns, naming the
+    config keys); ``x0=[trial, frame]`` takes one window of the data.
 
     Parameters
     ----------
@@ -248,11 +251,16 @@ class GradmapCallback(L.Callback):
         The response at the window's last frame, or averaged over the window.
     convention : {"excitatory", "paper"}
         The sign (dstrf's excitatory-positive, or the GradMap paper's opposite).
+    reference : {"data", "null"}
+        The mean over windows of the test trials (default), or the null stimulus.
+    windows : int
+        Windows of the data reference (default 64).
     x0 : ``[trial, frame]``, optional
-        Reference window: the ``lags`` frames of trial ``trial`` ending at ``frame``. Default: the null stimulus.
+        One reference window: the ``lags`` frames of trial ``trial`` ending at ``frame`` (overrides
+        ``reference``).
     optimal_stimuli : list of int, optional
-        Neurons whose optimal stimulus (:func:`dstrf.estimate.optimal_stimulus`) is synthesised, each from the
-        reference window, in the model's standardized units under ``constraint``.
+        Neurons whose optimal stimulus (:func:`dstrf.estimate.optimal_stimulus`) is synthesised, in the model's
+        standardized units under ``constraint``, each from the reference window that drives it most.
     steps, lr, constraint
         As in :func:`dstrf.estimate.optimal_stimulus`; ``constraint`` as a list (``["range", -3, 3]``).
     dirpath : path, optional
@@ -264,6 +272,8 @@ class GradmapCallback(L.Callback):
         lags: int | None = None,
         readout: str = "last",
         convention: str = "excitatory",
+        reference: str = "data",
+        windows: int = 64,
         x0: Sequence[int] | None = None,
         optimal_stimuli: Sequence[int] | None = None,
         steps: int = 1500,
@@ -273,16 +283,26 @@ class GradmapCallback(L.Callback):
     ) -> None:
         option(readout, "readout", READOUTS)
         option(convention, "convention", CONVENTIONS)
+        option(reference, "reference", postfit.REFERENCES)
+        if int(windows) < 1:
+            raise ValueError(f"windows must be >= 1 (windows of the data reference); got {windows}")
         if x0 is not None and len(x0) != 2:
             raise ValueError(
                 f"x0 must be [trial, frame] (the window of that trial ending at that frame); got {list(x0)}"
             )
         self.lags, self.readout, self.convention = lags, readout, convention
+        self.reference, self.windows = reference, int(windows)
         self.x0 = None if x0 is None else (int(x0[0]), int(x0[1]))
         self.optimal_stimuli = [int(n) for n in optimal_stimuli or []]
         self.steps, self.lr = int(steps), float(lr)
         self.constraint = None if constraint is None else tuple(constraint)
         self.dirpath = dirpath
+
+    #: What an all-zero map's warning tells the user to do, in this callback's config keys.
+    FIX = (
+        "take the reference from the data: callbacks.gradmap.reference=data (the mean map over windows of the "
+        "test trials, the default) or callbacks.gradmap.x0=[trial,frame] (one window)"
+    )
 
     def check(self, module: EncoderModule, trials) -> None:
         """Before the fit: lags for a recurrent model, a reference window and neurons that exist."""
@@ -300,9 +320,12 @@ class GradmapCallback(L.Callback):
         if self.steps < 1 or not self.lr > 0:
             raise ValueError(f"steps must be >= 1 and lr > 0; got steps={self.steps}, lr={self.lr}")
 
-    def compute(self, module: EncoderModule, trials, out: Path, loggers=()) -> dict[str, Path]:
+    def compute(
+        self, module: EncoderModule, trials, out: Path, loggers=(), trial_ids: Sequence[int] | None = None
+    ) -> dict[str, Path]:
         """Write the maps (and optimal stimuli) of ``module`` into ``out`` (:func:`dstrf.postfit.write_gradmaps`,
-        :func:`dstrf.postfit.write_optimal_stimuli`), the figures logged; the files written by name."""
+        :func:`dstrf.postfit.write_optimal_stimuli`), the figures logged; the files written by name.
+        ``trial_ids``: the trials of the data reference (default all)."""
         model = module.data_units()
         lags = self.lags or model.receptive_field
         if lags is None:
@@ -314,7 +337,11 @@ class GradmapCallback(L.Callback):
             trials,
             out,
             lags=lags,
+            reference=self.reference,
             x0=self.x0,
+            trial_ids=trial_ids,
+            windows=self.windows,
+            fix=self.FIX,
             readout=self.readout,
             convention=self.convention,
             channel_names=names,
@@ -331,7 +358,11 @@ class GradmapCallback(L.Callback):
                     mean=module.stimulus_mean,
                     std=module.stimulus_std,
                     lags=lags,
+                    reference=self.reference,
                     x0=self.x0,
+                    trial_ids=trial_ids,
+                    windows=self.windows,
+                    fix=self.FIX,
                     readout=self.readout,
                     steps=self.steps,
                     lr=self.lr,
@@ -351,5 +382,6 @@ class GradmapCallback(L.Callback):
             module, _ = _best_module(trainer, pl_module)
             out = Path(self.dirpath or Path(trainer.default_root_dir) / "gradmap")
             datamodule = trainer.datamodule  # type: ignore[attr-defined]  # set by Lightning, not declared
-            self.compute(module, datamodule.trials, out, trainer.loggers)
+            test = list(datamodule.split.test) or None
+            self.compute(module, datamodule.trials, out, trainer.loggers, trial_ids=test)
         trainer.strategy.barrier("gradmap")

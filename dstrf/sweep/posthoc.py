@@ -9,8 +9,9 @@ Their mean, jackknife standard error and sign-consistency mask (:mod:`dstrf.esti
 ``<out>/<group>/trial_<id>.h5`` (datasets ``mean``, ``se``, ``mask``, ``times``, ``channels``). ``index.json``
 lists every file with the models it came from.
 
-With ``--gradmap``, per fold instead: the gradient maps (:func:`dstrf.estimate.gradmap`, at the null stimulus,
-in the data's units) of the fold's models, averaged with the same jackknife standard error and
+With ``--gradmap``, per fold instead: the gradient maps (:func:`dstrf.estimate.gradmap`, in the data's units;
+by default the mean map over 64 windows of the fold's test trials, i.e. their mean dSTRF: ``--reference
+null`` for the null stimulus, ``--x0`` for one window) of the fold's models, averaged with the same jackknife standard error and
 sign-consistency mask, in ``<out>/<group>/fold_<k>.h5`` (datasets ``mean``, ``se``, ``mask`` ``(N, F, L)``,
 ``channels``) with a figure of the masked mean, ``fold_<k>.png``. A fold is the set of models that held the
 same trials out; under the pairs scheme, where every trial has its own set, the files are ``trial_<id>``.
@@ -64,6 +65,12 @@ from ..runs.job import file_digest
 from ..validation import DTYPES, dtype_named, memory_bytes
 
 __all__ = ["estimate_sweep", "estimate_gradmaps", "analyze_sweep", "main"]
+
+#: What an all-zero gradient map's warning tells the user to do, in dstrf-estimate's options.
+GRADMAP_FIX = (
+    "take the reference from the data: --reference data (the mean map over windows of each fold's test trials, "
+    "the default) or --x0 TRIAL:FRAME (one window)"
+)
 
 
 class _Failed(Exception):
@@ -386,31 +393,46 @@ def estimate_gradmaps(
     device: str = "cpu",
     out: str | Path | None = None,
     progress: bool = True,
+    reference: str = "data",
+    windows: int = 64,
 ) -> dict:
     """Per fold, the jackknife mean, SE and sign-consistency mask of its models' gradient maps; the index.
 
-    The maps are taken at the null stimulus (the training mean of each band, zeros in standardized units),
-    or with ``x0=(trial, frame)`` at the window of that trial's stimulus ending at that frame (a bias-free ReLU
-    network such as the DeepEncoder is flat at the null stimulus). They are maps of the encoder between the
-    data's units, so models with different standardization statistics average correctly. Other arguments as
-    in :func:`dstrf.estimate.gradmap` and :func:`estimate_sweep`.
+    The reference (:func:`dstrf.postfit.gradmap_reference`) is by default the stack of ``windows`` windows
+    evenly spaced over the fold's test trials, so each map is the model's mean dSTRF over those frames;
+    ``reference="null"`` takes the null stimulus (the training mean of each band, where a bias-free ReLU
+    network such as the DeepEncoder is entirely off and its map all zeros), ``x0=(trial, frame)`` the one
+    window of that trial's stimulus ending at that frame. They are maps of the encoder between the data's
+    units, so models with different standardization statistics average correctly. Other arguments as in
+    :func:`dstrf.estimate.gradmap` and :func:`estimate_sweep`.
     """
     experiment, plan, broken = _held_out_models(sweep_dir, None)
     out = Path(out) if out is not None else experiment.dir / "gradmap"
     jobs_ = _Jobs(experiment.dir, device)
     for job, error in broken:
         jobs_.fail(job, error, getattr(error, "path", None))
-    options = {"q": q, "lags": lags, "readout": readout, "convention": convention, "x0": list(x0) if x0 else None}
-    reference = (
-        "null stimulus (training mean of each band)"
-        if x0 is None
-        else f"the window of trial {x0[0]} ending at frame {x0[1]}"
-    )
+    options = {
+        "q": q,
+        "lags": lags,
+        "readout": readout,
+        "convention": convention,
+        "x0": list(x0) if x0 else None,
+        "reference": None if x0 else reference,
+        "windows": windows if reference == "data" and not x0 else None,
+    }
+    if reference not in postfit.REFERENCES:
+        raise ValueError(f"reference must be one of {postfit.REFERENCES}; got {reference!r}")
     index: dict[str, Any] = {
         "sweep": str(experiment.dir.name),
         "q": q,
         "units": "response units per stimulus unit",
-        "reference": reference,
+        "reference": (
+            f"the window of trial {x0[0]} ending at frame {x0[1]}"
+            if x0
+            else "the null stimulus (the training mean of each band)"
+            if reference == "null"
+            else f"the mean over {windows} windows of each fold's test trials"
+        ),
         "folds": [],
         "kept": 0,
         "failed": [],
@@ -431,24 +453,33 @@ def estimate_gradmaps(
             continue
         models, digest = todo
         data = experiment.trials(jobs[0])
-        window = None
-        if x0 is not None:
-            if (lags or models[0].receptive_field) is None:
-                raise ValueError("the models are recurrent: give --lags for the gradient maps' window")
-            window = data.window(*x0, lags or models[0].receptive_field)
+        span = lags or models[0].receptive_field
+        if span is None:
+            raise ValueError("the models are recurrent: give --lags for the gradient maps' window")
         try:
-            maps = torch.stack(
-                [
-                    gradmap(
-                        model,
-                        lags=lags,
-                        x0=None if window is None else window.to(device),
-                        readout=readout,
-                        convention=convention,
-                    ).double()
-                    for model in models
-                ]
+            window, where, ends = postfit.gradmap_reference(
+                data,
+                lags=span,
+                receptive_field=models[0].receptive_field,
+                readout=readout,
+                reference=reference,
+                x0=x0,
+                trial_ids=tested,
+                windows=windows,
             )
+            with postfit.reissue_inactive(GRADMAP_FIX):
+                maps = torch.stack(
+                    [
+                        gradmap(
+                            model,
+                            lags=lags,
+                            x0=None if window is None else window.to(device),
+                            readout=readout,
+                            convention=convention,
+                        ).double()
+                        for model in models
+                    ]
+                )
         except ValueError as err:  # the options or the data: the same for every fold, a usage error
             raise ValueError(f"{stem}{f' of group {group}' if group else ''}: {err}") from err
         mean, se, mask = maps.mean(0), jackknife_se(maps), sign_consistency_mask(maps, q)
@@ -467,6 +498,8 @@ def estimate_gradmaps(
                 "test_trials": json.dumps(tested),
                 "readout": readout,
                 "convention": convention,
+                "reference": where,
+                "reference_frames": np.asarray(ends, dtype=np.int64).reshape(-1, 2),
                 "dtype": "float32",
                 "sfreq": float(data.sfreq),
                 "freqs": np.asarray(data.freqs if data.freqs is not None else [], dtype=np.float64),
@@ -476,7 +509,8 @@ def estimate_gradmaps(
             },
         )
         title = (
-            f"{group + ' ' if group else ''}{stem}: mean gradient map of {len(jobs)} models, sign-consistent at q={q}"
+            f"{group + ' ' if group else ''}{stem}: mean gradient map of {len(jobs)} models at {where}, "
+            f"sign-consistent at q={q}"
         )
         postfit.gradmap_figure(
             mean * mask,
@@ -657,8 +691,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--gradmap",
         action="store_true",
-        help="per fold, the jackknife-aggregated gradient maps at the null stimulus instead of dSTRFs",
+        help="per fold, the jackknife-aggregated gradient maps instead of dSTRFs",
     )
+    parser.add_argument(
+        "--reference",
+        default="data",
+        choices=postfit.REFERENCES,
+        help="gradmap reference: data, the mean map over windows of each fold's test trials (their mean dSTRF; "
+        "default), or null, the null stimulus (all zeros for a bias-free ReLU network)",
+    )
+    parser.add_argument("--windows", type=int, default=64, help="gradmap: windows of the data reference (default 64)")
     parser.add_argument("--readout", default="last", choices=READOUTS, help="gradmap readout (default last)")
     parser.add_argument(
         "--convention",
@@ -682,18 +724,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--x0",
         type=_trial_frame,
         metavar="TRIAL:FRAME",
-        help="gradmap reference: the window of TRIAL ending at FRAME (default: the null stimulus)",
+        help="gradmap reference: the one window of TRIAL ending at FRAME (instead of --reference)",
     )
     args = parser.parse_args(argv)
     if (args.baseline or args.tau_max) and not args.analyze:
         parser.error("--baseline and --tau-max go with --analyze")
     if args.analyze and args.gradmap:
         parser.error("--analyze works on dSTRFs; run it without --gradmap")
+    if args.windows < 1:
+        parser.error(f"--windows must be >= 1 (windows of the gradmap's data reference); got {args.windows}")
     out = args.out or Path(args.sweep_dir) / ("gradmap" if args.gradmap else "dstrf")
     try:
         if args.gradmap:
             index = estimate_gradmaps(
-                args.sweep_dir, args.q, args.lags, args.readout, args.convention, args.x0, args.device, args.out
+                args.sweep_dir,
+                args.q,
+                args.lags,
+                args.readout,
+                args.convention,
+                args.x0,
+                args.device,
+                args.out,
+                reference=args.reference,
+                windows=args.windows,
             )
             written, what = index["folds"], f"gradient maps of {len(index['folds'])} folds"
         else:

@@ -282,6 +282,43 @@ def test_works_inside_no_grad_and_with_a_requires_grad_x0():
     assert x0.grad is None
 
 
+# ------------------------------------------------------------------------------- a stack of references
+
+
+@pytest.mark.parametrize("readout", ["last", "mean"])
+@pytest.mark.parametrize("name", ["deep", "convnet2d", "gru"])
+def test_a_stack_of_windows_gives_the_mean_of_their_maps(name, readout):
+    model = encoders()[name].eval()
+    lags = lags_of(model)
+    windows = data_windows(T, count=5)
+    expected = torch.stack([reference(model, w, lags, readout) for w in windows]).mean(0)
+    got = gradmap(model, lags=lags, x0=torch.stack(windows), readout=readout, chunk_size=2)
+    torch.testing.assert_close(got, expected, **TOL)
+    first = reference(model, windows[0], lags, readout)
+    assert (got - first).abs().max() > 0.05 * expected.abs().max() > 0  # the mean, not one window's map
+    # a stack of one window is that window's map; a population averages over the stack too
+    torch.testing.assert_close(gradmap(model, lags, windows[0][None], readout), first, **TOL)
+    population = gradmap(model, lags, torch.stack(windows), readout, population=[0, 2])
+    torch.testing.assert_close(population, expected[[0, 2]].mean(0, keepdim=True), **TOL)
+
+
+def test_the_mean_map_over_data_windows_is_the_mean_dstrf_at_their_frames():
+    from dstrf.estimate import dstrf
+
+    model = encoders()["deep"].eval()
+    (x,), _ = make_stimuli(1, 300, n_freqs=F, seed=3)
+    x = torch.as_tensor(x)
+    x = (x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True)
+    lags = model.receptive_field
+    frames = [40, 95, 170, 299]
+    windows = torch.stack([x[:, t - lags + 1 : t + 1] for t in frames])
+    expected = dstrf(model, x, times=frames).mean(0)  # (N, F, L)
+    torch.testing.assert_close(gradmap(model, x0=windows), expected, **TOL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InactiveGradmapWarning)  # informative where the null stimulus is flat
+        assert torch.all(gradmap(model, x0=windows).flatten(1).abs().amax(1) > 0)
+
+
 # ----------------------------------------------------------------------------------------- warnings
 
 
@@ -385,8 +422,14 @@ def test_bad_input_gets_clear_errors():
         gradmap(m["linear"], lags=7)
     with pytest.raises(ValueError, match=r"takes 8 frequency bands; x0 has 5"):
         gradmap(m["deep"], x0=torch.randn(5, 40))
-    with pytest.raises(ValueError, match=r"x0 must be one stimulus window \(freqs, frames\)"):
-        gradmap(m["deep"], x0=torch.randn(1, F, 40))
+    with pytest.raises(ValueError, match=r"x0 must be one stimulus window \(freqs, frames\), or a stack"):
+        gradmap(m["deep"], x0=torch.randn(1, 1, F, 40))
+    with pytest.raises(ValueError, match=r"a stack of no windows"):
+        gradmap(m["deep"], x0=torch.randn(0, F, 40))
+    with pytest.raises(ValueError, match=r"x0 must be one stimulus window \(freqs, frames\); got shape"):
+        optimal_stimulus(m["deep"], 0, steps=1, x0=torch.randn(2, F, 40), progress=False)
+    with pytest.raises(ValueError, match=r"takes 8 frequency bands; x0 has 5"):
+        gradmap(m["deep"], x0=torch.randn(2, 5, 40))
     with pytest.raises(ValueError, match="x0 has 10 frames, fewer than lags=12"):
         gradmap(m["gru"], lags=12, x0=torch.randn(F, 10))
     with pytest.raises(ValueError, match="readout must be one of"):

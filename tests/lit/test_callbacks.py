@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -165,8 +166,18 @@ def test_gradmap_callback_after_fitting_writes_maps_optimal_stimuli_and_logs_the
     module = EncoderModule.load_from_checkpoint(run_dir / metrics["best_checkpoint"], map_location="cpu")
     saved = np.load(out / "gradmaps.npz")
     assert saved["maps"].shape == (5, 16, module.receptive_field) and list(saved["channel_names"])[3] == "temporal_hold"
-    np.testing.assert_allclose(saved["maps"], gradmap(module.data_units()).numpy(), rtol=1e-5, atol=1e-7)
-    # LN model at the null stimulus: the kernel times s'(b) > 0, in data units (sd_y / sd_x per band)
+    # the default reference: 64 windows evenly spaced over the test trials, so the map is their mean dSTRF
+    import dstrf
+
+    job = dstrf.inspect.load(run_dir)
+    data, test = job.trials(), job.jobs[0].split.test
+    ends = saved["reference_frames"]
+    assert ends.shape == (64, 2) and set(ends[:, 0]) == set(test) and "mean over 64 windows" in str(saved["reference"])
+    windows = torch.stack([data.window(t, f, module.receptive_field) for t, f in ends])
+    expected = gradmap(module.data_units(), x0=windows).numpy()
+    np.testing.assert_allclose(saved["maps"], expected, rtol=1e-5, atol=1e-7)
+    assert np.abs(saved["maps"] - gradmap(module.data_units()).numpy()).max() > 1e-3 * np.abs(expected).max()
+    # LN model: the kernel times the mean slope s'(W x + b) > 0, in data units (sd_y / sd_x per band)
     encoder = module.encoder
     assert np.corrcoef(saved["maps"][1].ravel(), encoder.strf[1].detach().numpy().ravel())[0, 1] > 0.999
     stimuli = np.load(out / "optimal_stimuli.npz")
@@ -182,8 +193,16 @@ def test_gradmap_callback_reference_window_from_the_data(tmp_path):
 
     trials = synthetic_trials(n_trials=2, n_frames=120, n_freqs=4, neurons=("linear", "ln"))
     module = EncoderModule({"_target_": "dstrf.models.DeepEncoder", "hidden": 6}, 4, 2)
-    with pytest.warns(UserWarning, match="all zeros"):  # bias-free ReLU network: flat at the null stimulus
-        GradmapCallback().compute(module, trials, tmp_path / "null")
+    with pytest.warns(UserWarning, match=r"all zeros.* Fix: .*callbacks\.gradmap\.reference=data"):
+        GradmapCallback(reference="null").compute(module, trials, tmp_path / "null")  # bias-free ReLU: flat there
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        written = GradmapCallback(windows=5).compute(module, trials, tmp_path / "default", trial_ids=[1])
+    saved = np.load(written["gradmaps"])
+    assert saved["reference_frames"].tolist() == [[1, 64], [1, 78], [1, 92], [1, 105], [1, 119]]
+    windows = torch.stack([trials.window(1, f, 65) for f in (64, 78, 92, 105, 119)])
+    np.testing.assert_allclose(saved["maps"], gradmap(module.data_units(), x0=windows).numpy())
+    assert np.all(np.abs(saved["maps"]).reshape(2, -1).max(1) > 0)
     written = GradmapCallback(x0=[1, 100]).compute(module, trials, tmp_path / "data")
     window = trials[1].stimulus[:, 100 - 64 : 101]
     np.testing.assert_allclose(np.load(written["gradmaps"])["maps"], gradmap(module.data_units(), x0=window).numpy())

@@ -134,6 +134,39 @@ def test_gradmaps_per_fold_are_the_jackknife_mean_of_the_fold_models(gradmaps):
     assert (out / "fold_0.png").is_file()
 
 
+def test_default_gradmap_reference_is_the_fold_test_windows_and_null_warns_naming_the_options(sweep_dir, tmp_path):
+    from dstrf.estimate import gradmap
+
+    run = ["dstrf-estimate", str(sweep_dir), "--gradmap", "--windows", "6"]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    result = subprocess.run([*run, "--out", str(tmp_path / "data")], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "InactiveGradmapWarning" not in result.stderr
+    index = json.loads((tmp_path / "data" / "index.json").read_text())
+    assert index["reference"] == "the mean over 6 windows of each fold's test trials"
+    entry = next(e for e in index["folds"] if e["file"] == "fold_0.h5")
+    experiment = load(sweep_dir)
+    jobs = [experiment[name] for name in entry["models"]]
+    data = experiment.trials(jobs[0])
+    with h5py.File(tmp_path / "data" / "fold_0.h5", "r") as f:
+        mean, ends = f["mean"][()], f.attrs["reference_frames"]
+        assert f.attrs["reference"].startswith("the mean over 6 windows of trial")
+    assert len(ends) == 6 and set(ends[:, 0]) == set(entry["test_trials"])
+    windows = torch.stack([data.window(t, k, 65) for t, k in ends])
+    stacked = torch.stack([gradmap(j.load_module("cpu").data_units(), x0=windows) for j in jobs])
+    np.testing.assert_allclose(mean, stacked.mean(0).numpy(), rtol=1e-5, atol=1e-7)
+    assert np.all(np.abs(mean).reshape(mean.shape[0], -1).max(1) > 0)  # informative for every channel
+
+    result = subprocess.run(
+        [*run, "--reference", "null", "--out", str(tmp_path / "null")], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "all zeros" in result.stderr and "Fix: take the reference from the data: --reference data" in result.stderr
+    assert "pass x0=" not in result.stderr
+    bad = subprocess.run([*run[:-1], "0", "--out", str(tmp_path / "bad")], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "--windows must be >= 1" in bad.stderr
+
+
 def test_gradmap_bad_reference_is_a_clear_error(sweep_dir, tmp_path):
     result = subprocess.run(
         ["dstrf-estimate", str(sweep_dir), "--gradmap", "--x0", "2:10", "--out", str(tmp_path)],
