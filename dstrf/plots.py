@@ -26,7 +26,7 @@ from matplotlib import animation
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .estimate.storage import DSTRFFile
+from .estimate.storage import DSTRFFile, GradmapFile
 
 __all__ = [
     "plot_dstrf",
@@ -337,8 +337,8 @@ def animate_dstrf(
 
 
 def plot_receptive_fields(
-    maps: torch.Tensor | np.ndarray,
-    sfreq: float = 100.0,
+    maps: torch.Tensor | np.ndarray | GradmapFile,
+    sfreq: float | None = None,
     freqs: Sequence[float] | np.ndarray | None = None,
     labels: Sequence[str] | None = None,
     columns: int = 8,
@@ -346,8 +346,21 @@ def plot_receptive_fields(
 ) -> Figure:
     """A grid of ``(N, F, L)`` receptive fields (STRFs, gradmaps, mean dSTRFs), one panel per channel.
 
-    All panels share one symmetric colour scale centred on zero; lag in ms, frequency in Hz.
+    All panels share one symmetric colour scale centred on zero; lag in ms, frequency in Hz (``sfreq``
+    default 100). A :class:`~dstrf.estimate.GradmapFile` (:func:`dstrf.estimate.open_gradmap`) is drawn from
+    the file alone: its masked maps, with its sfreq, band frequencies, channel names and reference.
     """
+    if isinstance(maps, GradmapFile):
+        source = maps
+        sfreq = source.sfreq if sfreq is None else sfreq
+        freqs = source.freqs if freqs is None else freqs
+        labels = source.channel_names if labels is None else labels
+        if title is None:
+            what = "mean gradient maps (sign-consistent)" if source.mask is not None else "gradient maps"
+            where = source.attrs.get("reference")
+            title = f"{source.path.name}: {what}{f' at {where}' if where else ''}"
+        maps = source.masked
+    sfreq = 100.0 if sfreq is None else sfreq
     maps = _numpy(maps)
     if maps.ndim != 3:
         raise ValueError(f"maps must be (channels, freqs, lags); got shape {maps.shape}")

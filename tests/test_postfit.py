@@ -211,6 +211,30 @@ def test_the_default_reference_is_windows_evenly_spaced_over_the_trials(tmp_path
         postfit.write_gradmaps(ln, trials, tmp_path, lags=LAGS, reference="zeros")
 
 
+def test_a_gradmaps_file_opens_and_draws_from_the_file_alone(tmp_path, trials):
+    from dstrf.estimate import open_gradmap
+    from dstrf.plots import plot_receptive_fields
+
+    torch.manual_seed(1)
+    ln = LNSTRF(4, 2, lags=LAGS).eval()
+    written = postfit.write_gradmaps(ln, trials, tmp_path, lags=LAGS, windows=5, channel_names=["p", "q"])
+    opened = open_gradmap(written["gradmaps"])
+    saved = np.load(written["gradmaps"])
+    torch.testing.assert_close(opened.maps, torch.from_numpy(saved["maps"]))
+    assert opened.kind == "gradmap" and opened.se is None and torch.equal(opened.masked, opened.maps)
+    assert opened.channel_names == ["p", "q"] and opened.channels.tolist() == [0, 1] and opened.lags == LAGS
+    assert opened.sfreq == trials.sfreq and opened.attrs["readout"] == "last"
+    assert opened.attrs["reference"].startswith("the mean over 5 windows")
+    figure = plot_receptive_fields(opened)
+    assert [ax.get_title() for ax in figure.axes[:2]] == ["p", "q"]
+    assert "gradmaps.npz: gradient maps at the mean over 5 windows" in figure.get_suptitle()
+    with pytest.raises(ValueError, match="not a gradient-map file"):
+        np.savez(tmp_path / "other.npz", x=np.zeros(3))
+        open_gradmap(tmp_path / "other.npz")
+    with pytest.raises(FileNotFoundError, match="no gradient-map file"):
+        open_gradmap(tmp_path / "missing.npz")
+
+
 def test_an_all_zero_map_is_reported_with_the_callers_fix(tmp_path, trials):
     deep = DeepEncoder(4, 2, hidden=3, kernel_size=2, dilations=(1,)).eval()
     with pytest.warns(InactiveGradmapWarning) as caught:

@@ -6,7 +6,7 @@ Works on plain ``torch.nn.Module``s and tensors, without Lightning or Hydra.
 from .gradmap import InactiveGradmapWarning, OptimalStimulus, gradmap, optimal_stimulus
 from .jackknife import JackknifeDSTRF, jackknife_dstrf, jackknife_se, quantile, sign_consistency_mask
 from .jacobian import dstrf
-from .storage import DSTRFFile, DSTRFFileError, open_dstrf
+from .storage import DSTRFFile, DSTRFFileError, GradmapFile, open_dstrf, open_gradmap
 
 __all__ = [
     "dstrf",
@@ -17,6 +17,8 @@ __all__ = [
     "DSTRFFile",
     "DSTRFFileError",
     "open_dstrf",
+    "GradmapFile",
+    "open_gradmap",
     "JackknifeDSTRF",
     "jackknife_dstrf",
     "jackknife_se",

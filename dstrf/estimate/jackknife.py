@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_MEMORY",
     "JackknifeDSTRF",
     "block_shape",
+    "element_bytes",
     "jackknife_dstrf",
     "jackknife_se",
     "quantile",
@@ -57,27 +58,88 @@ def quantile(values: torch.Tensor, q: float) -> torch.Tensor:
 
 def _quantiles(values: torch.Tensor, qs: Sequence[float]) -> list[torch.Tensor]:
     """The ``qs``-quantiles over dim 0 from one sort (the sort is most of the mask's cost)."""
-    ordered = values.sort(dim=0).values
-    m = values.shape[0]
-    out = []
-    for q in qs:
-        position = q * (m - 1)
-        below, fraction = int(np.floor(position)), position - np.floor(position)
-        above = min(below + 1, m - 1)
-        out.append(ordered[below] + fraction * (ordered[above] - ordered[below]))
-    return out
+    return _sorted_quantiles(values.sort(dim=0).values, qs)
+
+
+def _sorted_quantiles(ordered: torch.Tensor, qs: Sequence[float]) -> list[torch.Tensor]:
+    return [_interpolate(ordered, q) for q in qs]
+
+
+def _interpolate(ordered: torch.Tensor, q: float) -> torch.Tensor:
+    """The q-quantile of values sorted along dim 0: linear interpolation between the two order statistics
+    around position ``q (M - 1)``."""
+    m = ordered.shape[0]
+    position = q * (m - 1)
+    below, fraction = int(np.floor(position)), position - np.floor(position)
+    above = min(below + 1, m - 1)
+    # torch.lerp switches to the upper end's form at weight >= 0.5, as numpy's quantile does: one fused pass
+    return torch.lerp(ordered[below], ordered[above], float(fraction))
+
+
+#: Up to this many models a block is sorted in place by a sorting network (no copy, no indices).
+_NETWORK_MODELS = 32
+
+
+def _sort_models_(stack: torch.Tensor) -> None:
+    """Sort ``(M, ...)`` along dim 0 in place. Up to :data:`_NETWORK_MODELS` models by odd-even transposition
+    (M rounds of compare-exchanges between neighbouring models, ``M (M - 1) / 2`` in all, with one
+    ``(...)`` buffer: no sorted copy and no int64 indices, which would take 3x the stack's memory); beyond, by
+    ``torch.sort``."""
+    m = stack.shape[0]
+    if m > _NETWORK_MODELS:
+        stack.copy_(stack.sort(dim=0).values)
+        return
+    low = torch.empty_like(stack[0])
+    for round_ in range(m):
+        for i in range(round_ % 2, m - 1, 2):
+            torch.minimum(stack[i], stack[i + 1], out=low)
+            torch.maximum(stack[i], stack[i + 1], out=stack[i + 1])
+            stack[i].copy_(low)
+
+
+def _block_statistics(
+    stack: torch.Tensor, q: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean, jackknife SE and sign-consistency mask of the replicates ``(M, ...)``, consuming ``stack`` (it is
+    sorted and overwritten in place, so the block needs one extra buffer, not copies of the stack)."""
+    m = stack.shape[0]
+    _sort_models_(stack)  # a permutation per element: the mean and SE are unchanged by it
+    upper, lower = _sorted_quantiles(stack, (q, 1 - q))
+    mask = ~((upper > 0) & (lower < 0))
+    del upper, lower
+    mean = stack.mean(0)
+    if m < 2:
+        se = torch.full_like(mean, float("nan"))
+    else:
+        se = stack.sub_(mean).square_().sum(0).mul_((m - 1) / m).sqrt_()
+    return mean.to(dtype), se.to(dtype), mask
+
+
+def _check_q(q: float) -> None:
+    if not 0.5 < q < 1:
+        raise ValueError(f"q must be in (0.5, 1) (e.g. 0.95 for 95% jackknife significance); got {q}")
 
 
 def sign_consistency_mask(replicates: torch.Tensor, q: float = 0.95) -> torch.Tensor:
     """True where the replicates ``(M, ...)`` agree in sign at quantile q (see the module docstring)."""
-    if not 0.5 < q < 1:
-        raise ValueError(f"q must be in (0.5, 1) (e.g. 0.95 for 95% jackknife significance); got {q}")
+    _check_q(q)
     upper, lower = _quantiles(replicates, (q, 1 - q))
     return ~((upper > 0) & (lower < 0))
 
 
 #: The default memory budget of :func:`jackknife_dstrf`, in bytes.
 DEFAULT_MEMORY = 1 << 30
+
+
+def element_bytes(n_freqs: int, lags: int, n_models: int, itemsize: int = 4) -> int:
+    """Working bytes per (frame, channel) element of a :func:`jackknife_dstrf` block: the M replicates
+    ``(M, F, L)`` in the compute dtype (``itemsize`` bytes), one model's dSTRF before it is copied in, the
+    sorting buffer, mean, SE, the quantiles and the mask: ``itemsize F L (M + 5)``; beyond 32 models the sort
+    also takes a sorted copy and its int64 indices, ``(itemsize + 8) F L M`` more."""
+    per = itemsize * (n_models + 5)
+    if n_models > _NETWORK_MODELS:
+        per += (itemsize + 8) * n_models
+    return n_freqs * lags * per
 
 
 def block_shape(
@@ -88,18 +150,17 @@ def block_shape(
     n_models: int,
     memory: int = DEFAULT_MEMORY,
     whole_rows: bool = False,
+    itemsize: int = 4,
 ) -> tuple[int, int]:
-    """(frames, channels) of one block of :func:`jackknife_dstrf`, so that its work fits in ``memory`` bytes.
+    """(frames, channels) of one block of :func:`jackknife_dstrf`, so that its work fits in ``memory`` bytes
+    (:func:`element_bytes` per element).
 
-    A block of ``b`` (frame, channel) elements holds the M float64 replicates ``(M, b, F, L)``, their stack,
-    the sorted copy and indices the quantiles need, the deviations of the SE and the three results: about
-    ``8 F L (5 M + 4)`` bytes per element. Whole rows of channels are taken while at least 16 frames of them
-    fit (fewer forward passes); otherwise blocks of channels of 16 frames. ``whole_rows`` keeps every channel
-    in each block (the hidden-unit route computes all channels from one Jacobian of the hidden units, which a
-    block of channels would recompute), with as many frames as fit, at least one.
+    Whole rows of channels are taken while at least 16 frames of them fit (fewer forward passes); otherwise
+    blocks of channels of 16 frames. ``whole_rows`` keeps every channel in each block (the hidden-unit route
+    computes all channels from one Jacobian of the hidden units, which a block of channels would recompute),
+    with as many frames as fit, at least one.
     """
-    per_element = 8 * n_freqs * lags * (5 * n_models + 4)
-    elements = max(1, int(memory) // per_element)
+    elements = max(1, int(memory) // element_bytes(n_freqs, lags, n_models, itemsize))
     channels = n_channels if whole_rows or elements >= 16 * n_channels else max(1, elements // 16)
     frames = max(1, min(n_times, elements // channels))
     return frames, min(channels, n_channels)
@@ -195,6 +256,7 @@ def jackknife_dstrf(
         raise ValueError("jackknife_dstrf needs at least one model")
     chunk_size = None if chunk_size is None else positive_int(chunk_size, "chunk_size", "output frames")
     memory = memory_bytes(memory)
+    _check_q(q)
     if out is not None and Path(out).exists():
         raise FileExistsError(
             f"{out} exists; jackknife_dstrf never overwrites a file: choose another path or remove it"
@@ -217,11 +279,15 @@ def jackknife_dstrf(
     shape = (len(times_), len(channels_), n_freqs, lags)
     # each model's dSTRF route as for all the channels at once, whatever the blocks (the same numbers either way)
     routes = [_hidden_route(m, len(channels_)) for m in models]
-    if any(routes) and block_shape(len(times_), len(channels_), n_freqs, lags, len(models), memory, True)[0] < 16:
+    # the statistics in float32 (the models' precision) unless float64 results are asked for
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    itemsize = torch.empty((), dtype=work).element_size()
+    sizes = (len(times_), len(channels_), n_freqs, lags, len(models), memory)
+    if any(routes) and block_shape(*sizes, True, itemsize)[0] < 16:
         # whole rows of fewer than 16 frames cost more in small calls than the hidden units save (measured:
         # 26 s vs 19 s for 32 frames x 220 channels x 7 models at 1 GiB): per channel, in blocks
         routes = [False] * len(models)
-    frames, width = block_shape(len(times_), len(channels_), n_freqs, lags, len(models), memory, any(routes))
+    frames, width = block_shape(*sizes, any(routes), itemsize)
     frames = chunk_size or frames
     writer = (
         JackknifeWriter(
@@ -255,21 +321,17 @@ def jackknife_dstrf(
             rows = slice(r0, r0 + frames)
             for c0 in range(0, len(channels_), width):
                 cols = slice(c0, c0 + width)
-                stack = torch.stack(
-                    [
-                        dstrf(
-                            m,
-                            x,
-                            lags=lags,
-                            channels=channels_[cols],
-                            times=times_[rows],
-                            dtype=torch.float64,
-                            hidden_units=route,
-                        )
-                        for m, route in zip(models, routes)
-                    ]
-                )
-                mean, se, mask = stack.mean(0).to(dtype), jackknife_se(stack).to(dtype), sign_consistency_mask(stack, q)
+                stack = None
+                for k, (m, route) in enumerate(zip(models, routes, strict=True)):
+                    block = dstrf(
+                        m, x, lags=lags, channels=channels_[cols], times=times_[rows], dtype=work, hidden_units=route
+                    )
+                    if stack is None:
+                        stack = torch.empty((len(models), *block.shape), dtype=work)
+                    stack[k] = block
+                    del block
+                assert stack is not None  # there is at least one model
+                mean, se, mask = _block_statistics(stack, q, dtype)
                 del stack
                 if writer is not None:
                     writer.write(rows, cols, mean, se, mask)

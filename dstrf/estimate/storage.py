@@ -13,8 +13,10 @@ checksum (HDF5's fletcher32 filter), so a file damaged later (a bad copy, a bad 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -24,7 +26,16 @@ from torch import nn
 
 from ..validation import DTYPES
 
-__all__ = ["DSTRFFile", "DSTRFFileError", "JackknifeWriter", "MASK_MEANING", "open_dstrf", "fingerprint"]
+__all__ = [
+    "DSTRFFile",
+    "DSTRFFileError",
+    "GradmapFile",
+    "JackknifeWriter",
+    "MASK_MEANING",
+    "open_dstrf",
+    "open_gradmap",
+    "fingerprint",
+]
 
 _DTYPES = dict(DTYPES.values())  # torch dtype -> the numpy dtype stored on disk
 
@@ -83,7 +94,7 @@ class DSTRFFile:
             self._file.close()
             raise ValueError(
                 f"{self.path} is not a dSTRF file (no 'dstrf' dataset, nor a jackknife file's 'mean', 'se', "
-                "'mask' and 'times'; a gradient-map file has no frames)"
+                "'mask' and 'times'; a gradient-map file has no frames: open it with open_gradmap)"
             )
         try:
             self._data = self._file[name]
@@ -154,6 +165,85 @@ def open_dstrf(path: str | os.PathLike) -> DSTRFFile:
     """Open a dSTRF file written by :func:`dstrf.estimate.dstrf` with ``out=``, or a jackknife dSTRF file
     (:func:`dstrf.estimate.jackknife_dstrf` with ``out=``, ``dstrf-estimate``)."""
     return DSTRFFile(path)
+
+
+@dataclass
+class GradmapFile:
+    """The gradient maps of a file dstrf wrote, read whole (they are ``(N, F, L)``, small).
+
+    ``maps``: the maps (a run's ``gradmaps.npz``) or the jackknife mean over a fold's models (a
+    ``dstrf-estimate --gradmap`` file); ``se`` and ``mask`` (True: the models agree in sign) for the latter,
+    else None; ``channels`` (output numbers), ``channel_names``, ``sfreq``, ``freqs`` (band centres, or None),
+    ``lags`` and every other stored attribute in ``attrs`` (``reference``, ``readout``, ``convention``, ...).
+    ``masked`` is the mean where significant, else 0 (the maps themselves without a mask).
+    """
+
+    path: Path
+    maps: torch.Tensor
+    channels: np.ndarray
+    channel_names: list[str]
+    sfreq: float
+    freqs: np.ndarray | None
+    se: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return "gradmap" if self.mask is None else "jackknife"
+
+    @property
+    def masked(self) -> torch.Tensor:
+        return self.maps if self.mask is None else self.maps * self.mask
+
+    @property
+    def lags(self) -> int:
+        return int(self.maps.shape[-1])
+
+
+def open_gradmap(path: str | os.PathLike) -> GradmapFile:
+    """Read a gradient-map file: a run's ``gradmaps.npz`` (:class:`dstrf.lit.callbacks.GradmapCallback`) or a
+    fold's jackknife file ``fold_<k>.h5`` (``dstrf-estimate --gradmap``); see :class:`GradmapFile`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no gradient-map file at {path}")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path) as f:
+                stored = {key: f[key] for key in f.files}
+            if "maps" not in stored:
+                raise ValueError(f"{path} is not a gradient-map file (no 'maps' array; it has {sorted(stored)})")
+            maps, se, mask = torch.from_numpy(stored.pop("maps")), None, None
+            names = [str(n) for n in stored.pop("channel_names", [])]
+            attrs = {k: (v.item() if v.ndim == 0 else v) for k, v in stored.items()}
+        else:
+            with h5py.File(path, "r") as f:
+                if not {"mean", "se", "mask"} <= set(f) or f["mean"].ndim != 3:
+                    raise ValueError(
+                        f"{path} is not a gradient-map file (a jackknife gradient-map file has 'mean', 'se' and "
+                        f"'mask' of shape (channels, freqs, lags); it has {sorted(f)}): a dSTRF file opens with "
+                        "open_dstrf"
+                    )
+                maps, se, mask = (torch.from_numpy(f[k][()]) for k in ("mean", "se", "mask"))
+                attrs = {**dict(f.attrs), "channels": f["channels"][()]}
+            names = json.loads(attrs.pop("channel_names", "[]"))
+    except OSError as err:
+        raise DSTRFFileError(path, err) from err
+    channels = np.asarray(attrs.pop("channels", np.arange(maps.shape[0])))
+    if len(names) > maps.shape[0]:  # the names of every output, and the file holds some of them
+        names = [names[int(c)] for c in channels]
+    freqs = np.asarray(attrs.pop("freqs", []), dtype=np.float64).reshape(-1)
+    return GradmapFile(
+        path=path,
+        maps=maps,
+        channels=channels,
+        channel_names=names or [str(int(c)) for c in channels],
+        sfreq=float(attrs.pop("sfreq", float("nan"))),
+        freqs=freqs if freqs.size else None,
+        se=se,
+        mask=mask,
+        attrs=attrs,
+    )
 
 
 class _PartialFile:

@@ -192,8 +192,14 @@ def estimate_sweep(
     progress: bool = True,
     memory: int | str = DEFAULT_MEMORY,
     figures: Sequence[int] | None = None,
+    animation: bool = False,
+    animation_frames: int = 100,
 ) -> dict:
     """Write the per-trial jackknife dSTRFs of a finished sweep; returns the index (also ``index.json``).
+
+    ``figures``: channels whose jackknife-mean dSTRF is drawn per trial, from the file alone
+    (:func:`dstrf.postfit.dstrf_figures`); with ``animation`` also animated over ``animation_frames`` frames
+    past the warm-up (MP4 where ffmpeg is installed, else GIF).
 
     Each trial's mean, SE and mask are computed and written block by block (:func:`dstrf.estimate.jackknife_dstrf`
     with ``out=``): peak memory is set by ``memory`` (bytes or ``"2GB"``), not by the trial's length, the
@@ -204,6 +210,11 @@ def estimate_sweep(
     the module docstring); the other trials are written all the same.
     """
     dtype_named(dtype)
+    if animation and not figures:
+        raise ValueError("--animation animates the channels of --figures: give --figures CHANNEL ...")
+    if animation_frames < 2:
+        raise ValueError(f"--animation-frames must be >= 2; got {animation_frames}")
+    draw = {"animation": animation, "animation_frames": animation_frames}
     if figures and channels is not None and set(figures) - set(channels):
         raise ValueError(f"--figures {sorted(set(figures) - set(channels))} are not among --channels {list(channels)}")
     experiment, plan, broken = _held_out_models(sweep_dir, trials)
@@ -245,7 +256,7 @@ def estimate_sweep(
         )
         if todo is None:
             if figures and target.is_file():  # a kept file: its figures are drawn all the same
-                entry["figures"] = _figures(out, target, experiment.trials(jobs[0]), trial, figures)
+                entry["figures"] = _figures(out, target, experiment.trials(jobs[0]), trial, figures, **draw)
             continue
         models, digest = todo
         data = experiment.trials(jobs[0])
@@ -275,16 +286,32 @@ def estimate_sweep(
         except ValueError as err:  # the options or the data: the same for every trial, a usage error
             raise ValueError(f"trial {trial}{f' of group {group}' if group else ''}: {err}") from err
         if figures:
-            entry["figures"] = _figures(out, target, data, trial, figures)
+            entry["figures"] = _figures(out, target, data, trial, figures, **draw)
         index["trials"].append(entry)
     postfit.write_index(out, index)
     return index
 
 
-def _figures(out: Path, target: Path, data, trial: int, channels: Sequence[int]) -> list[str]:
-    """The jackknife-mean dSTRF figures of ``channels`` of one trial's file, drawn from the file; their paths
-    relative to ``out``."""
-    drawn = postfit.dstrf_figures(None, data, [trial], target.parent, channels=channels)
+def _figures(
+    out: Path,
+    target: Path,
+    data,
+    trial: int,
+    channels: Sequence[int],
+    animation: bool = False,
+    animation_frames: int = 100,
+) -> list[str]:
+    """The jackknife-mean dSTRF figures (and animations) of ``channels`` of one trial's file, drawn from the
+    file; their paths relative to ``out``."""
+    drawn = postfit.dstrf_figures(
+        None,
+        data,
+        [trial],
+        target.parent,
+        channels=channels,
+        animation=animation,
+        animation_frames=animation_frames,
+    )
     return [str(path.relative_to(out).as_posix()) for path in drawn]
 
 
@@ -681,6 +708,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="draw these channels' jackknife-mean dSTRFs per trial (PNG beside each file)",
     )
     parser.add_argument(
+        "--animation",
+        action="store_true",
+        help="with --figures: also animate those channels' dSTRFs over the frames (MP4 with ffmpeg, else GIF)",
+    )
+    parser.add_argument(
+        "--animation-frames", type=int, default=100, help="frames of each animation, past the warm-up (default 100)"
+    )
+    parser.add_argument(
         "--memory",
         type=_memory,
         default=DEFAULT_MEMORY,
@@ -762,6 +797,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.out,
                 memory=args.memory,
                 figures=args.figures,
+                animation=args.animation,
+                animation_frames=args.animation_frames,
             )
             written, what = index["trials"], f"{len(index['trials'])} trial dSTRFs"
         print(

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dstrf.estimate import dstrf, jackknife_dstrf, jackknife_se, quantile, sign_consistency_mask
-from dstrf.estimate.jackknife import block_shape
+from dstrf.estimate.jackknife import block_shape, element_bytes
 from dstrf.models import DeepEncoder
 
 F, N, T = 6, 2, 90
@@ -51,7 +51,9 @@ def test_statistics_helpers():
 
 
 def test_block_shape_fits_the_memory_budget():
-    per = 8 * 64 * 65 * (5 * 7 + 4)  # bytes per (frame, channel) element, M = 7
+    per = 4 * 64 * 65 * (7 + 5)  # bytes per (frame, channel) element, M = 7, float32
+    assert element_bytes(64, 65, 7) == per and element_bytes(64, 65, 7, itemsize=8) == 2 * per
+    assert element_bytes(4, 5, 40) == 4 * 5 * (4 * 45 + 12 * 40)  # beyond 32 models torch.sort's copies count
     assert block_shape(6000, 220, 64, 65, 7, memory=per * 220 * 40) == (40, 220)  # whole rows of channels
     frames, channels = block_shape(6000, 220, 64, 65, 7, memory=per * 800)  # fewer than 16 rows fit
     assert (frames, channels) == (16, 50) and frames * channels * per <= per * 800
@@ -67,7 +69,7 @@ def test_streaming_into_a_file_in_blocks_equals_the_in_memory_result(tmp_path, m
     models = [DeepEncoder(F, 7, hidden=8, kernel_size=3, dilations=(1, 2)) for _ in range(3)]  # N < H: per channel
     x = torch.randn(F, T, generator=torch.Generator().manual_seed(3))
     expected = jackknife_dstrf(models, x, q=0.9)
-    per = 8 * F * models[0].receptive_field * (5 * 3 + 4)
+    per = element_bytes(F, models[0].receptive_field, 3)
     calls = []
     real = jackknife.dstrf
     monkeypatch.setattr(jackknife, "dstrf", lambda *a, **k: calls.append(real(*a, **k)) or calls[-1])
@@ -107,6 +109,28 @@ def test_memory_budget_is_validated():
         jackknife_dstrf(replicates(1), torch.randn(F, T), memory="lots")
 
 
+@pytest.mark.parametrize("m", [1, 2, 3, 7, 11, 33])
+def test_block_statistics_in_place_equal_the_definitions(m):
+    """The in-place route (sorting network up to 32 models, torch.sort beyond) gives numpy's mean, SE and mask."""
+    from dstrf.estimate.jackknife import _block_statistics
+
+    rng = np.random.default_rng(m)
+    values = rng.standard_normal((m, 40, 3)).astype(np.float32)
+    values[rng.random(values.shape) < 0.2] = 0.0
+    values[:, :10] = np.round(values[:, :10])  # ties
+    mean, se, mask = _block_statistics(torch.from_numpy(values.copy()), 0.9, torch.float32)
+    np.testing.assert_allclose(mean.numpy(), values.mean(0), rtol=1e-6, atol=1e-7)
+    if m > 1:
+        expected_se = np.sqrt((m - 1) / m * ((values - values.mean(0)) ** 2).sum(0))
+        np.testing.assert_allclose(se.numpy(), expected_se, rtol=1e-5, atol=1e-6)
+    else:
+        assert torch.isnan(se).all()
+    straddles = (np.quantile(values, 0.9, axis=0) > 0) & (np.quantile(values, 0.1, axis=0) < 0)
+    np.testing.assert_array_equal(mask.numpy(), ~straddles)
+    if m >= 3:  # both kinds of element occur
+        assert straddles.any() and (~straddles).any()
+
+
 @pytest.mark.parametrize("m", [2, 3, 7, 11])
 def test_the_mask_equals_numpys_quantiles_with_ties_and_zeros(m):
     rng = np.random.default_rng(m)
@@ -124,7 +148,7 @@ def test_hidden_unit_models_are_blocked_in_whole_rows_of_channels(monkeypatch):
 
     torch.manual_seed(0)
     models = [DeepEncoder(F, 9, hidden=3, kernel_size=3, dilations=(1, 2)) for _ in range(2)]  # N = 9 > H = 3
-    per = 8 * F * models[0].receptive_field * (5 * 2 + 4)
+    per = element_bytes(F, models[0].receptive_field, 2)
     calls = []
     real = jackknife.dstrf
     monkeypatch.setattr(jackknife, "dstrf", lambda *a, **k: calls.append(k) or real(*a, **k))

@@ -1,6 +1,7 @@
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -132,6 +133,17 @@ def test_gradmaps_per_fold_are_the_jackknife_mean_of_the_fold_models(gradmaps):
     agree = (stacked > 0).all(0) | (stacked < 0).all(0) | (stacked == 0).any(0)
     assert mask.dtype == bool and (mask[agree.numpy()]).all()  # unanimous signs are always kept
     assert (out / "fold_0.png").is_file()
+    # the file opens as gradient maps, and the figure draws from it alone
+    from dstrf.estimate import open_dstrf, open_gradmap
+    from dstrf.plots import plot_receptive_fields
+
+    opened = open_gradmap(out / "fold_0.h5")
+    assert opened.kind == "jackknife" and opened.channel_names == list(data.channel_names)
+    np.testing.assert_allclose(opened.masked.numpy(), mean * mask)
+    assert opened.sfreq == data.sfreq and opened.attrs["reference"] == "the window of trial 2 ending at frame 100"
+    assert len(plot_receptive_fields(opened).axes) >= len(data.channel_names)
+    with pytest.raises(ValueError, match="open it with open_gradmap"):
+        open_dstrf(out / "fold_0.h5")
 
 
 def test_default_gradmap_reference_is_the_fold_test_windows_and_null_warns_naming_the_options(sweep_dir, tmp_path):
@@ -286,3 +298,14 @@ def test_figures_are_drawn_from_the_jackknife_files(estimated):
         assert entry["figures"] == [name] and (out / name).stat().st_size > 10_000
     refused = subprocess.run([*args, "--figures", "1"], capture_output=True, text=True, timeout=600)
     assert refused.returncode == 1 and "--figures [1] are not among --channels [0, 3]" in refused.stderr
+    moving = subprocess.run(
+        [*args, "--figures", "0", "--animation", "--animation-frames", "3"], capture_output=True, text=True, timeout=600
+    )
+    assert moving.returncode == 0, moving.stderr[-3000:]
+    for entry in json.loads((out / "index.json").read_text())["trials"]:
+        still, animated = entry["figures"]
+        assert still == entry["file"].replace(".h5", "_channel_0.png")
+        assert Path(animated).stem == Path(still).stem and Path(animated).suffix in (".mp4", ".gif")
+        assert (out / animated).stat().st_size > 1_000
+    alone = subprocess.run([*args, "--animation"], capture_output=True, text=True, timeout=600)
+    assert alone.returncode == 1 and "--animation animates the channels of --figures" in alone.stderr
