@@ -214,7 +214,6 @@ def estimate_sweep(
         raise ValueError("--animation animates the channels of --figures: give --figures CHANNEL ...")
     if animation_frames < 2:
         raise ValueError(f"--animation-frames must be >= 2; got {animation_frames}")
-    draw = {"animation": animation, "animation_frames": animation_frames}
     if figures and channels is not None and set(figures) - set(channels):
         raise ValueError(f"--figures {sorted(set(figures) - set(channels))} are not among --channels {list(channels)}")
     experiment, plan, broken = _held_out_models(sweep_dir, trials)
@@ -256,7 +255,9 @@ def estimate_sweep(
         )
         if todo is None:
             if figures and target.is_file():  # a kept file: its figures are drawn all the same
-                entry["figures"] = _figures(out, target, experiment.trials(jobs[0]), trial, figures, **draw)
+                entry["figures"] = _figures(
+                    out, target, experiment.trials(jobs[0]), trial, figures, animation, animation_frames
+                )
             continue
         models, digest = todo
         data = experiment.trials(jobs[0])
@@ -286,7 +287,7 @@ def estimate_sweep(
         except ValueError as err:  # the options or the data: the same for every trial, a usage error
             raise ValueError(f"trial {trial}{f' of group {group}' if group else ''}: {err}") from err
         if figures:
-            entry["figures"] = _figures(out, target, data, trial, figures, **draw)
+            entry["figures"] = _figures(out, target, data, trial, figures, animation, animation_frames)
         index["trials"].append(entry)
     postfit.write_index(out, index)
     return index
