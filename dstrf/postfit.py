@@ -26,7 +26,8 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -322,28 +323,22 @@ def _ids(ids: Sequence[int]) -> str:
     return ", ".join(map(str, ids[:8])) + (f", ... ({len(ids)} trials)" if len(ids) > 8 else "")
 
 
-class reissue_inactive:
+@contextmanager
+def reissue_inactive(fix: str | None) -> Iterator[None]:
     """Within: an :class:`dstrf.estimate.InactiveGradmapWarning` is issued again with ``fix`` (the option names
-    of the command or config that made the call) in place of the Python API's advice."""
-
-    def __init__(self, fix: str | None) -> None:
-        self.fix = fix
-        self._catch = warnings.catch_warnings(record=True)
-
-    def __enter__(self):
-        self._caught = self._catch.__enter__()
-        warnings.simplefilter("always", InactiveGradmapWarning)
-        return self
-
-    def __exit__(self, *exc):
-        self._catch.__exit__(*exc)
-        for caught in self._caught:
-            message = caught.message
-            if isinstance(message, InactiveGradmapWarning) and self.fix is not None:
-                warnings.warn(InactiveGradmapWarning(message.finding, f" Fix: {self.fix}"), stacklevel=2)
+    of the command or config that made the call) in place of the Python API's advice; other warnings pass."""
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", InactiveGradmapWarning)
+            yield
+    finally:  # also when the computation failed: what it warned about before still reaches the user
+        for record in caught:
+            message = record.message
+            if isinstance(message, InactiveGradmapWarning) and fix is not None:
+                warnings.warn(InactiveGradmapWarning(message.finding, f" Fix: {fix}"), stacklevel=3)
             else:
-                warnings.warn_explicit(message, caught.category, caught.filename, caught.lineno)
-        return False
+                warnings.warn_explicit(message, record.category, record.filename, record.lineno)
 
 
 def write_gradmaps(

@@ -58,10 +58,7 @@ def quantile(values: torch.Tensor, q: float) -> torch.Tensor:
 
 def _quantiles(values: torch.Tensor, qs: Sequence[float]) -> list[torch.Tensor]:
     """The ``qs``-quantiles over dim 0 from one sort (the sort is most of the mask's cost)."""
-    return _sorted_quantiles(values.sort(dim=0).values, qs)
-
-
-def _sorted_quantiles(ordered: torch.Tensor, qs: Sequence[float]) -> list[torch.Tensor]:
+    ordered = values.sort(dim=0).values
     return [_interpolate(ordered, q) for q in qs]
 
 
@@ -104,9 +101,7 @@ def _block_statistics(
     sorted and overwritten in place, so the block needs one extra buffer, not copies of the stack)."""
     m = stack.shape[0]
     _sort_models_(stack)  # a permutation per element: the mean and SE are unchanged by it
-    upper, lower = _sorted_quantiles(stack, (q, 1 - q))
-    mask = ~((upper > 0) & (lower < 0))
-    del upper, lower
+    mask = ~((_interpolate(stack, q) > 0) & (_interpolate(stack, 1 - q) < 0))
     mean = stack.mean(0)
     if m < 2:
         se = torch.full_like(mean, float("nan"))
