@@ -35,6 +35,7 @@ __all__ = [
     "block_shape",
     "element_bytes",
     "jackknife_dstrf",
+    "jackknife_seconds",
     "jackknife_se",
     "quantile",
     "sign_consistency_mask",
@@ -247,8 +248,6 @@ def jackknife_dstrf(
     from tqdm.auto import tqdm
 
     models = list(models)
-    if not models:
-        raise ValueError("jackknife_dstrf needs at least one model")
     chunk_size = None if chunk_size is None else positive_int(chunk_size, "chunk_size", "output frames")
     memory = memory_bytes(memory)
     _check_q(q)
@@ -256,34 +255,9 @@ def jackknife_dstrf(
         raise FileExistsError(
             f"{out} exists; jackknife_dstrf never overwrites a file: choose another path or remove it"
         )
-    lag_counts: dict[int, int] = {}
-    for k, model in enumerate(models):  # every model checked (finite weights too) before any is computed
-        try:
-            lag_counts.setdefault(check_model(model, lags)[1], k)
-        except ValueError as error:
-            raise ValueError(f"models[{k}] (of {len(models)}): {error}") from error
-    if len(lag_counts) != 1:
-        raise ValueError(f"the models give different numbers of lags {sorted(lag_counts)}; pass lags= explicitly")
-    lags = next(iter(lag_counts))
-    stimulus = check_stimulus(models[0], x)
-    n_freqs, n_frames = stimulus.shape
-    times_ = _select(times, n_frames, "times")
-    if not len(times_):
-        raise ValueError("no output frames selected (times is empty)")
-    channels_ = _select(channels, _n_outputs(models[0], stimulus), "channels")
-    shape = (len(times_), len(channels_), n_freqs, lags)
-    # each model's dSTRF route as for all the channels at once, whatever the blocks (the same numbers either way)
-    routes = [_hidden_route(m, len(channels_)) for m in models]
-    # the statistics in float32 (the models' precision) unless float64 results are asked for
-    work = torch.float64 if dtype == torch.float64 else torch.float32
-    itemsize = torch.empty((), dtype=work).element_size()
-    sizes = (len(times_), len(channels_), n_freqs, lags, len(models), memory)
-    if any(routes) and block_shape(*sizes, True, itemsize)[0] < 16:
-        # whole rows of fewer than 16 frames cost more in small calls than the hidden units save (measured:
-        # 26 s vs 19 s for 32 frames x 220 channels x 7 models at 1 GiB): per channel, in blocks
-        routes = [False] * len(models)
-    frames, width = block_shape(*sizes, any(routes), itemsize)
-    frames = chunk_size or frames
+    plan = _plan(models, x, lags, channels, times, dtype, memory)
+    times_, channels_, routes, lags = plan.times, plan.channels, plan.routes, plan.lags
+    frames, width, work, shape = chunk_size or plan.frames, plan.width, plan.work, plan.shape
     writer = (
         JackknifeWriter(
             out,
@@ -340,6 +314,120 @@ def jackknife_dstrf(
     finally:
         bar.close()
     return writer.finish() if writer is not None else result
+
+
+def jackknife_seconds(
+    models: Sequence[nn.Module],
+    x: torch.Tensor | np.ndarray,
+    lags: int | None = None,
+    channels: Sequence[int] | None = None,
+    times: Sequence[int] | np.ndarray | slice | None = None,
+    dtype: torch.dtype = torch.float32,
+    memory: int | str = DEFAULT_MEMORY,
+    probe_frames: int = 16,
+    out: str | os.PathLike | None = None,
+) -> float:
+    """Seconds :func:`jackknife_dstrf` will take with these arguments, measured before the work starts.
+
+    One model's dSTRF of the first ``probe_frames`` selected frames over one block of channels, taken the
+    way :func:`jackknife_dstrf` takes it (the same route and block width), and the block statistics of M such
+    dSTRFs and, with ``out`` (the file :func:`jackknife_dstrf` will write), writing them into a scratch file
+    beside it (removed), timed after a warm-up run (a process's first call pays for allocations the rest
+    reuse) and scaled to every frame and channel block::
+
+        seconds ~ (M t_dstrf + t_statistics + t_write) * (T' / probe_frames) * ceil(N' / width)
+
+    ``experiments/benchmark_jackknife_memory.py`` checks the estimate against the measured time.
+    """
+    import time
+
+    models = list(models)
+    plan = _plan(models, x, lags, channels, times, dtype, memory_bytes(memory))
+    probe = plan.times[: max(1, min(positive_int(probe_frames, "probe_frames", "frames"), plan.frames))]
+    block = plan.channels[: plan.width]
+
+    def run() -> float:
+        start = time.perf_counter()
+        one = dstrf(
+            models[0], x, lags=plan.lags, channels=block, times=probe, dtype=plan.work, hidden_units=plan.routes[0]
+        )
+        middle = time.perf_counter()
+        mean, se, mask = _block_statistics(one.expand(len(models), *one.shape).clone(), 0.95, dtype)
+        if out is not None:
+            scratch = Path(out).with_name(f".{Path(out).name}.probe")
+            writer = JackknifeWriter(scratch, (len(probe), len(block), *plan.shape[2:]), dtype, probe, block, {})
+            try:
+                writer.write(slice(None), slice(None), mean, se, mask)
+                writer.finish()
+            except BaseException:
+                writer.abort()
+                raise
+            finally:
+                for leftover in Path(out).parent.glob(f".{Path(out).name}.probe*"):
+                    leftover.unlink()
+        return len(models) * (middle - start) + time.perf_counter() - middle
+
+    run()
+    seconds = run()
+    blocks = -(-len(plan.channels) // plan.width)
+    return seconds * len(plan.times) / len(probe) * blocks
+
+
+@dataclass
+class _Plan:
+    """How :func:`jackknife_dstrf` goes through one trial: the selected frames and channels, each model's
+    route, the block shape and the compute dtype."""
+
+    times: np.ndarray
+    channels: np.ndarray
+    routes: list[bool]
+    lags: int
+    frames: int
+    width: int
+    work: torch.dtype
+    shape: tuple[int, int, int, int]
+
+
+def _plan(
+    models: list[nn.Module],
+    x: torch.Tensor | np.ndarray,
+    lags: int | None,
+    channels: Sequence[int] | None,
+    times: Sequence[int] | np.ndarray | slice | None,
+    dtype: torch.dtype,
+    memory: int,
+) -> _Plan:
+    """The one place the arguments of :func:`jackknife_dstrf` are checked and its blocks chosen."""
+    if not models:
+        raise ValueError("jackknife_dstrf needs at least one model")
+    lag_counts: dict[int, int] = {}
+    for k, model in enumerate(models):  # every model checked (finite weights too) before any is computed
+        try:
+            lag_counts.setdefault(check_model(model, lags)[1], k)
+        except ValueError as error:
+            raise ValueError(f"models[{k}] (of {len(models)}): {error}") from error
+    if len(lag_counts) != 1:
+        raise ValueError(f"the models give different numbers of lags {sorted(lag_counts)}; pass lags= explicitly")
+    lags = next(iter(lag_counts))
+    stimulus = check_stimulus(models[0], x)
+    n_freqs, n_frames = stimulus.shape
+    times_ = _select(times, n_frames, "times")
+    if not len(times_):
+        raise ValueError("no output frames selected (times is empty)")
+    channels_ = _select(channels, _n_outputs(models[0], stimulus), "channels")
+    shape = (len(times_), len(channels_), n_freqs, lags)
+    # each model's dSTRF route as for all the channels at once, whatever the blocks (the same numbers either way)
+    routes = [_hidden_route(m, len(channels_)) for m in models]
+    # the statistics in float32 (the models' precision) unless float64 results are asked for
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    itemsize = torch.empty((), dtype=work).element_size()
+    sizes = (len(times_), len(channels_), n_freqs, lags, len(models), memory)
+    if any(routes) and block_shape(*sizes, True, itemsize)[0] < 16:
+        # whole rows of fewer than 16 frames cost more in small calls than the hidden units save (measured:
+        # 26 s vs 19 s for 32 frames x 220 channels x 7 models at 1 GiB): per channel, in blocks
+        routes = [False] * len(models)
+    frames, width = block_shape(*sizes, any(routes), itemsize)
+    return _Plan(times_, channels_, routes, lags, frames, width, work, shape)
 
 
 def _hidden_route(model: nn.Module, n_channels: int) -> bool:

@@ -59,7 +59,13 @@ from tqdm.auto import tqdm
 from .. import postfit
 from ..estimate.checks import check_finite_parameters
 from ..estimate.gradmap import CONVENTIONS, READOUTS, gradmap
-from ..estimate.jackknife import DEFAULT_MEMORY, jackknife_dstrf, jackknife_se, sign_consistency_mask
+from ..estimate.jackknife import (
+    DEFAULT_MEMORY,
+    jackknife_dstrf,
+    jackknife_se,
+    jackknife_seconds,
+    sign_consistency_mask,
+)
 from ..estimate.storage import MASK_MEANING
 from ..runs.job import file_digest
 from ..validation import DTYPES, dtype_named, memory_bytes
@@ -242,7 +248,9 @@ def estimate_sweep(
     }
     if progress and plan:
         print(_size_estimate(experiment, plan, channels, times, lags, dtype), file=sys.stderr, flush=True)
-    for (group, trial), jobs in tqdm(sorted(plan.items()), desc="dSTRFs", unit="trial", disable=not progress):
+    timed = not progress  # the time estimate: once, before the first trial that is computed
+    items = sorted(plan.items())
+    for position, ((group, trial), jobs) in enumerate(tqdm(items, desc="dSTRFs", unit="trial", disable=not progress)):
         target = postfit.trial_file(out / (group or "."), trial)
         entry = {
             "group": group,
@@ -262,6 +270,23 @@ def estimate_sweep(
         models, digest = todo
         data = experiment.trials(jobs[0])
         stimulus = data[trial].stimulus  # the raw stimulus, in the data's units
+        if not timed:
+            timed = True
+            tqdm.write(
+                _time_estimate(
+                    experiment,
+                    items[position:],
+                    models,
+                    stimulus.to(device),
+                    lags,
+                    channels,
+                    times,
+                    dtype,
+                    memory,
+                    target,
+                ),
+                file=sys.stderr,
+            )
         try:
             jackknife_dstrf(
                 models,
@@ -354,6 +379,39 @@ def _finished(
     if load is not None:
         load()
     raise FileExistsError(f"{target} holds {what} from other models or options; refusing to overwrite it")
+
+
+def _time_estimate(
+    experiment, items: list, models, stimulus, lags, channels, times, dtype: str, memory, target: Path
+) -> str:
+    """How long the trials still to compute will take, said before the first of them starts: the first one's
+    time measured on a few of its frames (:func:`dstrf.estimate.jackknife.jackknife_seconds`), scaled by
+    output frames x models to the others (an upper bound when some of them turn out to be finished)."""
+    kind = dtype_named(dtype)[0]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    seconds = jackknife_seconds(models, stimulus, lags, channels, times, kind, memory, out=target)
+
+    def work(item) -> int:
+        (_, trial), jobs = item
+        n_frames = experiment.trials(jobs[0])[trial].stimulus.shape[-1]
+        return len(range(n_frames)[times if times is not None else slice(None)]) * len(jobs)
+
+    total = seconds * sum(map(work, items)) / work(items[0])
+    rest = (
+        f"; about {_duration(total)} for the {len(items)} trials still to compute (at most: finished files are kept)"
+        if len(items) > 1
+        else ""
+    )
+    return f"dstrf-estimate: about {_duration(seconds)} for the first trial (timed on a few of its frames){rest}"
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``12 min``, ``3.1 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _held_out_models(sweep_dir, trials: Sequence[int] | None):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dstrf.estimate import dstrf, jackknife_dstrf, jackknife_se, quantile, sign_consistency_mask
-from dstrf.estimate.jackknife import block_shape, element_bytes
+from dstrf.estimate.jackknife import block_shape, element_bytes, jackknife_seconds
 from dstrf.models import DeepEncoder
 
 F, N, T = 6, 2, 90
@@ -158,6 +158,34 @@ def test_hidden_unit_models_are_blocked_in_whole_rows_of_channels(monkeypatch):
     calls.clear()  # a budget of whole rows of fewer than 16 frames: per channel, in blocks of channels
     jackknife_dstrf(models, torch.randn(F, T), memory=per * 40)
     assert {k["hidden_units"] for k in calls} == {False} and max(len(k["channels"]) for k in calls) == 2
+
+
+def test_the_time_estimate_times_the_blocks_jackknife_dstrf_takes_and_scales_them(tmp_path, monkeypatch):
+    """jackknife_seconds times one model on the first probe frames of one channel block, with the route and width
+    jackknife_dstrf uses, plus the statistics and a scratch write, and scales by frames and channel blocks."""
+    import time
+
+    import dstrf.estimate.jackknife as jackknife
+
+    models = replicates(3)
+    per = element_bytes(F, models[0].receptive_field, 3)
+    x, times = torch.randn(F, T), slice(10, 74)  # 64 output frames
+    calls: list[dict] = []
+    real = jackknife.dstrf
+    monkeypatch.setattr(jackknife, "dstrf", lambda *a, **k: calls.append(k) or real(*a, **k))
+    jackknife_dstrf(models, x, times=times, memory=per * 16)  # blocks of 16 frames x 1 channel, N = 2
+    used = {(len(k["channels"]), k["hidden_units"]) for k in calls}
+    calls.clear()
+    clock = iter(range(1000))
+    monkeypatch.setattr(time, "perf_counter", lambda: float(next(clock)))  # every timed step takes 1 s
+    seconds = jackknife_seconds(models, x, times=times, memory=per * 16, probe_frames=8, out=tmp_path / "jk.h5")
+    assert {(len(k["channels"]), k["hidden_units"]) for k in calls} == used == {(1, False)}
+    assert [len(k["times"]) for k in calls] == [8, 8]  # a warm-up and the timed probe
+    # (3 models x 1 s + 1 s statistics and writing) x 64 / 8 frames x 2 channel blocks
+    assert seconds == (3 + 1) * 64 / 8 * 2
+    assert list(tmp_path.iterdir()) == []  # the scratch file is gone, and nothing is at out
+    with pytest.raises(ValueError, match="times is empty"):
+        jackknife_seconds(models, x, times=[])
 
 
 def test_open_dstrf_opens_a_jackknife_file_and_figures_draw_from_it(tmp_path):

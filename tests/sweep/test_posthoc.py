@@ -280,6 +280,8 @@ def test_a_frame_stride_and_the_size_said_before_the_work(sweep_dir, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "output frames in all; the files will hold about" in result.stderr
+    assert "about" in result.stderr and "for the first trial (timed on a few of its frames)" in result.stderr
+    assert not [p for p in out.rglob("*.probe*")]  # the timing's scratch file is gone
     index = json.loads((out / "index.json").read_text())
     with h5py.File(out / index["trials"][0]["file"], "r") as f:
         assert f["times"][()].tolist() == [60, 65, 70, 75, 80, 85] and f["mean"].shape[:2] == (6, 1)
