@@ -180,7 +180,7 @@ def test_the_time_estimate_times_the_blocks_jackknife_dstrf_takes_and_scales_the
     monkeypatch.setattr(time, "perf_counter", lambda: float(next(clock)))  # every timed step takes 1 s
     seconds = jackknife_seconds(models, x, times=times, memory=per * 16, probe_frames=8, out=tmp_path / "jk.h5")
     assert {(len(k["channels"]), k["hidden_units"]) for k in calls} == used == {(1, False)}
-    assert [len(k["times"]) for k in calls] == [8, 8]  # a warm-up and the timed probe
+    assert [len(k["times"]) for k in calls] == [8, 8, 8]  # a warm-up and two timed probes
     # (3 models x 1 s + 1 s statistics and writing) x 64 / 8 frames x 2 channel blocks
     assert seconds == (3 + 1) * 64 / 8 * 2
     assert list(tmp_path.iterdir()) == []  # the scratch file is gone, and nothing is at out
