@@ -34,6 +34,7 @@ __all__ = [
     "plot_receptive_fields",
     "plot_optimal_stimuli",
     "plot_ridge_cv",
+    "plot_prediction",
     "animation_format",
     "default_times",
     "frames_past_warmup",
@@ -471,4 +472,44 @@ def plot_ridge_cv(
     ax.set_title("alpha per channel (dots: chosen)")
     if n <= max_lines:
         ax.legend(fontsize=7, ncol=2)
+    return figure
+
+
+def plot_prediction(
+    measured: np.ndarray | torch.Tensor,
+    predicted: np.ndarray | torch.Tensor,
+    sfreq: float,
+    channel_names: Sequence[str],
+    channels: Sequence[int],
+    warmup: int = 0,
+    unit: str = "response (data units)",
+    title: str = "",
+) -> Figure:
+    """Measured and predicted response of one trial, one panel per channel of ``channels``, against time in s.
+
+    ``measured``, ``predicted`` ``(N, T)`` in the same units (``unit``, the y label). The first ``warmup``
+    frames (not scored: the receptive field does not yet see a full window) are shaded, and each panel's
+    title gives the channel's name and its r over the frames past them.
+    """
+    measured, predicted = _numpy(measured), _numpy(predicted)
+    if measured.shape != predicted.shape or measured.ndim != 2:
+        raise ValueError(f"measured and predicted must both be (N, T); got {measured.shape} and {predicted.shape}")
+    t = np.arange(measured.shape[1]) / sfreq
+    figure, axes = plt.subplots(
+        len(channels), 1, figsize=(9, 1.9 * len(channels) + 0.6), sharex=True, layout="constrained", squeeze=False
+    )
+    for ax, n in zip(axes[:, 0], channels):
+        a, b = measured[n, warmup:], predicted[n, warmup:]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
+        ax.plot(t, measured[n], color="0.45", lw=0.8, label="measured")
+        ax.plot(t, predicted[n], color="C3", lw=1.0, label="predicted")
+        if warmup:
+            ax.axvspan(0, warmup / sfreq, color="0.9", zorder=0, label="warm-up (not scored)")
+        ax.set_title(f"{channel_names[n]}: r = {r:.2f}", fontsize=9, loc="left")
+        ax.set_ylabel(unit, fontsize=8)
+    axes[0, 0].legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=3, frameon=False)
+    axes[-1, 0].set_xlabel("time (s)")
+    if title:
+        figure.suptitle(title, fontsize=10)
     return figure

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import hydra
 import lightning as L
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -38,6 +39,7 @@ from .lit import EncoderModule, TrialDataModule
 from .lit.callbacks import ChecksBeforeFit
 from .lit.ddp import is_rank_zero_process, job_processes
 from .lit.divergence import DivergenceGuard
+from .lit.loggers import log_media, log_results, run_identity
 from .metrics import cc_norm
 from .runs.job import (
     JobState,
@@ -402,6 +404,35 @@ def _fit_and_test(
     return metrics
 
 
+def _plot_test_prediction(module: EncoderModule, datamodule: TrialDataModule, metrics: dict, run_dir: Path) -> Path:
+    """``test_prediction.png``: measured vs predicted response of the first test trial, in the data's units, for
+    the (at most) three channels of highest test r."""
+    import matplotlib.pyplot as plt
+
+    from .plots import plot_prediction
+
+    trial = min(module.test_predictions)
+    s = datamodule.standardization
+    predicted = module.test_predictions[trial] * s.response_std[:, None] + s.response_mean[:, None]
+    r = np.array([np.nan if v is None else v for v in metrics["test"]["r"]], dtype=float)
+    order = [int(n) for n in np.argsort(np.where(np.isfinite(r), -r, np.inf))[:3]]
+    trials = datamodule.trials
+    figure = plot_prediction(
+        trials.responses[trial],
+        predicted,
+        trials.sfreq,
+        trials.channel_names,
+        order,
+        warmup=module.warmup,
+        unit="response (data units)",
+        title=f"{metrics['model']}: test trial {trial} ({trials.names[trial]}), the channels of highest test r",
+    )
+    path = run_dir / "test_prediction.png"
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
 def _plot_ridge_cv(module: EncoderModule, run_dir: Path) -> Path:
     """``ridge_cv.png``: the inner-CV curve of a closed-form ridge fit and the alphas it chose."""
     import matplotlib.pyplot as plt
@@ -513,17 +544,23 @@ def _run(cfg: DictConfig, run_dir: Path, state: JobState, start: float) -> dict:
     callbacks = _instantiate_group(cfg.get("callbacks"))
     _check_against_data(cfg, module, datamodule, callbacks)
 
-    logger: Logger | Literal[False] = hydra.utils.instantiate(cfg.logger) if cfg.get("logger") else False
-    guards = [DivergenceGuard(), _JobMarkers(run_dir, state)]
-    with _config_key("trainer", cfg.trainer):
-        trainer: L.Trainer = hydra.utils.instantiate(
-            cfg.trainer, callbacks=[*callbacks.values(), *guards], logger=logger
-        )
+    loggers: list[Logger] = []
     failed = True
-    try:
-        if logger:
+    try:  # from the first logger on: a wandb run started here is finished whatever fails after it
+        _add_loggers(loggers, cfg, run_dir, module)
+        guards = [DivergenceGuard(), _JobMarkers(run_dir, state)]
+        with _config_key("trainer", cfg.trainer):
+            trainer: L.Trainer = hydra.utils.instantiate(
+                cfg.trainer, callbacks=[*callbacks.values(), *guards], logger=loggers or False
+            )
+        if loggers:
             history = _csv_history(str(state.resume_from) if state.resume_from else None, trainer.loggers)
-            logger.log_hyperparams(cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)))
+            module._log_hyperparams = (
+                False  # what save_hyperparameters(logger=False) sets: the config is logged once, here
+            )
+            record = _logged_config(cfg, module, datamodule, state)
+            for logger in loggers:
+                logger.log_hyperparams(record)
             _carry_csv_history(history)
 
         overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
@@ -533,9 +570,12 @@ def _run(cfg: DictConfig, run_dir: Path, state: JobState, start: float) -> dict:
             if trainer.is_global_zero:
                 run_dir.mkdir(parents=True, exist_ok=True)
                 write_json(run_dir / "metrics.json", metrics)
+                extra = [_plot_ridge_cv(module, run_dir)] if module.closed_form else []
                 if datamodule.split.test:
                     _save_test_predictions(module, datamodule, run_dir / "test_predictions.npz")
-                extra = [_plot_ridge_cv(module, run_dir)] if module.closed_form else []
+                    extra.append(_plot_test_prediction(module, datamodule, metrics, run_dir))
+                    log_media(loggers, "test/prediction", extra[-1])
+                log_results(loggers, metrics)
                 mark_done(
                     run_dir,
                     state,
@@ -545,10 +585,84 @@ def _run(cfg: DictConfig, run_dir: Path, state: JobState, start: float) -> dict:
                 _print_summary(metrics, run_dir)
         failed = False
     finally:
-        if logger and type(logger).__name__ == "WandbLogger" and getattr(logger, "_experiment", None) is not None:
-            wandb_logger = cast("WandbLogger", logger)  # by its type's name above
-            wandb_logger.experiment.finish(exit_code=1 if failed else 0)  # a failed job's run is not left open
+        for logger in loggers:
+            if type(logger).__name__ == "WandbLogger" and getattr(logger, "_experiment", None) is not None:
+                wandb_logger = cast("WandbLogger", logger)  # by its type's name above
+                wandb_logger.experiment.finish(exit_code=1 if failed else 0)  # a failed job's run is not left open
     return metrics
+
+
+def _add_loggers(loggers: list[Logger], cfg: DictConfig, run_dir: Path, module: EncoderModule) -> None:
+    """Append to ``loggers`` (as each is made, so that a failure leaves the ones already started there to
+    be finished) every logger of ``cfg.logger`` (one entry per logger: ``logger=csv``, ``logger=[csv,wandb]``,
+    ``logger=many``); a wandb one gets the job's identity (:func:`dstrf.lit.loggers.run_identity`) where its
+    config leaves ``name``, ``group``, ``job_type``, ``tags`` or ``id`` null."""
+    node = cfg.get("logger")
+    if not node:
+        return
+    entries = {"logger": node} if "_target_" in node else {f"logger.{k}": v for k, v in node.items() if v}
+    for key, entry in entries.items():
+        identity = {}
+        if str(entry.get("_target_", "")).endswith("wandb_logger"):
+            identity = {k: v for k, v in _identity(cfg, run_dir, module).items() if entry.get(k) is None}
+            if entry.get("sync_hint") is None:  # one command for the whole sweep, not each job's folder
+                sweep_dir = HydraConfig.get().sweep.dir if _in_multirun() else None
+                identity["sync_hint"] = f"dstrf-sync {sweep_dir or run_dir}"
+        with _config_key(key, entry):
+            loggers.append(hydra.utils.instantiate(entry, **identity))
+
+
+def _identity(cfg: DictConfig, run_dir: Path, module: EncoderModule) -> dict[str, Any]:
+    """The job's wandb identity: in a multirun its sweep directory, its overrides and the sweep command's
+    (``sweep.json``); else its model and data."""
+    sweep_dir, job, swept = None, [], []
+    data = cfg.data.trials.get("path") if "path" in cfg.data.trials else None
+    data_name = Path(str(data)).stem if data else str(cfg.data.trials._target_).rsplit(".", 1)[-1]
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        choice = hc.runtime.choices.get("data")
+        data_name = Path(str(data)).stem if data else (choice or data_name)
+        if _in_multirun():
+            sweep_dir = Path(hc.sweep.dir)
+            job = list(hc.overrides.task)
+            swept = (read_json(sweep_dir / "sweep.json") or {}).get("overrides", [])
+    return run_identity(
+        run_dir,
+        sweep_dir,
+        job,
+        swept,
+        model=type(module.encoder).__name__,
+        data=data_name,
+    )
+
+
+def _in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _logged_config(cfg: DictConfig, module: EncoderModule, datamodule: TrialDataModule, state: JobState) -> dict:
+    """What the loggers record once: the composed config (paths relative to the working directory where
+    they lie under it), the split as trial ids, the data's fingerprint, the encoder's parameter count and
+    receptive field."""
+    here = Path.cwd().resolve()
+
+    def readable(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: readable(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [readable(v) for v in value]
+        if isinstance(value, str) and os.path.isabs(value) and Path(value).resolve().is_relative_to(here):
+            return Path(value).resolve().relative_to(here).as_posix() or "."
+        return value
+
+    split = datamodule.split
+    return {
+        **readable(cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))),
+        "split_trials": {"train": list(split.train), "val": list(split.val), "test": list(split.test)},
+        "data_fingerprint": {k: v.get("sha256") for k, v in (state.data or {}).items()},
+        "n_parameters": int(sum(p.numel() for p in module.encoder.parameters())),
+        "receptive_field": module.receptive_field,
+    }
 
 
 _NO_VALUE_FLAGS = ("-m", "--multirun", "--resolve")

@@ -5,6 +5,7 @@ from pathlib import Path
 import hydra.utils
 import lightning as L
 import pytest
+from lightning.pytorch.loggers import Logger
 from omegaconf import OmegaConf
 
 from dstrf.config import CONFIG_DIR, compose
@@ -57,8 +58,9 @@ def test_gpu_trainer_config_instantiates_on_a_gpu(tmp_path):
 def test_every_logger_config_instantiates(logger, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     cfg = compose([f"logger={logger}", f"paths.output_dir={tmp_path}"])
-    instance = hydra.utils.instantiate(cfg.logger) if cfg.logger else None
-    assert (instance is None) == (logger == "none")
+    instances = [hydra.utils.instantiate(entry) for entry in cfg.logger.values()]  # one entry per logger
+    assert len(instances) == {"none": 0, "many": 2}.get(logger, 1)
+    assert all(isinstance(i, Logger) for i in instances)
 
 
 @pytest.mark.parametrize("callbacks", options("callbacks"))
@@ -113,7 +115,7 @@ def test_default_config_is_the_deep_encoder_on_synthetic_data():
     cfg = compose([])
     assert cfg.model._target_ == "dstrf.models.DeepEncoder"
     assert cfg.data.trials._target_ == "dstrf.data.synthetic.synthetic_trials"
-    assert cfg.logger._target_.endswith("CSVLogger")
+    assert list(cfg.logger) == ["csv"] and cfg.logger.csv._target_.endswith("CSVLogger")
 
 
 def test_sweep_directory_names_identify_the_command():

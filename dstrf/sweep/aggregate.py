@@ -17,6 +17,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from .dashboard import log_summary_run, summary_figures
 from .summary import SweepSummary, aggregate
 
 __all__ = ["AggregateCallback", "aggregate", "main"]
@@ -33,6 +34,20 @@ def _report(summary: SweepSummary, table: bool = True) -> None:
         print(problems, file=sys.stderr, flush=True)
 
 
+def _dashboard(summary: SweepSummary) -> None:
+    """The summary figures and, where the jobs logged to wandb, the sweep's summary run
+    (:mod:`dstrf.sweep.dashboard`). Never raises: summary.csv/json are written already, and a figure or a
+    wandb failure must not make them look failed."""
+    try:
+        figures = summary_figures(summary)
+        run_id = log_summary_run(summary, figures)
+        written = ", ".join(str(p.name) for p in figures) or "no figures (no test trials)"
+        print(f"dstrf-aggregate: {written}" + (f"; wandb summary run {run_id}" if run_id else ""), file=sys.stderr)
+    except Exception as err:  # noqa: BLE001 -- by design, see above
+        log.error(f"dstrf: the summary figures or the wandb summary run failed ({type(err).__name__}: {err})")
+        print(f"dstrf-aggregate: the summary figures or wandb summary run failed: {err}", file=sys.stderr)
+
+
 class AggregateCallback(Callback):
     """Hydra callback: aggregate the sweep directory when a multirun ends. Register it as
     ``hydra.callbacks.aggregate._target_: dstrf.sweep.aggregate.AggregateCallback``. It never raises: a failed
@@ -41,7 +56,9 @@ class AggregateCallback(Callback):
     def on_multirun_end(self, config, **kwargs: Any) -> None:
         try:
             sweep_dir = Path(str(config.hydra.sweep.dir))
-            _report(aggregate(sweep_dir))
+            summary = aggregate(sweep_dir)
+            _report(summary)
+            _dashboard(summary)
         except Exception as err:  # noqa: BLE001 -- by design: aggregation must never fail the sweep
             log.error(
                 f"dstrf: aggregating the sweep failed ({type(err).__name__}: {err}); "
@@ -70,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dstrf-aggregate: error: {err}", file=sys.stderr)
         return 1
     _report(summary, table=not args.quiet)
+    _dashboard(summary)
     return summary.exit_code
 
 

@@ -99,7 +99,7 @@ def test_figures_and_animation_are_written_and_logged_to_wandb(tmp_path):
         "split.test=[0,1]",
         "split.val=[2]",
         "logger=wandb",
-        "logger.mode=offline",
+        "logger.wandb.mode=offline",
         f"hydra.run.dir={run_dir}",
     ]
     result = subprocess.run(
@@ -143,7 +143,7 @@ def test_gradmap_callback_after_fitting_writes_maps_optimal_stimuli_and_logs_the
         "callbacks.gradmap.steps=60",
         "callbacks.gradmap.constraint=[range,-2,2]",
         "logger=wandb",
-        "logger.mode=offline",
+        "logger.wandb.mode=offline",
         f"hydra.run.dir={run_dir}",
     ]
     result = subprocess.run(

@@ -173,3 +173,22 @@ def test_auto_without_a_key_logs_one_line_with_the_reason_and_the_sync_command(a
     finally:
         wandb.finish()
         wandb.teardown()  # wandb's process-wide setup keeps WANDB_BASE_URL; the next test has another server
+
+
+def test_a_sweep_job_is_named_grouped_and_tagged_by_its_sweep_and_its_id_is_stable(tmp_path):
+    from dstrf.lit.loggers import run_identity
+
+    sweep = tmp_path / "multiruns" / "cv_jackknife-3f2a"
+    swept = ["model=linear_strf,deep_encoder", "trainer.max_epochs=3"]
+    job = ["model=linear_strf", "trainer.max_epochs=3", "split.fold=3", "split.jackknife=1"]
+    first = run_identity(sweep / "model=linear_strf" / "fold3_jk1", sweep, job, swept)
+    assert first["group"] == "cv_jackknife-3f2a" and first["job_type"] == "fold"
+    assert first["name"] == "model=linear_strf/fold3_jk1"
+    assert first["tags"] == ["model=linear_strf", "split.fold=3", "split.jackknife=1"]  # only what was swept
+    again = run_identity(sweep / "model=linear_strf" / "fold3_jk1", sweep, job, swept)
+    other = run_identity(sweep / "model=linear_strf" / "fold3_jk2", sweep, job, swept)
+    copy = tmp_path / "b" / "cv_jackknife-3f2a"
+    elsewhere = run_identity(copy / "model=linear_strf" / "fold3_jk1", copy, job, swept)
+    assert first["id"] == again["id"] == elsewhere["id"] != other["id"]  # a re-run (or a copied sweep) continues
+    single = run_identity(tmp_path / "runs" / "2026-12-02", model="DeepEncoder", data="synthetic")
+    assert single["name"] == "DeepEncoder on synthetic" and single["group"] is None and single["tags"] == []
