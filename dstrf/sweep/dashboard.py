@@ -30,7 +30,7 @@ __all__ = ["summary_figures", "wandb_config", "log_summary_run"]
 
 
 def _per_channel(summary: SweepSummary) -> pd.DataFrame:
-    frames = [pd.DataFrame(g.per_channel()).assign(group=g.name or "(sweep)") for g in summary.groups if g.trials]
+    frames = [pd.DataFrame(g.per_channel()).assign(group=g.name or "all jobs") for g in summary.groups if g.trials]
     columns = ["group", "channel", "r_pred", "r_score", "r_score_se"]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
@@ -65,7 +65,8 @@ def summary_figures(summary: SweepSummary) -> list[Path]:
         ax.set_xticks(x, rows["channel"], rotation=90 if len(rows) > 8 else 0, fontsize=7)
         ax.set_ylabel("test r (Pearson)")
         ax.set_title(f"{group}: per channel, mean over test trials", fontsize=9, loc="left")
-    axes[0, 0].legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, frameon=False)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    figure.legend(handles, labels, fontsize=7, loc="outside lower center", ncol=2, frameon=False)
     written = [summary.sweep_dir / "summary_channels.png"]
     figure.savefig(written[0], dpi=100)
     plt.close(figure)
@@ -80,6 +81,7 @@ def summary_figures(summary: SweepSummary) -> list[Path]:
         ax.set_xlabel(f"test r_score per channel: {groups[0]}")
         ax.set_ylabel("test r_score per channel: the other group")
         ax.set_title("model vs model, per channel", fontsize=9)
+        ax.set_aspect("equal", adjustable="datalim")
         ax.legend(fontsize=7, loc="upper left")
         written.append(summary.sweep_dir / "summary_models.png")
         figure.savefig(written[-1], dpi=100)

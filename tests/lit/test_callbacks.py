@@ -13,6 +13,8 @@ from dstrf.estimate import dstrf, open_dstrf
 from dstrf.lit import EncoderModule
 from dstrf.lit.callbacks import DSTRFCallback, GradmapCallback
 
+from ..wandb_records import offline_runs
+
 
 @pytest.mark.slow
 def test_dstrf_callback_under_ddp_writes_the_files_of_a_single_process(tmp_path):
@@ -120,7 +122,12 @@ def test_figures_and_animation_are_written_and_logged_to_wandb(tmp_path):
         assert movie.n_frames == 6
     media = next((run_dir / "wandb").glob("offline-run-*")) / "files" / "media"
     assert len(list((media / "images" / "dstrf").glob("trial_*_channel_2_*.png"))) == 2
-    assert len(list((media / "videos" / "dstrf").glob("trial_*_channel_2_*.gif"))) == 2
+    assert len(list((media / "videos" / "dstrf").glob("trial_*_channel_2/animation_*.gif"))) == 2
+    # a figure and the animation of the same map never share a key: one media type per key
+    (run,) = offline_runs(run_dir)
+    for trial in (0, 1):
+        assert run.summary[f"dstrf/trial_{trial}_channel_2"]["_type"] == "image-file"
+        assert run.summary[f"dstrf/trial_{trial}_channel_2/animation"]["_type"] == "video-file"
 
 
 def test_figure_channels_must_be_computed():

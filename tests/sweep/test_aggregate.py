@@ -21,7 +21,7 @@ from dstrf.sweep.aggregate import AggregateCallback, main
 from dstrf.sweep.scoring import jackknife_se, pearson_r
 from dstrf.sweep.summary import GroupSummary, aggregate
 
-from .conftest import JOBS, job_dir_name
+from .conftest import JOBS, copy_sweep, job_dir_name
 
 # end-to-end: real dstrf-train runs and sweeps (the fast tier, -m "not slow", skips them)
 pytestmark = pytest.mark.slow
@@ -329,3 +329,22 @@ def test_every_count_uses_one_definition_of_done(sweep_dir, tmp_path):
     table = summary.format_table()
     assert f"{sweep}: 4 of 7 jobs done" in table and "group (no swept settings): 3 of 6 jobs done" in table
     assert "the summary covers the 4 done jobs only" in summary.format_problems()
+
+
+def test_the_summary_figures_are_drawn_beside_the_summary(sweep_dir, tmp_path, capsys):
+    """Two groups ("" and model.hidden=8): the per-channel figure and the group-vs-group scatter; no wandb run
+    since the jobs logged to CSV only."""
+    from dstrf.sweep.dashboard import _per_channel, log_summary_run
+
+    sweep = copy_sweep(sweep_dir, tmp_path / "sweep")
+    main([str(sweep), "--quiet"])
+    assert "summary_channels.png, summary_models.png" in capsys.readouterr().err
+    for name in ("summary_channels.png", "summary_models.png"):
+        assert (sweep / name).stat().st_size > 10_000
+    summary = aggregate(sweep, write=False)
+    table = _per_channel(summary)
+    written = json.loads((sweep / "summary.json").read_text())
+    for group in written["groups"]:
+        rows = table[table["group"] == (group["group"] or "all jobs")]
+        assert rows["r_score"].tolist() == pytest.approx(group["per_channel"]["r_score"])
+    assert log_summary_run(summary, []) is None and not list(sweep.glob("wandb"))
