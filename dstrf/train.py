@@ -616,8 +616,10 @@ def _identity(cfg: DictConfig, run_dir: Path, module: EncoderModule) -> dict[str
     """The job's wandb identity: in a multirun its sweep directory, its overrides and the sweep command's
     (``sweep.json``); else its model and data."""
     sweep_dir, job, swept = None, [], []
-    data = cfg.data.trials.get("path") if "path" in cfg.data.trials else None
-    data_name = Path(str(data)).stem if data else str(cfg.data.trials._target_).rsplit(".", 1)[-1]
+    trials = cfg.data.get("trials") or {}
+    data = trials.get("path")
+    target = trials.get("_target_") or cfg.data.get("_target_") or "data"
+    data_name = Path(str(data)).stem if data else str(target).rsplit(".", 1)[-1]
     if HydraConfig.initialized():
         hc = HydraConfig.get()
         choice = hc.runtime.choices.get("data")
