@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from .estimate.storage import DSTRFFile, GradmapFile
+from .metrics import UndefinedCorrelationWarning, pearson_r
 
 __all__ = [
     "plot_dstrf",
@@ -495,18 +496,19 @@ def plot_prediction(
     if measured.shape != predicted.shape or measured.ndim != 2:
         raise ValueError(f"measured and predicted must both be (N, T); got {measured.shape} and {predicted.shape}")
     t = np.arange(measured.shape[1]) / sfreq
+    shown = list(channels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedCorrelationWarning)  # NaN, shown as such in the title
+        r = pearson_r(torch.as_tensor(predicted[shown, warmup:]), torch.as_tensor(measured[shown, warmup:])).tolist()
     figure, axes = plt.subplots(
-        len(channels), 1, figsize=(9, 1.9 * len(channels) + 0.6), sharex=True, layout="constrained", squeeze=False
+        len(shown), 1, figsize=(9, 1.9 * len(shown) + 0.6), sharex=True, layout="constrained", squeeze=False
     )
-    for ax, n in zip(axes[:, 0], channels):
-        a, b = measured[n, warmup:], predicted[n, warmup:]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            r = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
+    for ax, n, r_n in zip(axes[:, 0], shown, r):
         ax.plot(t, measured[n], color="0.45", lw=0.8, label="measured")
         ax.plot(t, predicted[n], color="C3", lw=1.0, label="predicted")
         if warmup:
             ax.axvspan(0, warmup / sfreq, color="0.9", zorder=0, label="warm-up (not scored)")
-        ax.set_title(f"{channel_names[n]}: r = {r:.2f}", fontsize=9, loc="left")
+        ax.set_title(f"{channel_names[n]}: r = {r_n:.2f}", fontsize=9, loc="left")
         ax.set_ylabel(unit, fontsize=8)
     axes[0, 0].legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=3, frameon=False)
     axes[-1, 0].set_xlabel("time (s)")

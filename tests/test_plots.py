@@ -1,3 +1,4 @@
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -104,3 +105,22 @@ def test_receptive_field_grid(example):
     assert (left, right) == pytest.approx((-5.0, (w.shape[-1] - 0.5) * 10.0))  # lags in ms at 100 Hz
     with pytest.raises(ValueError, match=r"maps must be \(channels, freqs, lags\)"):
         plot_receptive_fields(w)
+
+
+def test_the_prediction_figure_titles_each_channel_with_its_r_past_the_warmup():
+    from dstrf.plots import plot_prediction
+
+    rng = np.random.default_rng(0)
+    measured = rng.standard_normal((3, 200))
+    predicted = measured + rng.standard_normal((3, 200))
+    predicted[1, :20] = 100.0  # only in the warm-up: must not change channel 1's r
+    figure = plot_prediction(measured, predicted, 100.0, ["a", "b", "c"], [1, 2], warmup=20)
+    expected = [np.corrcoef(measured[n, 20:], predicted[n, 20:])[0, 1] for n in (1, 2)]
+    titles = [ax.get_title(loc="left") for ax in figure.axes]
+    assert titles == [f"b: r = {expected[0]:.2f}", f"c: r = {expected[1]:.2f}"]
+    assert figure.axes[-1].get_xlabel() == "time (s)"
+    constant = plot_prediction(measured, np.zeros((3, 200)), 100.0, ["a", "b", "c"], [0])
+    assert constant.axes[0].get_title(loc="left") == "a: r = nan"  # undefined, never 0
+    with pytest.raises(ValueError, match=r"must both be \(N, T\)"):
+        plot_prediction(measured, predicted[:2], 100.0, ["a", "b", "c"], [0])
+    plt.close("all")
