@@ -341,6 +341,11 @@ def _figures(
     return [str(path.relative_to(out).as_posix()) for path in drawn]
 
 
+def _output_frames(data, trial: int, times: slice | None) -> int:
+    """How many output frames of ``trial`` the ``times`` selection (``--times START:STOP:STEP``) keeps."""
+    return len(range(data[trial].stimulus.shape[-1])[times if times is not None else slice(None)])
+
+
 def _size_estimate(experiment, plan: dict, channels, times: slice | None, lags: int | None, dtype: str) -> str:
     """What the trials' files will hold, said before the work starts: frames x channels x bands x lags, twice
     in ``dtype`` (mean, SE) and once as bytes (mask), per trial, summed."""
@@ -348,7 +353,7 @@ def _size_estimate(experiment, plan: dict, channels, times: slice | None, lags: 
     total, frames = 0, 0
     for (_, trial), jobs in plan.items():
         data = experiment.trials(jobs[0])
-        n_frames = len(range(data[trial].stimulus.shape[-1])[times if times is not None else slice(None)])
+        n_frames = _output_frames(data, trial, times)
         n_channels = len(channels) if channels is not None else data.n_channels
         n_lags = lags or ((jobs[0].metrics or {}).get("receptive_field") or 0)
         total += n_frames * n_channels * data.n_freqs * n_lags * (2 * itemsize + 1)
@@ -393,8 +398,7 @@ def _time_estimate(
 
     def work(item) -> int:
         (_, trial), jobs = item
-        n_frames = experiment.trials(jobs[0])[trial].stimulus.shape[-1]
-        return len(range(n_frames)[times if times is not None else slice(None)]) * len(jobs)
+        return _output_frames(experiment.trials(jobs[0]), trial, times) * len(jobs)
 
     total = seconds * sum(map(work, items)) / work(items[0])
     rest = (
