@@ -879,10 +879,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileExistsError, FileNotFoundError) as error:
         print(f"dstrf-estimate: error: {error}", file=sys.stderr)
         return 1
+    _log_estimate(args.sweep_dir, out, "gradmap" if args.gradmap else "dstrf", index)
     if index["failed"]:
         print(_failure_report(index["failed"], len(written)), file=sys.stderr)
         return 2
     return 0
+
+
+def _log_estimate(sweep_dir: Path, out: Path, kind: str, index: dict) -> None:
+    """The estimate's wandb run where the sweep's jobs logged to wandb (:func:`dstrf.sweep.dashboard.
+    log_estimate_run`). Never raises: the files are written, and a wandb failure must not make them look failed."""
+    from .dashboard import log_estimate_run
+
+    try:
+        run_id = log_estimate_run(sweep_dir, out, kind, index)
+    except Exception as err:  # noqa: BLE001 -- by design, see above
+        print(f"dstrf-estimate: the wandb estimate run failed ({type(err).__name__}: {err})", file=sys.stderr)
+        return
+    if run_id:
+        print(f"dstrf-estimate: wandb run 'estimate {kind}' ({run_id}) in the sweep's group", file=sys.stderr)
 
 
 def _memory(text: str) -> int:

@@ -334,7 +334,7 @@ def test_every_count_uses_one_definition_of_done(sweep_dir, tmp_path):
 def test_the_summary_figures_are_drawn_beside_the_summary(sweep_dir, tmp_path, capsys):
     """Two groups ("" and model.hidden=8): the per-channel figure and the group-vs-group scatter; no wandb run
     since the jobs logged to CSV only."""
-    from dstrf.sweep.dashboard import _per_channel, log_summary_run
+    from dstrf.sweep.dashboard import log_summary_run, per_channel
 
     sweep = copy_sweep(sweep_dir, tmp_path / "sweep")
     main([str(sweep), "--quiet"])
@@ -342,7 +342,7 @@ def test_the_summary_figures_are_drawn_beside_the_summary(sweep_dir, tmp_path, c
     for name in ("summary_channels.png", "summary_models.png"):
         assert (sweep / name).stat().st_size > 10_000
     summary = aggregate(sweep, write=False)
-    table = _per_channel(summary)
+    table = per_channel(summary)
     written = json.loads((sweep / "summary.json").read_text())
     for group in written["groups"]:
         rows = table[table["group"] == (group["group"] or "all jobs")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -120,3 +121,24 @@ def test_a_single_run_is_named_by_model_and_data_and_a_failed_one_is_finished_as
         f"wandb is offline: WANDB_MODE=offline is set. The run is kept on disk; upload it later with `dstrf-sync {tmp_path / 'r'}`"
         in (tmp_path / "r" / "train.log").read_text()
     )
+
+
+def test_dstrf_estimate_logs_its_figures_into_an_estimate_run_of_the_sweeps_group(swept, tmp_path, monkeypatch):
+    """On a copy of the sweep (the other tests count its runs): the gradient maps' run, job_type estimate,
+    with one image per fold figure that dstrf-estimate wrote, and what it wrote in the summary."""
+    from dstrf.sweep.posthoc import main
+
+    _, sweep_dir = swept
+    copy = shutil.copytree(sweep_dir, tmp_path / sweep_dir.name)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert main([str(copy), "--gradmap"]) == 0
+    (run,) = [r for r in offline_runs(copy) if r.job_type == "estimate"]
+    assert (run.name, run.group, run.exit_code) == ("estimate gradmap", sweep_dir.name, 0)
+    figures = sorted(p.stem for p in (copy / "gradmap").glob("*.png"))
+    assert figures == ["fold_0", "fold_1"]
+    assert {k for k in run.summary if k.startswith("estimate/")} == {f"estimate/gradmap/{f}" for f in figures}
+    assert all(run.summary[f"estimate/gradmap/{f}"]["_type"] == "image-file" for f in figures)
+    assert (run.summary["n_written"], run.summary["n_failed"]) == (2, 0)
+    # a second estimate continues the same run (its id is derived from the sweep), and keeps the files
+    assert main([str(copy), "--gradmap"]) == 0
+    assert {r.id for r in offline_runs(copy) if r.job_type == "estimate"} == {run.id}
