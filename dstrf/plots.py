@@ -39,6 +39,9 @@ __all__ = [
     "animation_format",
     "default_times",
     "frames_past_warmup",
+    "round_frequency_ticks",
+    "empty_map_note",
+    "MAP_UNIT",
 ]
 
 CMAP = "RdBu_r"
@@ -92,19 +95,54 @@ def default_times(dstrfs, n: int = 4) -> list[int]:
     return sorted({usable[i] for i in picks})
 
 
+def _hz(f: float) -> str:
+    """``250``, ``1k``, ``1.5k``, ``12k``."""
+    return f"{f / 1000:g}k" if f >= 1000 else f"{f:g}"
+
+
+def round_frequency_ticks(freqs: np.ndarray, max_ticks: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Tick positions (in band index, fractional) and values (Hz) at round frequencies for an axis whose
+    bands have centre frequencies ``freqs`` ``(F,)`` (increasing): the 1-2-5 series (100, 200, 500, 1k, ...),
+    or 1-1.5-2-3-5-7 where that gives too few, placed by interpolating log frequency between band centres.
+    Empty when ``freqs`` is not increasing and positive (the caller falls back to band numbers)."""
+    freqs = np.asarray(freqs, dtype=np.float64)
+    if len(freqs) < 2 or not np.all(np.diff(freqs) > 0) or freqs[0] <= 0:
+        return np.zeros(0), np.zeros(0)
+    decades = 10.0 ** np.arange(np.floor(np.log10(freqs[0])), np.ceil(np.log10(freqs[-1])) + 1)
+    for mantissas in ((1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)):
+        values = np.array([m * d for d in decades for m in mantissas])
+        values = values[(values >= freqs[0]) & (values <= freqs[-1])]
+        if len(values) >= 3 or mantissas[-1] == 9:
+            break
+    while len(values) > max_ticks:
+        values = values[::2]
+    positions = np.interp(np.log(values), np.log(freqs), np.arange(len(freqs), dtype=np.float64))
+    return positions, values
+
+
 def _freq_ticks(ax, freqs: np.ndarray | None, n_freqs: int) -> None:
-    if freqs is None or len(freqs) != n_freqs:
-        ax.set_ylabel("band")
+    """The frequency axis (bands on y): ticks at round frequencies in Hz, or band numbers without them."""
+    positions, values = (np.zeros(0), np.zeros(0))
+    if freqs is not None and len(freqs) == n_freqs:
+        positions, values = round_frequency_ticks(freqs)
+    if not len(values):
+        ax.set_ylabel("frequency band (number)")
         return
-    ticks = np.unique(np.linspace(0, n_freqs - 1, num=min(5, n_freqs)).round().astype(int))
-    ax.set_yticks(ticks)
-    ax.set_yticklabels([f"{freqs[i] / 1000:.1f}k" if freqs[i] >= 1000 else f"{freqs[i]:.0f}" for i in ticks])
+    ax.set_yticks(positions)
+    ax.set_yticklabels([_hz(v) for v in values])
     ax.set_ylabel("frequency (Hz)")
 
 
-def _receptive_field(ax, w: np.ndarray, sfreq: float, freqs: np.ndarray | None, vmax: float):
-    """One ``(F, L)`` map: lag (ms) on x from 0, band on y from low to high."""
+#: The colour bar of every map of derivatives (dSTRFs, gradient maps, STRFs) when no unit is given.
+MAP_UNIT = "d response / d stimulus\n(response units per stimulus unit)"
+
+
+def _receptive_field(ax, w: np.ndarray, sfreq: float, freqs: np.ndarray | None, vmax: float, note: bool = True):
+    """One ``(F, L)`` map: lag (ms) on x from 0 at the left (the current frame) to the oldest frame at the
+    right, in every figure; band on y from low to high. An all-zero or non-finite map says so on the map."""
     n_freqs, n_lags = w.shape
+    if note:
+        _note(ax, empty_map_note(w))
     frame_ms = 1000.0 / sfreq
     image = ax.imshow(
         w,
@@ -119,6 +157,33 @@ def _receptive_field(ax, w: np.ndarray, sfreq: float, freqs: np.ndarray | None, 
     ax.set_xlabel("lag (ms)")
     _freq_ticks(ax, freqs, n_freqs)
     return image
+
+
+def empty_map_note(w: np.ndarray) -> str | None:
+    """What to write on a map ``w`` that shows nothing: all zero, or NaN (either would otherwise be a blank
+    white panel that reads as 'no structure'); None when it has values."""
+    w = np.asarray(w)
+    if not np.isfinite(w).all():
+        return "NaN: the map is undefined" if np.isnan(w).all() else "some values are NaN (white)"
+    if not np.any(w):
+        return "all zero\n(the derivative vanishes here)"
+    return None
+
+
+def _note(ax, text: str | None):
+    """``text`` in the middle of ``ax``, in a box (hidden while ``text`` is None); the artist."""
+    return ax.text(
+        0.5,
+        0.5,
+        text or "",
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        fontsize=8,
+        color="C3",
+        visible=text is not None,
+        bbox=dict(boxstyle="round", facecolor="white", edgecolor="C3", alpha=0.9),
+    )
 
 
 def _symmetric_limit(values: np.ndarray) -> float:
@@ -178,6 +243,9 @@ def plot_dstrf(
     sfreq: float = 100.0,
     freqs: Sequence[float] | np.ndarray | None = None,
     title: str | None = None,
+    channel_name: str | None = None,
+    unit: str = MAP_UNIT,
+    response_unit: str = "data units",
 ) -> Figure:
     """The dSTRF of one channel at chosen frames, under the stimulus and the response around them.
 
@@ -197,6 +265,10 @@ def plot_dstrf(
         Frame rate in Hz, for the time and lag axes.
     freqs : ``(F,)``, optional
         Band centre frequencies in Hz, for the frequency axis.
+    title : str, optional
+        Default: the channel (``channel_name``, else its number) and what is shown.
+    unit, response_unit : str
+        The colour bar's label (the dSTRF's unit) and the response's unit (y label).
 
     Returns
     -------
@@ -221,8 +293,9 @@ def plot_dstrf(
     ax_stim, ax_resp = _stimulus_and_response(
         figure, grid[0, :], grid[1, :], stimulus, start, stop, channel, response, prediction, sfreq, freqs
     )
-    ax_stim.set_title(title or f"channel {channel}: stimulus, response and dSTRF at {n} frames")
-    ax_resp.set_ylabel("response")
+    name = channel_name if channel_name is not None else f"channel {channel}"
+    ax_stim.set_title(title or f"{name}: stimulus, response and dSTRF at {n} frames")
+    ax_resp.set_ylabel(f"response ({response_unit})")
     for ax in (ax_stim, ax_resp):
         for k, t in enumerate(times):
             ax.axvline((t + 0.5) / sfreq, color=f"C{(k + 1) % 10}", lw=1.0, ls="--")
@@ -237,7 +310,7 @@ def plot_dstrf(
             ax.set_ylabel("")
             ax.set_yticklabels([])
     assert image is not None  # times is not empty
-    figure.colorbar(image, ax=figure.axes[-n:], shrink=0.9, label="d response / d stimulus")
+    figure.colorbar(image, ax=figure.axes[-n:], shrink=0.9, label=unit)
     return figure
 
 
@@ -262,6 +335,9 @@ def animate_dstrf(
     freqs: Sequence[float] | np.ndarray | None = None,
     fps: int = 10,
     format: str = "auto",
+    channel_name: str | None = None,
+    unit: str = MAP_UNIT,
+    response_unit: str = "data units",
 ) -> Path:
     """An animation of one channel's dSTRF over time, with the stimulus and response scrolling past.
 
@@ -305,8 +381,11 @@ def animate_dstrf(
     ax_stim.set_xlim(start / sfreq, stop / sfreq)
     cursors = [ax.axvline(0, color="C1", lw=1.2) for ax in (ax_stim, ax_resp)]
     ax_map = figure.add_subplot(grid[:, 1])
-    image = _receptive_field(ax_map, maps[0], sfreq, freqs, _symmetric_limit(maps))
-    figure.colorbar(image, ax=ax_map, shrink=0.8, label="d response / d stimulus")
+    image = _receptive_field(ax_map, maps[0], sfreq, freqs, _symmetric_limit(maps), note=False)
+    note = _note(ax_map, None)
+    figure.colorbar(image, ax=ax_map, shrink=0.8, label=unit)
+    ax_resp.set_ylabel(f"response ({response_unit})")
+    name = channel_name if channel_name is not None else f"channel {channel}"
 
     def draw(i: int) -> None:
         t = times[i]
@@ -316,7 +395,10 @@ def animate_dstrf(
         window.set_x((t - n_lags + 1) / sfreq)
         window.set_width(n_lags / sfreq)
         image.set_data(maps[i])
-        ax_map.set_title(f"channel {channel}, t = {t / sfreq:.2f} s")
+        text = empty_map_note(maps[i])
+        note.set_text(text or "")
+        note.set_visible(text is not None)
+        ax_map.set_title(f"dSTRF of {name}, t = {t / sfreq:.2f} s")
 
     draw(0)
     figure.canvas.draw()
@@ -345,6 +427,7 @@ def plot_receptive_fields(
     labels: Sequence[str] | None = None,
     columns: int = 8,
     title: str | None = None,
+    unit: str = MAP_UNIT,
 ) -> Figure:
     """A grid of ``(N, F, L)`` receptive fields (STRFs, gradmaps, mean dSTRFs), one panel per channel.
 
@@ -389,7 +472,7 @@ def plot_receptive_fields(
         if i < n - columns:
             ax.set_xlabel("")
     assert image is not None  # n >= 1: plt.subplots refuses 0 rows
-    figure.colorbar(image, ax=axes, shrink=0.8, label="d response / d stimulus")
+    figure.colorbar(image, ax=axes, shrink=0.8, label=unit)
     if title:
         figure.suptitle(title)
     return figure
@@ -401,9 +484,12 @@ def plot_optimal_stimuli(
     sfreq: float = 100.0,
     freqs: Sequence[float] | np.ndarray | None = None,
     labels: Sequence[str] | None = None,
+    unit: str = "data units",
+    response_unit: str = "data units",
 ) -> Figure:
     """Optimal stimuli ``(K, F, L)`` (time order: the last column is the frame read out), one row each, beside
-    their response over the optimisation steps ``(K, steps + 1)``."""
+    their response over the optimisation steps ``(K, steps + 1)``. Drawn like every map: lag from 0 (the
+    read-out frame) at the left."""
     stimuli = _numpy(stimuli)
     if stimuli.ndim != 3:
         raise ValueError(f"stimuli must be (neurons, freqs, frames); got shape {stimuli.shape}")
@@ -423,22 +509,23 @@ def plot_optimal_stimuli(
     for i in range(n):
         label = labels[i] if labels is not None else f"neuron {i}"
         ax = axes[i, 0]
-        image = ax.imshow(
-            stimuli[i],
+        image = ax.imshow(  # lag 0 (the read-out frame, the last column) at the left, as in every map
+            stimuli[i][:, ::-1],
             origin="lower",
             aspect="auto",
             cmap="magma",
             interpolation="nearest",
-            extent=(-(n_frames - 0.5) * frame_ms, 0.5 * frame_ms, -0.5, n_freqs - 0.5),
+            extent=(-0.5 * frame_ms, (n_frames - 0.5) * frame_ms, -0.5, n_freqs - 0.5),
         )
         _freq_ticks(ax, freqs, n_freqs)
-        ax.set_xlabel("time before the read-out frame (ms)")
+        ax.set_xlabel("lag before the read-out frame (ms)")
         ax.set_title(f"optimal stimulus: {label}", fontsize="medium")
-        figure.colorbar(image, ax=ax, shrink=0.8, label="stimulus")
+        figure.colorbar(image, ax=ax, shrink=0.8, label=f"stimulus ({unit})")
         curve = np.asarray(responses[i])
         axes[i, 1].plot(np.arange(len(curve)), curve, color="C0")
         axes[i, 1].set_xlabel("Adam step")
-        axes[i, 1].set_ylabel("response")
+        axes[i, 1].set_ylabel(f"response ({response_unit})")
+        axes[i, 1].set_title(f"{label}: response during the search", fontsize="medium")
     return figure
 
 

@@ -153,12 +153,14 @@ def dstrf_figures(
     animation: bool = False,
     animation_frames: int = 100,
     sfreq: float | None = None,
+    label: str | None = None,
 ) -> list[Path]:
     """Per trial and channel, the dSTRF file ``trial_<id>.h5`` in ``out`` drawn at ``times`` under the trial's
     stimulus, response and ``model``'s prediction (:func:`dstrf.plots.plot_dstrf`): ``trial_<id>_channel_<n>.png``;
     with ``animation`` also :func:`dstrf.plots.animate_dstrf` over the first ``animation_frames`` frames past
     the warm-up (``trial_<id>_channel_<n>.mp4`` or ``.gif``). ``channels`` default to the file's first channel;
     ``sfreq`` to ``trials.sfreq``. Without a ``model`` (a jackknife file of several) no prediction is drawn.
+    ``label`` (the model, e.g. ``"DeepEncoder"`` or ``"jackknife mean of 7 models"``) starts each title.
     Returns the paths written, in order."""
     out = Path(out)
     sfreq = sfreq or trials.sfreq
@@ -181,7 +183,9 @@ def dstrf_figures(
                     prediction=prediction,
                     sfreq=sfreq,
                     freqs=trials.freqs,
-                    title=f"trial {trial}, channel {channel}",
+                    channel_name=trials.channel_names[channel],
+                    title=f"{label + ': ' if label else ''}dSTRF of {trials.channel_names[channel]} on trial {trial}, "
+                    f"under its stimulus and response",
                 )
                 written.append(save_figure(figure, out / f"{name}.png"))
                 if animation:
@@ -197,6 +201,7 @@ def dstrf_figures(
                             prediction=prediction,
                             sfreq=sfreq,
                             freqs=trials.freqs,
+                            channel_name=trials.channel_names[channel],
                         )
                     )
     return written
@@ -491,7 +496,12 @@ def write_optimal_stimuli(
         freqs=trials.freqs,
     )
     figure = plot_optimal_stimuli(
-        stimuli, responses, sfreq=sfreq, freqs=trials.freqs, labels=[names[n] for n in neurons]
+        stimuli,
+        responses,
+        sfreq=sfreq,
+        freqs=trials.freqs,
+        labels=[names[n] for n in neurons],
+        response_unit="standardised",  # the standardized encoder's output, the one the search maximised
     )
     written["optimal_stimuli_figure"] = save_figure(figure, out / "optimal_stimuli.png")
     return written

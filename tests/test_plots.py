@@ -7,7 +7,15 @@ from PIL import Image
 
 from dstrf.estimate import dstrf
 from dstrf.models import DeepEncoder
-from dstrf.plots import animate_dstrf, default_times, plot_dstrf, plot_receptive_fields
+from dstrf.plots import (
+    MAP_UNIT,
+    animate_dstrf,
+    default_times,
+    plot_dstrf,
+    plot_optimal_stimuli,
+    plot_receptive_fields,
+    round_frequency_ticks,
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +50,7 @@ def test_plot_dstrf_draws_the_chosen_channel_at_the_chosen_frames(example):
     assert len(limits) == 1 and (lim := limits.pop())[0] == -lim[1] == pytest.approx(
         -float(w[[70, 90, 110], 2].abs().max())
     )
-    response_axis = [ax for ax in figure.axes if ax.get_ylabel() == "response"][0]
+    response_axis = [ax for ax in figure.axes if ax.get_ylabel() == "response (data units)"][0]
     response_line, prediction_line = response_axis.lines[:2]  # then the markers of the chosen frames
     np.testing.assert_array_equal(prediction_line.get_ydata(), y[2].numpy())  # the whole trial fits the view here
     np.testing.assert_array_equal(response_line.get_ydata(), (y[2] + 1).numpy())
@@ -124,3 +132,49 @@ def test_the_prediction_figure_titles_each_channel_with_its_r_past_the_warmup():
     with pytest.raises(ValueError, match=r"must both be \(N, T\)"):
         plot_prediction(measured, predicted[:2], 100.0, ["a", "b", "c"], [0])
     plt.close("all")
+
+
+def test_frequency_ticks_are_at_round_frequencies_placed_between_the_band_centres():
+    freqs = np.geomspace(200, 8000, 16)
+    positions, values = round_frequency_ticks(freqs)
+    assert values.tolist() == [200, 500, 1000, 2000, 5000]
+    # on a log-spaced axis the position of f is log(f / 200) / log(8000 / 200) of the way up the bands
+    np.testing.assert_allclose(positions, 15 * np.log(values / 200) / np.log(40))
+    figure = plot_receptive_fields(np.ones((1, 16, 5)), freqs=freqs)
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["200", "500", "1k", "2k", "5k"]
+    assert ax.get_ylabel() == "frequency (Hz)"
+    # a narrow range falls back to finer steps; bands without frequencies are numbered, and say so
+    assert round_frequency_ticks(np.geomspace(500, 700, 8))[1].tolist() == [500, 600, 700]
+    assert plot_receptive_fields(np.ones((1, 4, 5))).axes[0].get_ylabel() == "frequency band (number)"
+
+
+def test_an_all_zero_or_nan_map_says_so_on_the_figure_and_a_map_with_values_does_not():
+    maps = np.zeros((3, 4, 5))
+    maps[1, 2, 3] = 0.5
+    maps[2] = np.nan
+    figure = plot_receptive_fields(maps, labels=["zero", "fine", "undefined"])
+    notes = [[t.get_text() for t in ax.texts if t.get_visible()] for ax in figure.axes[:3]]
+    assert notes[0] == ["all zero\n(the derivative vanishes here)"]
+    assert notes[1] == [] and notes[2] == ["NaN: the map is undefined"]
+    assert [ax.get_title() for ax in figure.axes[:3]] == ["zero", "fine", "undefined"]
+    assert figure.axes[-1].get_ylabel() == MAP_UNIT  # the colour bar, with the unit
+
+
+def test_every_map_has_lag_zero_at_the_left_the_optimal_stimulus_too(example):
+    model, x, w = example
+    stimuli = np.arange(2 * 6 * 5, dtype=float).reshape(2, 6, 5)  # time order: column 4 is the read-out frame
+    figures = {
+        "dstrf": plot_dstrf(w, x, times=[100], sfreq=50),
+        "grid": plot_receptive_fields(w[100], sfreq=50),
+        "optimal": plot_optimal_stimuli(stimuli, np.zeros((2, 3)), sfreq=50, labels=["a", "b"]),
+    }
+    for name, figure in figures.items():
+        maps = [ax for ax in figure.axes if ax.get_images() and "lag" in ax.get_xlabel()]
+        assert maps, name
+        for ax in maps:
+            left, right = ax.get_xlim()
+            assert left == pytest.approx(-10) and right > left, name  # half a 20 ms frame left of lag 0
+    optimal = [ax for ax in figures["optimal"].axes if ax.get_images() and "lag" in ax.get_xlabel()][0]
+    np.testing.assert_array_equal(np.asarray(optimal.get_images()[0].get_array())[:, 0], stimuli[0, :, -1])
+    assert optimal.get_title() == "optimal stimulus: a"

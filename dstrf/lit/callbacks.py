@@ -180,6 +180,7 @@ class DSTRFCallback(L.Callback):
             animation=self.animation,
             animation_frames=self.animation_frames,
             sfreq=module.hparams.get("sfreq") or trials.sfreq,
+            label=type(module.encoder).__name__,
         )
         for path in written:
             log_media(loggers, f"dstrf/{path.stem}", path)

@@ -337,6 +337,7 @@ def _figures(
         channels=channels,
         animation=animation,
         animation_frames=animation_frames,
+        label=f"{target.parent.name if target.parent != out else 'sweep'}, jackknife mean",
     )
     return [str(path.relative_to(out).as_posix()) for path in drawn]
 
