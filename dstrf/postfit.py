@@ -553,14 +553,20 @@ def nonlinearity_table(
 
 
 def write_nonlinearities(
-    tables: Mapping[int, NonlinearityTable], folder: str | os.PathLike, *, r_baseline=None, r_model=None
+    tables: Mapping[int, NonlinearityTable],
+    folder: str | os.PathLike,
+    *,
+    r_baseline=None,
+    r_model=None,
+    label: str | None = None,
 ) -> dict[str, Path]:
     """The nonlinearity tables of several trials (trial id -> :func:`nonlinearity_table`) into ``folder``:
     ``nonlinearities.csv`` (:func:`dstrf.analysis.stack_tables`: one row per trial and channel, a leading
     ``trial`` column), ``nonlinearities_by_channel.csv`` (:func:`dstrf.analysis.by_channel`: the mean per
     channel over the trials) and ``nonlinearities.png`` (:func:`dstrf.analysis.plot_nonlinearities`). With
     ``r_baseline`` and ``r_model`` (test r per channel number, e.g. of a linear model and of this one), the
-    figure adds the prediction gain against complexity. Returns the paths by key of
+    figure adds the prediction gain against complexity. ``label`` (the model) starts the figure's title. Returns
+    the paths by key of
     :data:`NONLINEARITY_FILES` (``per_trial``, ``by_channel``, ``figure``)."""
     folder = Path(folder)
     paths = {key: folder / name for key, name in NONLINEARITY_FILES.items()}
@@ -572,7 +578,12 @@ def write_nonlinearities(
     if r_baseline is not None and r_model is not None:
         channels = summary.column("channel").astype(int)
         gain = {"r_linear": np.asarray(r_baseline)[channels], "r_deep": np.asarray(r_model)[channels]}
-    plot_nonlinearities(summary, path=paths["figure"], **gain)
+    trials = sorted(tables)
+    title = (
+        f"{label + ': ' if label else ''}nonlinearity measures of the dSTRFs per channel, mean over "
+        f"{len(trials)} trial{'s' * (len(trials) != 1)} ({', '.join(map(str, trials[:8]))}{' ...' * (len(trials) > 8)})"
+    )
+    plot_nonlinearities(summary, path=paths["figure"], title=title, **gain)
     return paths
 
 

@@ -619,15 +619,13 @@ def _identity(cfg: DictConfig, run_dir: Path, module: EncoderModule) -> dict[str
     trials = cfg.data.get("trials") or {}
     data = trials.get("path")
     target = trials.get("_target_") or cfg.data.get("_target_") or "data"
-    data_name = Path(str(data)).stem if data else str(target).rsplit(".", 1)[-1]
-    if HydraConfig.initialized():
-        hc = HydraConfig.get()
-        choice = hc.runtime.choices.get("data")
-        data_name = Path(str(data)).stem if data else (choice or data_name)
-        if _in_multirun():
-            sweep_dir = Path(hc.sweep.dir)
-            job = list(hc.overrides.task)
-            swept = (read_json(sweep_dir / "sweep.json") or {}).get("overrides", [])
+    hc = HydraConfig.get() if HydraConfig.initialized() else None
+    choice = hc.runtime.choices.get("data") if hc is not None else None
+    data_name = Path(str(data)).stem if data else choice or str(target).rsplit(".", 1)[-1]
+    if hc is not None and _in_multirun():
+        sweep_dir = Path(hc.sweep.dir)
+        job = list(hc.overrides.task)
+        swept = (read_json(sweep_dir / "sweep.json") or {}).get("overrides", [])
     return run_identity(
         run_dir,
         sweep_dir,

@@ -242,12 +242,17 @@ def by_channel(table: NonlinearityTable) -> NonlinearityTable:
 
 
 def plot_nonlinearities(
-    table: NonlinearityTable, r_linear=None, r_deep=None, path: str | os.PathLike | None = None
+    table: NonlinearityTable,
+    r_linear=None,
+    r_deep=None,
+    path: str | os.PathLike | None = None,
+    title: str | None = None,
 ) -> Figure:
     """Compare channels: complexity vs gain change, temporal hold vs shape change, and (when the table has
     ``prediction_gain`` or ``r_linear``/``r_deep`` are given, one per row) the deep model's prediction gain vs
     complexity with its least-squares line and Pearson r. Channels are labelled by name when there are at
-    most 20. Saved as PNG to ``path`` if given (Agg, no display needed)."""
+    most 20. ``title`` (what the dSTRFs are: model, trials) heads the figure. Saved as PNG to ``path`` if given
+    (Agg, no display needed)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # imported here: matplotlib only for figures
     from matplotlib.figure import Figure
 
@@ -262,8 +267,8 @@ def plot_nonlinearities(
         gain = table.column("prediction_gain")
     variant = table.settings.get("gain_variant", "norm_cv")
     panels = [
-        ("complexity", "gain_change", "complexity", f"gain change ({variant})"),
-        ("temporal_hold", "shape_change", "temporal hold (frames)", "shape change"),
+        ("complexity", "gain_change", "complexity (sum of singular values / largest)", f"gain change ({variant})"),
+        ("temporal_hold", "shape_change", "temporal hold (frames)", "shape change (complexity after alignment)"),
     ]
     fig = Figure(figsize=(4.2 * (len(panels) + (gain is not None)), 3.8), layout="constrained")
     FigureCanvasAgg(fig)
@@ -285,8 +290,10 @@ def plot_nonlinearities(
             r = np.corrcoef(x[ok], gain[ok])[0, 1]
             ax.set_title(f"Pearson r = {r:.2f} (n = {int(ok.sum())})", fontsize=9)
         ax.axhline(0, color="0.7", lw=0.8, zorder=0)
-        ax.set_xlabel("complexity")
-        ax.set_ylabel("prediction gain  r_deep - r_linear")
+        ax.set_xlabel("complexity (sum of singular values / largest)")
+        ax.set_ylabel("prediction gain: r_deep - r_linear (test r)")
+    if title:
+        fig.suptitle(title, fontsize=10)
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -697,7 +697,13 @@ def analyze_sweep(
         if not tables:
             continue  # every trial of the group failed, and is reported
         r_group = scores(group) if r_baseline is not None and group != baseline else None
-        paths = postfit.write_nonlinearities(tables, out / (group or "."), r_baseline=r_baseline, r_model=r_group)
+        paths = postfit.write_nonlinearities(
+            tables,
+            out / (group or "."),
+            r_baseline=r_baseline,
+            r_model=r_group,
+            label=f"{group or 'sweep'}, jackknife-mean",
+        )
         written[group] = paths["per_trial"]
     if len(index["failed"]) > n_failed:
         postfit.write_index(out, index)
