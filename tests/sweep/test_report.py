@@ -89,3 +89,17 @@ def test_a_path_that_is_not_a_run_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty")]) == 1
     assert "is neither a dstrf run directory" in capsys.readouterr().err
+
+
+def test_the_report_embeds_what_dstrf_estimate_wrote(sweep_dir, tmp_path):
+    from dstrf.sweep.posthoc import main as estimate
+
+    sweep = copy_sweep(sweep_dir, tmp_path / "sweep")
+    assert main([str(sweep)]) == 0
+    before = (sweep / "report.html").read_text().count("data:image/png;base64,")
+    status = estimate([str(sweep), "--gradmap"])
+    figures = sorted(p.relative_to(sweep).as_posix() for p in (sweep / "gradmap").rglob("*.png"))
+    assert status == 0 and figures and main([str(sweep)]) == 0
+    page = (sweep / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == before + len(figures)
+    assert "Post-hoc estimates" in page and all(f"<figcaption>{f}</figcaption>" in page for f in figures)
