@@ -121,7 +121,9 @@ class _Page:
         return Path(os.path.relpath(path, self.out.parent)).as_posix()
 
     # -- setup -----------------------------------------------------------------------------------------------
-    def setup(self, problems: dict[str, list[str]]) -> None:
+    def setup(self, unreadable: Sequence[str] = (), notes: Sequence[str] = ()) -> None:
+        """Data, channels, split, job counts (``unreadable``: the done jobs whose outputs cannot be read), the
+        ``notes`` (shown as warnings) and the model and data configs."""
         exp = self.experiment
         first = self.done[0] if self.done else (exp.jobs[0] if exp.jobs else None)
         parts = ["<h2>Setup</h2>"]
@@ -165,15 +167,11 @@ class _Page:
                 "jobs",
                 f"{counts['done']} done, {counts['incomplete']} incomplete (running, interrupted or failed), "
                 f"{counts['missing']} missing"
-                + (
-                    f", {len(problems['unreadable'])} with outputs that cannot be read"
-                    if problems["unreadable"]
-                    else ""
-                ),
+                + (f", {len(unreadable)} with outputs that cannot be read" if unreadable else ""),
             )
         )
         parts.append(_table(pd.DataFrame(rows, columns=["", "value"])).replace("<table", '<table class="setup"', 1))
-        for line in problems["notes"]:
+        for line in notes:
             parts.append(f'<p class="note">{_e(line)}</p>')
         for group, job in _first_per_group(self.done).items():
             model = job.config.get("model") if job.config is not None else None
@@ -238,9 +236,10 @@ class _Page:
             picks = [order.iloc[0]] + ([order.iloc[-1]] if len(order) > 1 else [])
             figure = _prediction_figure(job, self.name(job), [str(p["channel"]) for p in picks], group)
             if figure is not None:
-                best = f"best: {picks[0]['channel']} (r_score {picks[0]['r_score']:.3f})"
+                score = "test r" if self.experiment.kind == "run" else "r_score"
+                best = f"best: {picks[0]['channel']} ({score} {picks[0]['r_score']:.3f})"
                 worst = (
-                    f"; worst: {picks[-1]['channel']} (r_score {picks[-1]['r_score']:.3f})" if len(picks) > 1 else ""
+                    f"; worst: {picks[-1]['channel']} ({score} {picks[-1]['r_score']:.3f})" if len(picks) > 1 else ""
                 )
                 parts.append(_figure(_png(figure), f"{group or 'run'}: {best}{worst}; job {self.name(job)}"))
                 shown += 1
@@ -271,7 +270,7 @@ class _Page:
             self.parts.append("<h2>Post-hoc estimates</h2>" + "".join(parts))
 
     # -- jobs ------------------------------------------------------------------------------------------------
-    def jobs(self, problems: dict[str, list[str]]) -> None:
+    def jobs(self) -> None:
         rows = []
         for job in self.experiment.jobs:
             row = job.row()
@@ -366,23 +365,20 @@ def write_report(path: str | Path, out: str | Path | None = None) -> Path:
     experiment = load(path)
     target = Path(out).absolute() if out is not None else experiment.dir / "report.html"
     page = _Page(experiment, target)
-    problems: dict[str, list[str]] = {"unreadable": [], "notes": []}
-    table = pd.DataFrame(columns=["group", "channel", "r_pred", "r_score", "r_score_se"])
     if experiment.kind == "sweep" and experiment.jobs:
         summary = aggregate(experiment.dir, write=False)
-        problems["unreadable"] = [job.name for job, _ in summary.unreadable]
-        problems["notes"] = [f"{job.name}: {reason}" for job, reason in summary.unreadable]
+        notes = [f"{job.name}: {reason}" for job, reason in summary.unreadable]
         if not summary.complete:
-            problems["notes"].insert(0, "The sweep is not complete: its scores cover the done jobs only.")
+            notes.insert(0, "The sweep is not complete: its scores cover the done jobs only.")
+        page.setup([job.name for job, _ in summary.unreadable], notes)
         table = per_channel(summary)
-        page.setup(problems)
         page.sweep_scores(table)
     else:
-        page.setup(problems)
+        page.setup()
         table = page.run_scores()
     page.extremes(table)
     page.posthoc()
-    page.jobs(problems)
+    page.jobs()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_text(page.html(), encoding="utf-8")
